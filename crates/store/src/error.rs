@@ -1,0 +1,73 @@
+//! The store's errors: what went wrong, said so that an operator or the API can act on it.
+
+use cronfleet_core::job::InvalidJob;
+use cronfleet_core::run::IllegalTransition;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("job \"{0}\" not found")]
+    JobNotFound(String),
+    #[error("run {0} not found")]
+    RunNotFound(i64),
+    #[error("a job named \"{0}\" already exists")]
+    DuplicateJob(String),
+    #[error(
+        "job \"{name}\" was changed by someone else: expected version {expected}, found {actual}; \
+         read it again and retry"
+    )]
+    VersionConflict {
+        name: String,
+        expected: i64,
+        actual: i64,
+    },
+    /// A newer leader has raised the epoch: this node may no longer lease or dispatch.
+    #[error("fenced: epoch {ours} is not the epoch in force ({current}); this node is not the leader")]
+    Fenced { ours: i64, current: i64 },
+    #[error("run {id}: {source}")]
+    IllegalTransition {
+        id: i64,
+        #[source]
+        source: IllegalTransition,
+    },
+    /// The database refused a second active run of one job (invariant 1).
+    #[error("job \"{job}\" already has an active run; run {run} must wait")]
+    JobBusy { job: String, run: i64 },
+    #[error(transparent)]
+    InvalidJob(#[from] InvalidJob),
+    /// A stored value that cronfleet cannot read back (edited by hand, or a bug).
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl StoreError {
+    /// Whether the error comes from the database being unreachable or restarting, so that
+    /// the caller may retry the same call later.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Database(error) => matches!(
+                error,
+                sqlx::Error::Io(_)
+                    | sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::WorkerCrashed
+                    | sqlx::Error::Protocol(_)
+            ) || error
+                .as_database_error()
+                .and_then(|db| db.code())
+                // Class 57: operator intervention (shutdown, admin restart); 08: connection.
+                .is_some_and(|code| code.starts_with("57") || code.starts_with("08")),
+            _ => false,
+        }
+    }
+}
+
+/// Maps a unique-constraint violation to the domain error it means.
+pub(crate) fn unique_violation(error: &sqlx::Error) -> Option<&str> {
+    let db = error.as_database_error()?;
+    db.is_unique_violation()
+        .then(|| db.constraint().unwrap_or(db.message()))
+}

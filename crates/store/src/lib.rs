@@ -1,0 +1,189 @@
+//! Persistent state of cronfleet: jobs, their runs and the fencing epoch, behind one
+//! [`Store`] trait with two implementations — [`PostgresStore`] for clusters and
+//! [`SqliteStore`] for the embedded single-node mode. Migrations are embedded and run when
+//! a store is opened.
+//!
+//! Architecture invariant: the decisions (which slots run, which are missed, which state
+//! moves are legal) are made by `cronfleet-core`; this crate only reads and writes them,
+//! atomically. Both back-ends pass the same behaviour tests (`tests/behaviour.rs`).
+
+#[macro_use]
+mod rows;
+mod error;
+mod lease_writes;
+mod postgres;
+mod sqlite;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use cronfleet_core::job::{Job, JobSpec};
+use cronfleet_core::lease::LeaseSettings;
+use cronfleet_core::run::{Run, RunState};
+
+pub use error::StoreError;
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+/// The storage contract of the scheduler. Every method is one transaction.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Raises the fencing epoch to `epoch` unless it is already at least that high;
+    /// returns the epoch in force afterwards. A leader that gets back a higher epoch than
+    /// its own has been deposed.
+    async fn raise_epoch(&self, epoch: i64) -> Result<i64, StoreError>;
+
+    /// The fencing epoch in force.
+    async fn epoch(&self) -> Result<i64, StoreError>;
+
+    /// Creates a job. Its first slot is its first one at or after `now`.
+    async fn create_job(&self, spec: &JobSpec, now: DateTime<Utc>) -> Result<Job, StoreError>;
+
+    async fn get_job(&self, name: &str) -> Result<Job, StoreError>;
+
+    /// All jobs, by name.
+    async fn list_jobs(&self) -> Result<Vec<Job>, StoreError>;
+
+    /// Replaces a job's spec if its version is still `expected_version`. A changed schedule
+    /// restarts from its first slot at or after `now`; a changed max runs resets the count.
+    async fn update_job(
+        &self,
+        name: &str,
+        expected_version: i64,
+        spec: &JobSpec,
+        now: DateTime<Utc>,
+    ) -> Result<Job, StoreError>;
+
+    /// Pauses a job with an optional operator note. Its slots are not leased while paused;
+    /// on resume the catch-up policy decides what happens to the ones it missed.
+    async fn pause_job(
+        &self,
+        name: &str,
+        note: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Job, StoreError>;
+
+    async fn resume_job(&self, name: &str, now: DateTime<Utc>) -> Result<Job, StoreError>;
+
+    /// Deletes a job and its run history.
+    async fn delete_job(&self, name: &str) -> Result<(), StoreError>;
+
+    /// When the scheduler must next wake up: the earliest `next_run_at` of an active,
+    /// unpaused job.
+    async fn earliest_next_run_at(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
+
+    /// In one transaction fenced by `epoch`: takes up to `limit` due jobs (by priority,
+    /// then `next_run_at`; jobs another leaser holds are skipped), plans each with
+    /// `cronfleet_core::lease::plan_lease`, creates their runs and skipped / missed
+    /// records, advances their schedules, and returns what was created.
+    async fn lease_due(
+        &self,
+        now: DateTime<Utc>,
+        epoch: i64,
+        limit: u32,
+        settings: &LeaseSettings,
+    ) -> Result<Lease, StoreError>;
+
+    async fn get_run(&self, id: i64) -> Result<Run, StoreError>;
+
+    async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<Run>, StoreError>;
+
+    /// Moves a run to another state if the state machine allows it, recording the times,
+    /// worker, error and output that go with the move; a finished run updates its job's
+    /// failure streak. When the transition is fenced, it happens only under that epoch.
+    async fn transition_run(
+        &self,
+        id: i64,
+        transition: &RunTransition,
+        now: DateTime<Utc>,
+    ) -> Result<Run, StoreError>;
+}
+
+/// What one [`Store::lease_due`] call did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Lease {
+    /// The pending runs it created, oldest slot first per job.
+    pub runs: Vec<Run>,
+    /// Active runs asked to stop (overlap `replace`): the dispatcher sends their cancels.
+    pub cancel_requested: Vec<i64>,
+    /// How many jobs it took; fewer than the limit means nothing else is due.
+    pub jobs_leased: usize,
+}
+
+/// Which runs to list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunFilter {
+    pub job: Option<String>,
+    pub state: Option<RunState>,
+    /// Only runs created at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    pub limit: u32,
+    pub order: RunOrder,
+}
+
+impl Default for RunFilter {
+    fn default() -> Self {
+        RunFilter {
+            job: None,
+            state: None,
+            since: None,
+            limit: 100,
+            order: RunOrder::NewestFirst,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RunOrder {
+    /// History views.
+    #[default]
+    NewestFirst,
+    /// Work queues (the dispatcher takes pending runs in creation order).
+    OldestFirst,
+}
+
+/// A state change of a run and what goes with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunTransition {
+    pub to: RunState,
+    /// Fencing: when set, the change is made only while this epoch is in force (and the
+    /// run records it).
+    pub epoch: Option<i64>,
+    pub worker: Option<String>,
+    pub deadline: Option<DateTime<Utc>>,
+    pub error: Option<String>,
+    /// Captured output; only its last `MAX_OUTPUT_BYTES` are kept.
+    pub output: Option<String>,
+}
+
+impl RunTransition {
+    pub fn to(state: RunState) -> RunTransition {
+        RunTransition {
+            to: state,
+            epoch: None,
+            worker: None,
+            deadline: None,
+            error: None,
+            output: None,
+        }
+    }
+
+    /// Dispatching to `worker` under `epoch`, due to finish by `deadline`.
+    pub fn dispatch(worker: &str, epoch: i64, deadline: DateTime<Utc>) -> RunTransition {
+        RunTransition {
+            epoch: Some(epoch),
+            worker: Some(worker.to_owned()),
+            deadline: Some(deadline),
+            ..RunTransition::to(RunState::Dispatched)
+        }
+    }
+
+    pub fn with_error(mut self, error: impl Into<String>) -> RunTransition {
+        self.error = Some(error.into());
+        self
+    }
+
+    pub fn with_output(mut self, output: impl Into<String>) -> RunTransition {
+        self.output = Some(output.into());
+        self
+    }
+}

@@ -1,0 +1,517 @@
+//! The SQLite store, for the embedded single-node mode (`cronfleet dev`): one file, no
+//! server. Writers take the database lock up front (`BEGIN IMMEDIATE`), so a lease is as
+//! atomic as on PostgreSQL; there is one leaser, so no row-level skipping is needed.
+//!
+//! Times are stored as fixed-width UTC text (`YYYY-MM-DDTHH:MM:SS.ffffffZ`): text order is
+//! then time order, which the due-job index and every comparison rely on.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use cronfleet_core::job::{check_schedule_has_a_future, first_slot, Job, JobSpec};
+use cronfleet_core::lease::LeaseSettings;
+use cronfleet_core::policy::OpenRuns;
+use cronfleet_core::run::Run;
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
+};
+
+use crate::error::unique_violation;
+use crate::lease_writes::{plan_transition, plan_writes, StreakChange};
+use crate::rows::{jobs_from_rows, runs_from_rows, JobRow, JobValues, RunRow};
+use crate::{Lease, RunFilter, RunOrder, RunTransition, Store, StoreError};
+
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// The SQLite implementation of [`Store`].
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+/// A time as stored: fixed-width, so that comparing the text compares the times.
+fn ts(time: DateTime<Utc>) -> String {
+    time.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+fn ts_opt(time: Option<DateTime<Utc>>) -> Option<String> {
+    time.map(ts)
+}
+
+/// A list of ids as a JSON array, for `IN (SELECT value FROM json_each(?))`.
+fn id_list(ids: &[i64]) -> String {
+    serde_json::Value::from(ids).to_string()
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file at `path` and brings the schema up to
+    /// date.
+    pub async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(SqliteStore { pool })
+    }
+
+    async fn write_transaction(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
+
+async fn check_epoch(conn: &mut SqliteConnection, ours: i64) -> Result<(), StoreError> {
+    let current: i64 = sqlx::query_scalar("SELECT epoch FROM fencing WHERE id = 1")
+        .fetch_one(&mut *conn)
+        .await?;
+    if current == ours {
+        Ok(())
+    } else {
+        Err(StoreError::Fenced { ours, current })
+    }
+}
+
+async fn fetch_job(conn: &mut SqliteConnection, name: &str) -> Result<Job, StoreError> {
+    let row: Option<JobRow> =
+        sqlx::query_as(concat!("SELECT ", job_columns!(), " FROM jobs WHERE name = ?1"))
+            .bind(name)
+            .fetch_optional(&mut *conn)
+            .await?;
+    row.ok_or_else(|| StoreError::JobNotFound(name.to_owned()))?
+        .try_into()
+}
+
+async fn fetch_run(conn: &mut SqliteConnection, id: i64) -> Result<Run, StoreError> {
+    let row: Option<RunRow> = sqlx::query_as(concat!(
+        "SELECT ",
+        run_columns!(),
+        " FROM runs JOIN jobs ON jobs.id = runs.job_id WHERE runs.id = ?1"
+    ))
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.ok_or(StoreError::RunNotFound(id))?.try_into()
+}
+
+fn duplicate_name(error: sqlx::Error, name: &str) -> StoreError {
+    match unique_violation(&error) {
+        Some(_) => StoreError::DuplicateJob(name.to_owned()),
+        None => error.into(),
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn raise_epoch(&self, epoch: i64) -> Result<i64, StoreError> {
+        let mut tx = self.write_transaction().await?;
+        sqlx::query("UPDATE fencing SET epoch = ?1 WHERE id = 1 AND epoch < ?1")
+            .bind(epoch)
+            .execute(&mut *tx)
+            .await?;
+        let current: i64 = sqlx::query_scalar("SELECT epoch FROM fencing WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(current)
+    }
+
+    async fn epoch(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT epoch FROM fencing WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    async fn create_job(&self, spec: &JobSpec, now: DateTime<Utc>) -> Result<Job, StoreError> {
+        spec.validate()?;
+        check_schedule_has_a_future(&spec.schedule, now)?;
+        let values = JobValues::of(spec);
+        let next_run_at = first_slot(&spec.schedule, now);
+        let row: JobRow = sqlx::query_as(concat!(
+            "INSERT INTO jobs (name, handler, args, schedule_kind, schedule_expr, schedule_start, tz, \
+             priority, max_runs, remaining_runs, timeout_ms, retries, overlap, catch_up, \
+             catch_up_window_ms, labels, paused, pause_note, active, next_run_at, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, \
+             ?18, ?19, ?20, ?20) RETURNING ",
+            job_columns!()
+        ))
+        .bind(&spec.name)
+        .bind(&spec.handler)
+        .bind(&values.args)
+        .bind(&values.schedule.kind)
+        .bind(&values.schedule.expr)
+        .bind(ts_opt(values.schedule.start))
+        .bind(&values.schedule.tz)
+        .bind(spec.priority)
+        .bind(values.max_runs)
+        .bind(values.timeout_ms)
+        .bind(values.retries)
+        .bind(values.overlap)
+        .bind(values.catch_up)
+        .bind(values.catch_up_window_ms)
+        .bind(&values.labels)
+        .bind(spec.paused)
+        .bind(&spec.pause_note)
+        .bind(next_run_at.is_some())
+        .bind(ts_opt(next_run_at))
+        .bind(ts(now))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|error| duplicate_name(error, &spec.name))?;
+        row.try_into()
+    }
+
+    async fn get_job(&self, name: &str) -> Result<Job, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        fetch_job(&mut conn, name).await
+    }
+
+    async fn list_jobs(&self) -> Result<Vec<Job>, StoreError> {
+        let rows: Vec<JobRow> =
+            sqlx::query_as(concat!("SELECT ", job_columns!(), " FROM jobs ORDER BY name"))
+                .fetch_all(&self.pool)
+                .await?;
+        jobs_from_rows(rows)
+    }
+
+    async fn update_job(
+        &self,
+        name: &str,
+        expected_version: i64,
+        spec: &JobSpec,
+        now: DateTime<Utc>,
+    ) -> Result<Job, StoreError> {
+        spec.validate()?;
+        let mut tx = self.write_transaction().await?;
+        let current = fetch_job(&mut tx, name).await?;
+        if current.version != expected_version {
+            return Err(StoreError::VersionConflict {
+                name: name.to_owned(),
+                expected: expected_version,
+                actual: current.version,
+            });
+        }
+        let values = JobValues::of(spec);
+        let rescheduled =
+            values.schedule != current.spec.schedule.to_parts() || spec.max_runs != current.spec.max_runs;
+        let (next_run_at, remaining_runs) = if rescheduled {
+            check_schedule_has_a_future(&spec.schedule, now)?;
+            (first_slot(&spec.schedule, now), values.max_runs)
+        } else {
+            (
+                current.next_run_at,
+                current.remaining_runs.map(|n| i32::try_from(n).unwrap_or(i32::MAX)),
+            )
+        };
+        let row: JobRow = sqlx::query_as(concat!(
+            "UPDATE jobs SET name = ?2, handler = ?3, args = ?4, schedule_kind = ?5, schedule_expr = ?6, \
+             schedule_start = ?7, tz = ?8, priority = ?9, max_runs = ?10, remaining_runs = ?11, \
+             timeout_ms = ?12, retries = ?13, overlap = ?14, catch_up = ?15, catch_up_window_ms = ?16, \
+             labels = ?17, paused = ?18, pause_note = ?19, active = ?20, next_run_at = ?21, \
+             version = version + 1, updated_at = ?22 WHERE id = ?1 RETURNING ",
+            job_columns!()
+        ))
+        .bind(current.id)
+        .bind(&spec.name)
+        .bind(&spec.handler)
+        .bind(&values.args)
+        .bind(&values.schedule.kind)
+        .bind(&values.schedule.expr)
+        .bind(ts_opt(values.schedule.start))
+        .bind(&values.schedule.tz)
+        .bind(spec.priority)
+        .bind(values.max_runs)
+        .bind(remaining_runs)
+        .bind(values.timeout_ms)
+        .bind(values.retries)
+        .bind(values.overlap)
+        .bind(values.catch_up)
+        .bind(values.catch_up_window_ms)
+        .bind(&values.labels)
+        .bind(spec.paused)
+        .bind(&spec.pause_note)
+        .bind(next_run_at.is_some())
+        .bind(ts_opt(next_run_at))
+        .bind(ts(now))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|error| duplicate_name(error, &spec.name))?;
+        tx.commit().await?;
+        row.try_into()
+    }
+
+    async fn pause_job(
+        &self,
+        name: &str,
+        note: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Job, StoreError> {
+        let row: Option<JobRow> = sqlx::query_as(concat!(
+            "UPDATE jobs SET paused = 1, pause_note = ?2, version = version + 1, updated_at = ?3 \
+             WHERE name = ?1 RETURNING ",
+            job_columns!()
+        ))
+        .bind(name)
+        .bind(note)
+        .bind(ts(now))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.ok_or_else(|| StoreError::JobNotFound(name.to_owned()))?
+            .try_into()
+    }
+
+    async fn resume_job(&self, name: &str, now: DateTime<Utc>) -> Result<Job, StoreError> {
+        let row: Option<JobRow> = sqlx::query_as(concat!(
+            "UPDATE jobs SET paused = 0, pause_note = NULL, version = version + 1, updated_at = ?2 \
+             WHERE name = ?1 RETURNING ",
+            job_columns!()
+        ))
+        .bind(name)
+        .bind(ts(now))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.ok_or_else(|| StoreError::JobNotFound(name.to_owned()))?
+            .try_into()
+    }
+
+    async fn delete_job(&self, name: &str) -> Result<(), StoreError> {
+        let deleted = sqlx::query("DELETE FROM jobs WHERE name = ?1")
+            .bind(name)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        if deleted == 0 {
+            return Err(StoreError::JobNotFound(name.to_owned()));
+        }
+        Ok(())
+    }
+
+    async fn earliest_next_run_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT min(next_run_at) FROM jobs WHERE active = 1 AND paused = 0")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn lease_due(
+        &self,
+        now: DateTime<Utc>,
+        epoch: i64,
+        limit: u32,
+        settings: &LeaseSettings,
+    ) -> Result<Lease, StoreError> {
+        let mut tx = self.write_transaction().await?;
+        check_epoch(&mut tx, epoch).await?;
+        let rows: Vec<JobRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobs WHERE active = 1 AND paused = 0 AND next_run_at <= ?1 \
+             ORDER BY priority, next_run_at LIMIT ?2"
+        ))
+        .bind(ts(now))
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            tx.commit().await?;
+            return Ok(Lease::default());
+        }
+        let jobs = jobs_from_rows(rows)?;
+        let ids: Vec<i64> = jobs.iter().map(|job| job.id).collect();
+
+        let open: HashMap<i64, OpenRuns> = sqlx::query_as::<_, (i64, i64, i64)>(
+            "SELECT job_id, max(state <> 'pending'), sum(state = 'pending') FROM runs \
+             WHERE job_id IN (SELECT value FROM json_each(?1)) \
+             AND state IN ('pending', 'dispatched', 'running') GROUP BY job_id",
+        )
+        .bind(id_list(&ids))
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|(job_id, active, pending)| {
+            let pending = u32::try_from(pending).unwrap_or(u32::MAX);
+            (job_id, OpenRuns { active: active != 0, pending })
+        })
+        .collect();
+
+        let writes = plan_writes(&jobs, &open, now, settings);
+
+        // Waiting runs are cancelled before the new ones exist, so only the old ones go.
+        if !writes.cancel_pending_of.is_empty() {
+            sqlx::query(
+                "UPDATE runs SET state = 'cancelled', finished_at = ?2, \
+                 error = 'replaced by a newer run (overlap policy replace)' \
+                 WHERE job_id IN (SELECT value FROM json_each(?1)) AND state = 'pending'",
+            )
+            .bind(id_list(&writes.cancel_pending_of))
+            .bind(ts(now))
+            .execute(&mut *tx)
+            .await?;
+        }
+        let cancel_requested: Vec<i64> = if writes.cancel_active_of.is_empty() {
+            Vec::new()
+        } else {
+            sqlx::query_scalar(
+                "UPDATE runs SET cancel_requested_at = COALESCE(cancel_requested_at, ?2) \
+                 WHERE job_id IN (SELECT value FROM json_each(?1)) \
+                 AND state IN ('dispatched', 'running') RETURNING id",
+            )
+            .bind(id_list(&writes.cancel_active_of))
+            .bind(ts(now))
+            .fetch_all(&mut *tx)
+            .await?
+        };
+
+        let mut created = Vec::with_capacity(writes.new_runs.len());
+        for run in &writes.new_runs {
+            let id: Option<i64> = sqlx::query_scalar(
+                "INSERT INTO runs (job_id, slot, attempt, trigger, state, slot_count, last_slot, epoch, \
+                 created_at) VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8) \
+                 ON CONFLICT (job_id, slot, attempt) DO NOTHING RETURNING id",
+            )
+            .bind(run.job_id)
+            .bind(ts(run.slot))
+            .bind(run.trigger)
+            .bind(run.state)
+            .bind(run.slot_count)
+            .bind(ts_opt(run.last_slot))
+            .bind(epoch)
+            .bind(ts(now))
+            .fetch_optional(&mut *tx)
+            .await?;
+            created.extend(id);
+        }
+        for advance in &writes.advances {
+            sqlx::query(
+                "UPDATE jobs SET next_run_at = ?2, remaining_runs = ?3, active = ?4, \
+                 missed_count = missed_count + ?5, overlap_skipped_count = overlap_skipped_count + ?6 \
+                 WHERE id = ?1",
+            )
+            .bind(advance.job_id)
+            .bind(ts_opt(advance.next_run_at))
+            .bind(advance.remaining_runs)
+            .bind(advance.active)
+            .bind(advance.missed)
+            .bind(advance.skipped)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let rows: Vec<RunRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            run_columns!(),
+            " FROM runs JOIN jobs ON jobs.id = runs.job_id \
+             WHERE runs.id IN (SELECT value FROM json_each(?1)) AND runs.state = 'pending' \
+             ORDER BY runs.id"
+        ))
+        .bind(id_list(&created))
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+
+        Ok(Lease {
+            runs: runs_from_rows(rows)?,
+            cancel_requested,
+            jobs_leased: jobs.len(),
+        })
+    }
+
+    async fn get_run(&self, id: i64) -> Result<Run, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        fetch_run(&mut conn, id).await
+    }
+
+    async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<Run>, StoreError> {
+        let query = match filter.order {
+            RunOrder::NewestFirst => concat!(
+                "SELECT ",
+                run_columns!(),
+                " FROM runs JOIN jobs ON jobs.id = runs.job_id WHERE (?1 IS NULL OR jobs.name = ?1) \
+                 AND (?2 IS NULL OR runs.state = ?2) AND (?3 IS NULL OR runs.created_at >= ?3) \
+                 ORDER BY runs.id DESC LIMIT ?4"
+            ),
+            RunOrder::OldestFirst => concat!(
+                "SELECT ",
+                run_columns!(),
+                " FROM runs JOIN jobs ON jobs.id = runs.job_id WHERE (?1 IS NULL OR jobs.name = ?1) \
+                 AND (?2 IS NULL OR runs.state = ?2) AND (?3 IS NULL OR runs.created_at >= ?3) \
+                 ORDER BY runs.id LIMIT ?4"
+            ),
+        };
+        let rows: Vec<RunRow> = sqlx::query_as(query)
+            .bind(filter.job.as_deref())
+            .bind(filter.state.map(|state| state.as_str()))
+            .bind(ts_opt(filter.since))
+            .bind(i64::from(filter.limit))
+            .fetch_all(&self.pool)
+            .await?;
+        runs_from_rows(rows)
+    }
+
+    async fn transition_run(
+        &self,
+        id: i64,
+        transition: &RunTransition,
+        now: DateTime<Utc>,
+    ) -> Result<Run, StoreError> {
+        let mut tx = self.write_transaction().await?;
+        if let Some(epoch) = transition.epoch {
+            check_epoch(&mut tx, epoch).await?;
+        }
+        let run = fetch_run(&mut tx, id).await?;
+        let update = plan_transition(&run, transition, now)?;
+        sqlx::query(
+            "UPDATE runs SET state = ?2, worker = ?3, epoch = ?4, dispatched_at = ?5, started_at = ?6, \
+             finished_at = ?7, deadline = ?8, error = ?9, output = ?10 WHERE id = ?1",
+        )
+        .bind(id)
+        .bind(update.state)
+        .bind(&update.worker)
+        .bind(update.epoch)
+        .bind(ts_opt(update.dispatched_at))
+        .bind(ts_opt(update.started_at))
+        .bind(ts_opt(update.finished_at))
+        .bind(ts_opt(update.deadline))
+        .bind(&update.error)
+        .bind(&update.output)
+        .execute(&mut *tx)
+        .await
+        .map_err(|error| match unique_violation(&error) {
+            Some(_) => StoreError::JobBusy {
+                job: run.job_name.clone(),
+                run: id,
+            },
+            None => error.into(),
+        })?;
+        if update.job_last_run_at.is_some() || update.streak != StreakChange::Unchanged {
+            sqlx::query(
+                "UPDATE jobs SET last_run_at = COALESCE(?2, last_run_at), \
+                 failure_count = CASE ?3 WHEN 'reset' THEN 0 WHEN 'failure' THEN failure_count + 1 \
+                 ELSE failure_count END, \
+                 first_failure_at = CASE ?3 WHEN 'reset' THEN NULL \
+                 WHEN 'failure' THEN COALESCE(first_failure_at, ?4) ELSE first_failure_at END \
+                 WHERE id = ?1",
+            )
+            .bind(run.job_id)
+            .bind(ts_opt(update.job_last_run_at))
+            .bind(update.streak.as_str())
+            .bind(ts(now))
+            .execute(&mut *tx)
+            .await?;
+        }
+        let run = fetch_run(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(run)
+    }
+}

@@ -1,0 +1,32 @@
+//! Throw-away real services for cronfleet's tests: PostgreSQL servers and etcd clusters
+//! started from the machine's binaries on free loopback ports, in temp dirs, with fault
+//! controls (stop, kill, start again on the same data and ports).
+//!
+//! - [`PostgresServer`]: one cluster; [`test_database`] gives each test a fresh database on
+//!   one server shared by the whole run (`CRONFLEET_TEST_PG_URL`) or by the test process.
+//! - [`EtcdServer`] and [`EtcdCluster`]: single nodes and multi-member clusters.
+//! - [`free_port`]: loopback ports for servers the tests start themselves.
+//!
+//! No process started here outlives the test process: `Drop` stops it, and a small `sh`
+//! watchdog next to every server stops it and deletes its files when the test process dies
+//! without running destructors (see `process.rs`).
+//!
+//! Architecture invariant: this crate depends on nothing of cronfleet's, so every crate may
+//! use it in its tests.
+
+mod error;
+mod etcd;
+mod http;
+mod ports;
+mod postgres;
+mod process;
+mod test_database;
+
+pub use error::{Result, TestkitError};
+pub use etcd::{ETCD_BIN_ENV, EtcdCluster, EtcdServer, find_etcd};
+pub use ports::free_port;
+pub use postgres::{
+    CreatedDatabase, PG_BINDIR_ENV, PostgresOptions, PostgresServer, create_database_on,
+    find_postgres_bindir, url_with_database,
+};
+pub use test_database::{TEST_PG_URL_ENV, TestDatabase, shared_admin_url, test_database};

@@ -1,0 +1,68 @@
+//! One PostgreSQL server per test run, a fresh database per test.
+//!
+//! Starting a cluster costs a second or two; creating a database on a running one costs
+//! milliseconds. [`test_database`] therefore uses the server named by
+//! `CRONFLEET_TEST_PG_URL` (the project's test script starts one with the `test-postgres`
+//! binary and exports it, so every test binary shares it) and otherwise one server per test
+//! process, started on first use. That server lives in a `static` and is never dropped; its
+//! watchdog stops it and deletes its files once the process has exited.
+//!
+//! Tests that stop or kill Postgres must start their own [`PostgresServer`] instead.
+
+use tokio::sync::OnceCell;
+
+use crate::error::Result;
+use crate::postgres::{PostgresServer, create_database_on};
+
+/// Environment variable with the admin URL of a shared test server, e.g.
+/// `postgres://postgres@127.0.0.1:5433/postgres`.
+pub const TEST_PG_URL_ENV: &str = "CRONFLEET_TEST_PG_URL";
+
+static PROCESS_SERVER: OnceCell<PostgresServer> = OnceCell::const_new();
+
+/// A database created for one test. Dropping it leaves the database behind (it dies with the
+/// server, and dropping a database needs every connection closed first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestDatabase {
+    name: String,
+    url: String,
+    admin_url: String,
+}
+
+impl TestDatabase {
+    /// The URL to connect to this database as the superuser.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The database's unique name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The server's admin URL (maintenance database `postgres`).
+    pub fn admin_url(&self) -> &str {
+        &self.admin_url
+    }
+}
+
+/// A fresh database on the shared test server (see the module docs).
+pub async fn test_database() -> Result<TestDatabase> {
+    let admin_url = shared_admin_url().await?;
+    let created = create_database_on(&admin_url).await?;
+    Ok(TestDatabase {
+        name: created.name,
+        url: created.url,
+        admin_url,
+    })
+}
+
+/// The admin URL of the shared test server: `$CRONFLEET_TEST_PG_URL` if set, else the
+/// process-wide server, started on first use.
+pub async fn shared_admin_url() -> Result<String> {
+    if let Some(url) = std::env::var(TEST_PG_URL_ENV).ok().filter(|u| !u.is_empty()) {
+        return Ok(url);
+    }
+    let server = PROCESS_SERVER.get_or_try_init(PostgresServer::start).await?;
+    Ok(server.admin_url())
+}
