@@ -257,13 +257,14 @@ impl Interval {
                 text: trimmed.to_owned(),
             });
         };
-        let unit =
-            IntervalUnit::from_suffix(component.unit).ok_or_else(|| DurationError::UnknownUnit {
+        let unit = IntervalUnit::from_suffix(component.unit).ok_or_else(|| {
+            DurationError::UnknownUnit {
                 what: WHAT,
                 text: trimmed.to_owned(),
                 unit: component.unit.to_owned(),
                 help: INTERVAL_UNITS_HELP,
-            })?;
+            }
+        })?;
         let max = unit.max_count();
         let too_large = || DurationError::TooLarge {
             what: WHAT,
@@ -497,7 +498,11 @@ mod tests {
         ] {
             let interval = Interval::parse(text).expect(text);
             assert_eq!(interval.to_string(), canonical, "display of {text}");
-            assert_eq!(Interval::parse(canonical), Ok(interval), "round trip {text}");
+            assert_eq!(
+                Interval::parse(canonical),
+                Ok(interval),
+                "round trip {text}"
+            );
         }
     }
 
@@ -592,6 +597,11 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig {
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
         #[test]
         fn fixed_durations_round_trip(ms in 1u64..=MAX_FIXED_DURATION.as_millis() as u64) {
             let d = Duration::from_millis(ms);

@@ -71,13 +71,25 @@ impl JobSpec {
         validate_handler(&self.handler)?;
         validate_args(&self.args)?;
         if self.max_runs == Some(0) {
-            return Err(InvalidJob::new("max_runs", "0", "a whole number of at least 1, or unset for unlimited"));
+            return Err(InvalidJob::new(
+                "max_runs",
+                "0",
+                "a whole number of at least 1, or unset for unlimited",
+            ));
         }
         if self.timeout == Some(Duration::ZERO) {
-            return Err(InvalidJob::new("timeout", "0", "a positive duration such as 30s, 5m, 1h"));
+            return Err(InvalidJob::new(
+                "timeout",
+                "0",
+                "a positive duration such as 30s, 5m, 1h",
+            ));
         }
         if self.catch_up.window == Some(Duration::ZERO) {
-            return Err(InvalidJob::new("catch_up_window", "0", "a positive duration such as 10m, 1h, 1d"));
+            return Err(InvalidJob::new(
+                "catch_up_window",
+                "0",
+                "a positive duration such as 10m, 1h, 1d",
+            ));
         }
         if self.retries > MAX_RETRIES {
             return Err(InvalidJob::new(
@@ -95,7 +107,9 @@ impl JobSpec {
 pub fn validate_name(name: &str) -> Result<(), InvalidJob> {
     let valid = !name.is_empty()
         && name.len() <= MAX_NAME_LEN
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-')
         && !name.ends_with('-');
     if valid {
@@ -218,15 +232,18 @@ pub fn first_slot(schedule: &Schedule, now: DateTime<Utc>) -> Option<DateTime<Ut
 }
 
 /// Rejects a one-off job whose time has passed: it would never run.
-pub fn check_schedule_has_a_future(schedule: &Schedule, now: DateTime<Utc>) -> Result<(), InvalidJob> {
-    if let ScheduleKind::At(at) = schedule.kind() {
-        if first_slot(schedule, now).is_none() {
-            return Err(InvalidJob::new(
-                "at",
-                &at.to_rfc3339(),
-                "a time in the future",
-            ));
-        }
+pub fn check_schedule_has_a_future(
+    schedule: &Schedule,
+    now: DateTime<Utc>,
+) -> Result<(), InvalidJob> {
+    if let ScheduleKind::At(at) = schedule.kind()
+        && first_slot(schedule, now).is_none()
+    {
+        return Err(InvalidJob::new(
+            "at",
+            &at.to_rfc3339(),
+            "a time in the future",
+        ));
     }
     Ok(())
 }
@@ -245,7 +262,11 @@ mod tests {
         JobSpec::new(
             "nightly-report",
             "shell",
-            Schedule::every(Interval::Elapsed(TimeDelta::minutes(5)), t(0), chrono_tz::UTC),
+            Schedule::every(
+                Interval::Elapsed(TimeDelta::minutes(5)),
+                t(0),
+                chrono_tz::UTC,
+            ),
         )
     }
 
@@ -259,7 +280,15 @@ mod tests {
 
     #[test]
     fn bad_names_say_what_is_valid() {
-        for bad in ["", "Upper", "-lead", "trail-", "under_score", "dot.ted", &"a".repeat(64)] {
+        for bad in [
+            "",
+            "Upper",
+            "-lead",
+            "trail-",
+            "under_score",
+            "dot.ted",
+            &"a".repeat(64),
+        ] {
             let err = validate_name(bad).unwrap_err();
             assert_eq!(err.field, "name");
             assert_eq!(err.value, bad);
@@ -272,20 +301,33 @@ mod tests {
 
     #[test]
     fn every_field_rule_names_its_field() {
-        let cases: Vec<(Box<dyn Fn(&mut JobSpec)>, &str)> = vec![
+        type Mutation = Box<dyn Fn(&mut JobSpec)>;
+        let cases: Vec<(Mutation, &str)> = vec![
             (Box::new(|j| j.handler = "has space".into()), "handler"),
             (Box::new(|j| j.handler = String::new()), "handler"),
             (Box::new(|j| j.max_runs = Some(0)), "max_runs"),
             (Box::new(|j| j.timeout = Some(Duration::ZERO)), "timeout"),
-            (Box::new(|j| j.catch_up.window = Some(Duration::ZERO)), "catch_up_window"),
+            (
+                Box::new(|j| j.catch_up.window = Some(Duration::ZERO)),
+                "catch_up_window",
+            ),
             (Box::new(|j| j.retries = MAX_RETRIES + 1), "retries"),
-            (Box::new(|j| {
-                j.labels.insert("bad key".into(), "v".into());
-            }), "labels"),
-            (Box::new(|j| {
-                j.labels.insert("k".into(), "bad value".into());
-            }), "labels"),
-            (Box::new(|j| j.args = serde_json::json!({"blob": "x".repeat(MAX_ARGS_BYTES)})), "args"),
+            (
+                Box::new(|j| {
+                    j.labels.insert("bad key".into(), "v".into());
+                }),
+                "labels",
+            ),
+            (
+                Box::new(|j| {
+                    j.labels.insert("k".into(), "bad value".into());
+                }),
+                "labels",
+            ),
+            (
+                Box::new(|j| j.args = serde_json::json!({"blob": "x".repeat(MAX_ARGS_BYTES)})),
+                "args",
+            ),
         ];
         for (mutate, field) in cases {
             let mut job = spec();
@@ -306,7 +348,11 @@ mod tests {
 
     #[test]
     fn the_first_slot_is_at_or_after_now() {
-        let every = Schedule::every(Interval::Elapsed(TimeDelta::seconds(10)), t(0), chrono_tz::UTC);
+        let every = Schedule::every(
+            Interval::Elapsed(TimeDelta::seconds(10)),
+            t(0),
+            chrono_tz::UTC,
+        );
         assert_eq!(first_slot(&every, t(0)), Some(t(0)), "start = now runs now");
         assert_eq!(first_slot(&every, t(1)), Some(t(10)));
         assert_eq!(first_slot(&every, t(10)), Some(t(10)));

@@ -13,8 +13,8 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::policy::{
-    decide_overlap, CatchUp, CatchUpPolicy, OpenRuns, OverlapDecision, OverlapPolicy,
-    MAX_CATCH_UP_RUNS,
+    CatchUp, CatchUpPolicy, MAX_CATCH_UP_RUNS, OpenRuns, OverlapDecision, OverlapPolicy,
+    decide_overlap,
 };
 use crate::run::Trigger;
 use crate::schedule::Schedule;
@@ -175,7 +175,12 @@ impl<'a> DueSlots<'a> {
     }
 
     /// The slots the catch-up policy runs, oldest first, with their triggers.
-    fn choose(&self, catch_up: CatchUp, now: DateTime<Utc>, threshold: Duration) -> Vec<PlannedRun> {
+    fn choose(
+        &self,
+        catch_up: CatchUp,
+        now: DateTime<Utc>,
+        threshold: Duration,
+    ) -> Vec<PlannedRun> {
         let on_time_since = now - TimeDelta::from_std(threshold).unwrap_or(TimeDelta::MAX);
         let window_start = catch_up
             .window
@@ -195,12 +200,18 @@ impl<'a> DueSlots<'a> {
                 .map(planned)
                 .into_iter()
                 .collect(),
-            CatchUpPolicy::One => (runnable(self.last)).then(|| planned(self.last)).into_iter().collect(),
+            CatchUpPolicy::One => (runnable(self.last))
+                .then(|| planned(self.last))
+                .into_iter()
+                .collect(),
             CatchUpPolicy::All => {
                 let mut slots = Vec::new();
                 let mut slot = Some(self.last);
                 while let Some(current) = slot {
-                    if current < self.first || !runnable(current) || slots.len() == MAX_CATCH_UP_RUNS {
+                    if current < self.first
+                        || !runnable(current)
+                        || slots.len() == MAX_CATCH_UP_RUNS
+                    {
                         break;
                     }
                     slots.push(planned(current));
@@ -249,7 +260,11 @@ mod tests {
     }
 
     fn every_second() -> Schedule {
-        Schedule::every(Interval::Elapsed(TimeDelta::seconds(1)), t(0), chrono_tz::UTC)
+        Schedule::every(
+            Interval::Elapsed(TimeDelta::seconds(1)),
+            t(0),
+            chrono_tz::UTC,
+        )
     }
 
     fn job<'a>(schedule: &'a Schedule, next: DateTime<Utc>, policy: CatchUpPolicy) -> DueJob<'a> {
@@ -276,7 +291,11 @@ mod tests {
         for policy in CatchUpPolicy::ALL {
             // Leased 5 ms after its slot.
             let now = t(10) + TimeDelta::milliseconds(5);
-            let plan = plan_lease(&job(&schedule, t(10), policy), now, &LeaseSettings::default());
+            let plan = plan_lease(
+                &job(&schedule, t(10), policy),
+                now,
+                &LeaseSettings::default(),
+            );
             assert_eq!(
                 plan.runs,
                 vec![PlannedRun {
@@ -293,7 +312,11 @@ mod tests {
     #[test]
     fn a_job_not_yet_due_is_left_alone() {
         let schedule = every_second();
-        let plan = plan_lease(&job(&schedule, t(10), CatchUpPolicy::One), t(9), &LeaseSettings::default());
+        let plan = plan_lease(
+            &job(&schedule, t(10), CatchUpPolicy::One),
+            t(9),
+            &LeaseSettings::default(),
+        );
         assert!(plan.runs.is_empty());
         assert_eq!(plan.next_run_at, Some(t(10)));
     }
@@ -303,7 +326,11 @@ mod tests {
         let schedule = every_second();
         // Down from slot 10 to 20.5: slots 10..=20 are due, 20 is on time (0.5 s late).
         let now = t(20) + TimeDelta::milliseconds(500);
-        let plan = plan_lease(&job(&schedule, t(10), CatchUpPolicy::One), now, &LeaseSettings::default());
+        let plan = plan_lease(
+            &job(&schedule, t(10), CatchUpPolicy::One),
+            now,
+            &LeaseSettings::default(),
+        );
         assert_eq!(slots(&plan), vec![t(20)]);
         assert_eq!(
             plan.missed,
@@ -348,9 +375,17 @@ mod tests {
     fn catch_up_all_runs_every_late_slot_in_order() {
         let schedule = every_second();
         let now = t(20) + TimeDelta::milliseconds(500);
-        let plan = plan_lease(&job(&schedule, t(10), CatchUpPolicy::All), now, &LeaseSettings::default());
+        let plan = plan_lease(
+            &job(&schedule, t(10), CatchUpPolicy::All),
+            now,
+            &LeaseSettings::default(),
+        );
         assert_eq!(slots(&plan), (10..=20).map(t).collect::<Vec<_>>());
-        assert!(plan.runs[..10].iter().all(|run| run.trigger == Trigger::CatchUp));
+        assert!(
+            plan.runs[..10]
+                .iter()
+                .all(|run| run.trigger == Trigger::CatchUp)
+        );
         assert_eq!(plan.runs[10].trigger, Trigger::Schedule);
         assert_eq!(plan.missed, None);
     }
@@ -359,7 +394,11 @@ mod tests {
     fn catch_up_all_is_capped_and_counts_the_oldest_as_missed() {
         let schedule = every_second();
         let now = t(5000);
-        let plan = plan_lease(&job(&schedule, t(0), CatchUpPolicy::All), now, &LeaseSettings::default());
+        let plan = plan_lease(
+            &job(&schedule, t(0), CatchUpPolicy::All),
+            now,
+            &LeaseSettings::default(),
+        );
         assert_eq!(plan.runs.len(), MAX_CATCH_UP_RUNS);
         assert_eq!(plan.runs.first().unwrap().slot, t(4001));
         assert_eq!(plan.runs.last().unwrap().slot, t(5000));
@@ -399,7 +438,10 @@ mod tests {
         let plan = plan_lease(&due, t(20), &LeaseSettings::default());
         assert_eq!(slots(&plan), vec![t(19), t(20)]);
         assert_eq!(plan.remaining_runs, Some(0));
-        assert_eq!(plan.next_run_at, None, "no runs left: the job becomes inactive");
+        assert_eq!(
+            plan.next_run_at, None,
+            "no runs left: the job becomes inactive"
+        );
         assert_eq!(plan.missed.map(|m| m.count), Some(9));
 
         due.remaining_runs = Some(5);
@@ -412,7 +454,11 @@ mod tests {
     #[test]
     fn a_one_off_job_runs_once_and_ends() {
         let schedule = Schedule::at(t(50), chrono_tz::UTC);
-        let plan = plan_lease(&job(&schedule, t(50), CatchUpPolicy::One), t(50), &LeaseSettings::default());
+        let plan = plan_lease(
+            &job(&schedule, t(50), CatchUpPolicy::One),
+            t(50),
+            &LeaseSettings::default(),
+        );
         assert_eq!(slots(&plan), vec![t(50)]);
         assert_eq!(plan.next_run_at, None);
     }
@@ -430,8 +476,19 @@ mod tests {
         due.overlap = OverlapPolicy::Skip;
         let plan = plan_lease(&due, now, &LeaseSettings::default());
         assert!(plan.runs.is_empty());
-        assert_eq!(plan.skipped, Some(SlotRange { first: t(10), last: t(10), count: 1 }));
-        assert_eq!(plan.next_run_at, Some(t(11)), "a skipped slot still advances the job");
+        assert_eq!(
+            plan.skipped,
+            Some(SlotRange {
+                first: t(10),
+                last: t(10),
+                count: 1
+            })
+        );
+        assert_eq!(
+            plan.next_run_at,
+            Some(t(11)),
+            "a skipped slot still advances the job"
+        );
 
         due.overlap = OverlapPolicy::Queue;
         let plan = plan_lease(&due, now, &LeaseSettings::default());
@@ -456,7 +513,14 @@ mod tests {
         };
         let plan = plan_lease(&due, t(14), &LeaseSettings::default());
         assert_eq!(slots(&plan), vec![t(14)]);
-        assert_eq!(plan.skipped, Some(SlotRange { first: t(10), last: t(13), count: 4 }));
+        assert_eq!(
+            plan.skipped,
+            Some(SlotRange {
+                first: t(10),
+                last: t(13),
+                count: 4
+            })
+        );
         assert_eq!(plan.remaining_runs, None);
     }
 

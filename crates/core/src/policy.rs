@@ -53,7 +53,8 @@ pub enum CatchUpPolicy {
 }
 
 impl CatchUpPolicy {
-    pub const ALL: [CatchUpPolicy; 3] = [CatchUpPolicy::One, CatchUpPolicy::All, CatchUpPolicy::None];
+    pub const ALL: [CatchUpPolicy; 3] =
+        [CatchUpPolicy::One, CatchUpPolicy::All, CatchUpPolicy::None];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -270,19 +271,40 @@ mod tests {
     #[test]
     fn skip_skips_whenever_the_job_is_busy() {
         for open in [
-            OpenRuns { active: true, pending: 0 },
-            OpenRuns { active: false, pending: 1 },
-            OpenRuns { active: true, pending: 1 },
+            OpenRuns {
+                active: true,
+                pending: 0,
+            },
+            OpenRuns {
+                active: false,
+                pending: 1,
+            },
+            OpenRuns {
+                active: true,
+                pending: 1,
+            },
         ] {
-            assert_eq!(decide_overlap(OverlapPolicy::Skip, open), OverlapDecision::Skip);
+            assert_eq!(
+                decide_overlap(OverlapPolicy::Skip, open),
+                OverlapDecision::Skip
+            );
         }
     }
 
     #[test]
     fn queue_keeps_at_most_one_waiting_run() {
-        let running = OpenRuns { active: true, pending: 0 };
-        assert_eq!(decide_overlap(OverlapPolicy::Queue, running), OverlapDecision::Queue);
-        let running_and_waiting = OpenRuns { active: true, pending: 1 };
+        let running = OpenRuns {
+            active: true,
+            pending: 0,
+        };
+        assert_eq!(
+            decide_overlap(OverlapPolicy::Queue, running),
+            OverlapDecision::Queue
+        );
+        let running_and_waiting = OpenRuns {
+            active: true,
+            pending: 1,
+        };
         assert_eq!(
             decide_overlap(OverlapPolicy::Queue, running_and_waiting),
             OverlapDecision::Skip
@@ -292,16 +314,43 @@ mod tests {
     #[test]
     fn replace_cancels_what_is_there() {
         assert_eq!(
-            decide_overlap(OverlapPolicy::Replace, OpenRuns { active: true, pending: 1 }),
-            OverlapDecision::Replace { cancel_pending: true, cancel_active: true }
+            decide_overlap(
+                OverlapPolicy::Replace,
+                OpenRuns {
+                    active: true,
+                    pending: 1
+                }
+            ),
+            OverlapDecision::Replace {
+                cancel_pending: true,
+                cancel_active: true
+            }
         );
         assert_eq!(
-            decide_overlap(OverlapPolicy::Replace, OpenRuns { active: true, pending: 0 }),
-            OverlapDecision::Replace { cancel_pending: false, cancel_active: true }
+            decide_overlap(
+                OverlapPolicy::Replace,
+                OpenRuns {
+                    active: true,
+                    pending: 0
+                }
+            ),
+            OverlapDecision::Replace {
+                cancel_pending: false,
+                cancel_active: true
+            }
         );
         assert_eq!(
-            decide_overlap(OverlapPolicy::Replace, OpenRuns { active: false, pending: 1 }),
-            OverlapDecision::Replace { cancel_pending: true, cancel_active: false }
+            decide_overlap(
+                OverlapPolicy::Replace,
+                OpenRuns {
+                    active: false,
+                    pending: 1
+                }
+            ),
+            OverlapDecision::Replace {
+                cancel_pending: true,
+                cancel_active: false
+            }
         );
     }
 
@@ -314,7 +363,10 @@ mod tests {
             assert_eq!(policy.to_string().parse::<CatchUpPolicy>(), Ok(policy));
         }
         assert_eq!(
-            "sometimes".parse::<OverlapPolicy>().unwrap_err().to_string(),
+            "sometimes"
+                .parse::<OverlapPolicy>()
+                .unwrap_err()
+                .to_string(),
             "unknown overlap policy \"sometimes\"; valid values are skip, queue, replace"
         );
         assert_eq!(
@@ -325,7 +377,10 @@ mod tests {
 
     #[test]
     fn retries_stop_after_the_configured_number() {
-        let policy = RetryPolicy { retries: 2, ..RetryPolicy::default() };
+        let policy = RetryPolicy {
+            retries: 2,
+            ..RetryPolicy::default()
+        };
         assert!(policy.should_retry(1));
         assert!(policy.should_retry(2));
         assert!(!policy.should_retry(3));
@@ -355,7 +410,10 @@ mod tests {
             .after_run(false, t(10));
         assert_eq!(
             streak,
-            FailureStreak { failure_count: 2, first_failure_at: Some(t(0)) }
+            FailureStreak {
+                failure_count: 2,
+                first_failure_at: Some(t(0))
+            }
         );
         assert_eq!(streak.after_run(true, t(20)), FailureStreak::default());
     }
@@ -368,12 +426,25 @@ mod tests {
         for i in 0..5 {
             streak = streak.after_run(false, t(i * 3600));
         }
-        assert_eq!(policy.pause_reason(streak, t(week - 1)), None, "5 failures, < 7 days");
-        let reason = policy.pause_reason(streak, t(week)).expect("5 failures over 7 days");
+        assert_eq!(
+            policy.pause_reason(streak, t(week - 1)),
+            None,
+            "5 failures, < 7 days"
+        );
+        let reason = policy
+            .pause_reason(streak, t(week))
+            .expect("5 failures over 7 days");
         assert!(reason.contains("5 consecutive failures"), "{reason}");
 
-        let four = FailureStreak { failure_count: 4, first_failure_at: Some(t(0)) };
-        assert_eq!(policy.pause_reason(four, t(30 * week)), None, "4 failures, long ago");
+        let four = FailureStreak {
+            failure_count: 4,
+            first_failure_at: Some(t(0)),
+        };
+        assert_eq!(
+            policy.pause_reason(four, t(30 * week)),
+            None,
+            "4 failures, long ago"
+        );
         assert_eq!(policy.pause_reason(FailureStreak::default(), t(week)), None);
     }
 }

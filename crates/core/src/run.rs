@@ -327,7 +327,10 @@ mod tests {
 
     #[test]
     fn active_and_open_are_what_the_invariants_need() {
-        let active: Vec<_> = RunState::ALL.into_iter().filter(|s| s.is_active()).collect();
+        let active: Vec<_> = RunState::ALL
+            .into_iter()
+            .filter(|s| s.is_active())
+            .collect();
         assert_eq!(active, vec![Dispatched, Running]);
         let open: Vec<_> = RunState::ALL.into_iter().filter(|s| s.is_open()).collect();
         assert_eq!(open, vec![Pending, Dispatched, Running]);

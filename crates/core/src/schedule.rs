@@ -23,13 +23,15 @@
 //! day-of-month/day-of-week rules). The zone handling is done here rather than by croner
 //! because croner classifies a job as fixed-time only when seconds, minute and hour are all
 //! single values: `0 2,14 * * *` or `*/15 2 * * *` would then run twice in a fold and not at
-//! all on a spring-forward day, which is not what §3 promises for fixed local times.
+//! all on a spring-forward day, which is not what §3 promises for fixed local times. Doing it
+//! here also covers gaps longer than two hours (Samoa skipped 2011-12-30), where croner 4.0.3
+//! gives up with `TimeSearchLimitExceeded` and its iterator would end the schedule for good.
 
 use std::fmt;
 
 use chrono::{
-    DateTime, Datelike, Days, LocalResult, NaiveDate, NaiveDateTime, TimeDelta, TimeZone,
-    Timelike, Utc,
+    DateTime, Datelike, Days, LocalResult, NaiveDate, NaiveDateTime, TimeDelta, TimeZone, Timelike,
+    Utc,
 };
 use chrono_tz::Tz;
 use croner::parser::{CronParser, Seconds, Year};
@@ -201,7 +203,9 @@ fn check_field(field: CronField, text: &str) -> Result<(), String> {
 
 fn check_item(field: CronField, item: &str) -> Result<(), String> {
     if item.is_empty() {
-        return Err("empty entry in the list; separate values with single commas (e.g. 1,15)".to_owned());
+        return Err(
+            "empty entry in the list; separate values with single commas (e.g. 1,15)".to_owned(),
+        );
     }
     let (_, max) = field.bounds();
     if let Some((base, step)) = item.split_once('/') {
@@ -224,7 +228,9 @@ fn check_item(field: CronField, item: &str) -> Result<(), String> {
         }
         return match base {
             "*" => Ok(()),
-            "" => Err(format!("{item:?} needs a start; write */{step} or A-B/{step}")),
+            "" => Err(format!(
+                "{item:?} needs a start; write */{step} or A-B/{step}"
+            )),
             _ if base.contains('-') => check_range(field, base).map(|_| ()),
             _ => {
                 check_value(field, base)?;
@@ -250,10 +256,11 @@ fn check_item(field: CronField, item: &str) -> Result<(), String> {
             if upper == "L" || upper == "LW" {
                 return Ok(());
             }
-            if let Some(day) = upper.strip_suffix('W') {
-                if day.bytes().all(|b| b.is_ascii_digit()) && !day.is_empty() {
-                    return check_value(field, day).map(|_| ());
-                }
+            if let Some(day) = upper.strip_suffix('W')
+                && !day.is_empty()
+                && day.bytes().all(|b| b.is_ascii_digit())
+            {
+                return check_value(field, day).map(|_| ());
             }
         }
         CronField::DayOfWeek => {
@@ -337,7 +344,8 @@ fn check_value(field: CronField, text: &str) -> Result<u32, String> {
 /// A parsed, validated cron expression.
 #[derive(Clone, Debug)]
 pub struct CronPattern {
-    cron: croner::Cron,
+    /// Boxed: croner's parsed form is a few hundred bytes, and schedules are moved around.
+    cron: Box<croner::Cron>,
     /// Whether the hour field names fixed hours (no `*`, no `/`), which decides how the
     /// expression behaves across DST changes (see the module documentation).
     fixed_hours: bool,
@@ -386,7 +394,10 @@ impl CronPattern {
             // through, croner's own words are still better than nothing.
             .map_err(|e| invalid(e.to_string()))?;
         let fixed_hours = !fields[2].contains(['*', '/']);
-        let pattern = CronPattern { cron, fixed_hours };
+        let pattern = CronPattern {
+            cron: Box::new(cron),
+            fixed_hours,
+        };
         pattern.check_can_match().map_err(invalid)?;
         Ok(pattern)
     }
@@ -462,9 +473,13 @@ fn transition_between(tz: Tz, after: DateTime<Utc>, until: DateTime<Utc>) -> Dat
 enum FoldPass {
     NotInFold,
     /// On the first pass; the fold's transition (start of the second pass) is given.
-    First { transition: DateTime<Utc> },
+    First {
+        transition: DateTime<Utc>,
+    },
     /// On the second pass; the fold's transition is given.
-    Second { transition: DateTime<Utc> },
+    Second {
+        transition: DateTime<Utc>,
+    },
 }
 
 fn fold_pass(t: DateTime<Utc>, tz: Tz) -> FoldPass {
@@ -501,8 +516,7 @@ impl CronPattern {
                     }
                 }
                 LocalResult::Ambiguous(earlier, later) => {
-                    let (earlier, later) =
-                        (earlier.with_timezone(&Utc), later.with_timezone(&Utc));
+                    let (earlier, later) = (earlier.with_timezone(&Utc), later.with_timezone(&Utc));
                     if earlier > t {
                         return Some(earlier);
                     }
@@ -552,8 +566,7 @@ impl CronPattern {
                     }
                 }
                 LocalResult::Ambiguous(earlier, later) => {
-                    let (earlier, later) =
-                        (earlier.with_timezone(&Utc), later.with_timezone(&Utc));
+                    let (earlier, later) = (earlier.with_timezone(&Utc), later.with_timezone(&Utc));
                     if !self.fixed_hours && later < t {
                         return Some(later);
                     }
@@ -570,8 +583,8 @@ impl CronPattern {
                     } else {
                         // Nothing in the gap exists; resume at its first missing local time
                         // (the search is exclusive, so that time itself is not revisited).
-                        let gap_start = local_of(gap_end - TimeDelta::seconds(1), tz)
-                            + TimeDelta::seconds(1);
+                        let gap_start =
+                            local_of(gap_end - TimeDelta::seconds(1), tz) + TimeDelta::seconds(1);
                         if gap_start < local {
                             cursor = gap_start;
                             continue;
@@ -609,8 +622,8 @@ impl CronPattern {
         let first = self.scan_backward(tz, local, exact != local, t);
         match fold_pass(t, tz) {
             FoldPass::Second { transition } => {
-                let fold_end = local_of(transition - TimeDelta::seconds(1), tz)
-                    + TimeDelta::seconds(1);
+                let fold_end =
+                    local_of(transition - TimeDelta::seconds(1), tz) + TimeDelta::seconds(1);
                 let second = self.scan_backward(tz, fold_end, false, t);
                 latest(first, second)
             }
@@ -681,9 +694,8 @@ impl EverySlots {
                 .map(local_date_time),
             Interval::Months(n) => {
                 let months = i64::try_from(k.checked_mul(u64::from(n))?).ok()?;
-                let month_index = i64::from(start_date.year()) * 12
-                    + i64::from(start_date.month0())
-                    + months;
+                let month_index =
+                    i64::from(start_date.year()) * 12 + i64::from(start_date.month0()) + months;
                 let year = i32::try_from(month_index.div_euclid(12)).ok()?;
                 let month = u32::try_from(month_index.rem_euclid(12)).ok()? + 1;
                 // Clamp to the month's length: a Jan 31 start gives Feb 28/29, Mar 31, Apr 30.
@@ -795,7 +807,9 @@ impl Schedule {
     /// The storable form; [`Schedule::from_parts`] turns it back into the same schedule.
     pub fn to_parts(&self) -> ScheduleParts {
         let (kind, expr, start) = match &self.kind {
-            ScheduleKind::Every { interval, start } => ("every", interval.to_string(), Some(*start)),
+            ScheduleKind::Every { interval, start } => {
+                ("every", interval.to_string(), Some(*start))
+            }
             ScheduleKind::Cron { expr, .. } => ("cron", expr.clone(), None),
             ScheduleKind::At(time) => (
                 "at",
@@ -926,7 +940,12 @@ impl fmt::Display for Schedule {
             ),
             ScheduleKind::Cron { expr, .. } => write!(f, "cron {expr} ({})", self.tz.name()),
             ScheduleKind::At(time) => {
-                write!(f, "at {} ({})", format_in_zone(*time, self.tz), self.tz.name())
+                write!(
+                    f,
+                    "at {} ({})",
+                    format_in_zone(*time, self.tz),
+                    self.tz.name()
+                )
             }
         }
     }
@@ -966,7 +985,10 @@ mod tests {
         let from = utc(from);
         let slots: Vec<DateTime<Utc>> = schedule.slots_after(from).take(n).collect();
         for pair in slots.windows(2) {
-            assert!(pair[0] < pair[1], "{schedule}: slots must increase: {pair:?}");
+            assert!(
+                pair[0] < pair[1],
+                "{schedule}: slots must increase: {pair:?}"
+            );
             assert_eq!(
                 schedule.prev_slot_before(pair[1]),
                 Some(pair[0]),
@@ -981,7 +1003,10 @@ mod tests {
                 "{schedule}: count between {first} and {last}"
             );
             let before = schedule.prev_slot_before(*first);
-            assert!(before.is_none_or(|b| b <= from), "{schedule}: a slot was skipped: {before:?}");
+            assert!(
+                before.is_none_or(|b| b <= from),
+                "{schedule}: a slot was skipped: {before:?}"
+            );
         }
         slots
             .into_iter()
@@ -1001,7 +1026,10 @@ mod tests {
     fn every_90s_is_elapsed_time_across_dst() {
         // Berlin springs forward at 01:00 UTC; 90 s stays 90 s.
         let schedule = every("90s", "2026-03-29T00:57:00Z", BERLIN);
-        let slots: Vec<_> = schedule.slots_after(utc("2026-03-29T00:57:00Z")).take(4).collect();
+        let slots: Vec<_> = schedule
+            .slots_after(utc("2026-03-29T00:57:00Z"))
+            .take(4)
+            .collect();
         assert_eq!(
             slots,
             [
@@ -1015,14 +1043,14 @@ mod tests {
             next(&schedule, "2026-03-29T00:59:59Z", 2),
             ["2026-03-29T03:00:00+02:00", "2026-03-29T03:01:30+02:00"]
         );
-        // And across the fold: still 90 s apart, local times repeat.
+        // And across the fold (01:00 UTC): still 90 s apart while the local clock goes back.
         let schedule = every("90s", "2026-10-25T00:57:00Z", BERLIN);
         assert_eq!(
             next(&schedule, "2026-10-25T00:58:00Z", 3),
             [
-                "2026-10-25T02:58:30+01:00",
-                "2026-10-25T03:00:00+01:00",
-                "2026-10-25T03:01:30+01:00"
+                "2026-10-25T02:58:30+02:00",
+                "2026-10-25T02:00:00+01:00",
+                "2026-10-25T02:01:30+01:00"
             ]
         );
     }
@@ -1064,7 +1092,10 @@ mod tests {
         let schedule = every("1m", "2026-01-01T00:00:00.250Z", Tz::UTC);
         assert_eq!(
             next(&schedule, "2026-01-01T00:00:00.250Z", 2),
-            ["2026-01-01T00:01:00.250+00:00", "2026-01-01T00:02:00.250+00:00"]
+            [
+                "2026-01-01T00:01:00.250+00:00",
+                "2026-01-01T00:02:00.250+00:00"
+            ]
         );
         let schedule = every("1d", "2026-01-01T08:00:00.5Z", BERLIN);
         assert_eq!(
@@ -1196,25 +1227,45 @@ mod tests {
         let schedule = every("90s", "2026-01-01T00:00:00Z", Tz::UTC);
         // 00:00:00 .. 01:00:00 inclusive: k = 0..=40.
         assert_eq!(
-            schedule.count_slots_between(utc("2026-01-01T00:00:00Z"), utc("2026-01-01T01:00:00Z"), 1000),
+            schedule.count_slots_between(
+                utc("2026-01-01T00:00:00Z"),
+                utc("2026-01-01T01:00:00Z"),
+                1000
+            ),
             41
         );
         assert_eq!(
-            schedule.count_slots_between(utc("2026-01-01T00:00:01Z"), utc("2026-01-01T01:00:00Z"), 1000),
+            schedule.count_slots_between(
+                utc("2026-01-01T00:00:01Z"),
+                utc("2026-01-01T01:00:00Z"),
+                1000
+            ),
             40
         );
         assert_eq!(
-            schedule.count_slots_between(utc("2025-01-01T00:00:00Z"), utc("2036-01-01T00:00:00Z"), 1000),
+            schedule.count_slots_between(
+                utc("2025-01-01T00:00:00Z"),
+                utc("2036-01-01T00:00:00Z"),
+                1000
+            ),
             1000,
             "capped"
         );
         assert_eq!(
-            schedule.count_slots_between(utc("2026-01-02T00:00:00Z"), utc("2026-01-01T00:00:00Z"), 10),
+            schedule.count_slots_between(
+                utc("2026-01-02T00:00:00Z"),
+                utc("2026-01-01T00:00:00Z"),
+                10
+            ),
             0
         );
         let monthly = every("1mo", "2026-01-31T10:00:00Z", Tz::UTC);
         assert_eq!(
-            monthly.count_slots_between(utc("2026-01-01T00:00:00Z"), utc("2026-12-31T23:59:59Z"), 100),
+            monthly.count_slots_between(
+                utc("2026-01-01T00:00:00Z"),
+                utc("2026-12-31T23:59:59Z"),
+                100
+            ),
             12
         );
     }
@@ -1223,7 +1274,10 @@ mod tests {
     fn every_with_a_hand_built_non_positive_interval_has_only_its_start() {
         let start = utc("2026-01-01T00:00:00Z");
         let schedule = Schedule::every(Interval::Days(0), start, Tz::UTC);
-        assert_eq!(schedule.next_slot_after(utc("2025-01-01T00:00:00Z")), Some(start));
+        assert_eq!(
+            schedule.next_slot_after(utc("2025-01-01T00:00:00Z")),
+            Some(start)
+        );
         assert_eq!(schedule.next_slot_after(start), None);
         let schedule = Schedule::every(Interval::Elapsed(TimeDelta::seconds(-5)), start, Tz::UTC);
         assert_eq!(schedule.slots_after(utc("2025-01-01T00:00:00Z")).count(), 1);
@@ -1299,7 +1353,11 @@ mod tests {
     #[test]
     fn cron_names_ranges_lists_and_day_rules() {
         assert_eq!(
-            next(&cron("0 9 * JAN-MAR mon-fri", Tz::UTC), "2026-03-27T10:00:00Z", 2),
+            next(
+                &cron("0 9 * JAN-MAR mon-fri", Tz::UTC),
+                "2026-03-27T10:00:00Z",
+                2
+            ),
             ["2026-03-30T09:00:00+00:00", "2026-03-31T09:00:00+00:00"],
         );
         // Both day fields restricted: either matches (Vixie cron). 2026-06-01 is a Monday.
@@ -1366,27 +1424,84 @@ mod tests {
             r#"invalid cron expression "@every5m": unknown macro "@every5m"; valid macros are @hourly, @daily, @midnight, @weekly, @monthly, @yearly and @annually"#
         );
         let cases = [
-            ("60 * * * * *", r#"second field "60": value 60 is out of range 0-59"#),
-            ("0 24 * * *", r#"hour field "24": value 24 is out of range 0-23"#),
-            ("0 0 32 * *", r#"day-of-month field "32": value 32 is out of range 1-31"#),
-            ("0 0 0 * *", r#"day-of-month field "0": value 0 is out of range 1-31"#),
-            ("0 0 * 13 *", r#"month field "13": value 13 is out of range 1-12"#),
-            ("0 0 * * 8", r#"day-of-week field "8": value 8 is out of range 0-7"#),
-            ("0 0 * FOO *", r#"month field "FOO": "FOO" is not a valid month value; use 1-12 or JAN-DEC"#),
-            ("MON * * * *", r#"minute field "MON": "MON" is not a valid minute value; use 0-59"#),
-            ("0 0 * * MON#6", r#"day-of-week field "MON#6": occurrence "6" in "MON#6" must be 1-5"#),
-            ("*/0 * * * *", r#"minute field "*/0": step 0 in "*/0" must be at least 1"#),
-            ("*/61 * * * *", "step 61 in \"*/61\" is larger than the minute field's largest value 59"),
-            ("5/15 * * * *", r#"a step needs a range: write 5-59/15 or */15 instead of "5/15""#),
+            (
+                "60 * * * * *",
+                r#"second field "60": value 60 is out of range 0-59"#,
+            ),
+            (
+                "0 24 * * *",
+                r#"hour field "24": value 24 is out of range 0-23"#,
+            ),
+            (
+                "0 0 32 * *",
+                r#"day-of-month field "32": value 32 is out of range 1-31"#,
+            ),
+            (
+                "0 0 0 * *",
+                r#"day-of-month field "0": value 0 is out of range 1-31"#,
+            ),
+            (
+                "0 0 * 13 *",
+                r#"month field "13": value 13 is out of range 1-12"#,
+            ),
+            (
+                "0 0 * * 8",
+                r#"day-of-week field "8": value 8 is out of range 0-7"#,
+            ),
+            (
+                "0 0 * FOO *",
+                r#"month field "FOO": "FOO" is not a valid month value; use 1-12 or JAN-DEC"#,
+            ),
+            (
+                "MON * * * *",
+                r#"minute field "MON": "MON" is not a valid minute value; use 0-59"#,
+            ),
+            (
+                "0 0 * * MON#6",
+                r#"day-of-week field "MON#6": occurrence "6" in "MON#6" must be 1-5"#,
+            ),
+            (
+                "*/0 * * * *",
+                r#"minute field "*/0": step 0 in "*/0" must be at least 1"#,
+            ),
+            (
+                "*/61 * * * *",
+                "step 61 in \"*/61\" is larger than the minute field's largest value 59",
+            ),
+            (
+                "5/15 * * * *",
+                r#"a step needs a range: write 5-59/15 or */15 instead of "5/15""#,
+            ),
             ("/15 * * * *", r#"minute field "/15": "/15" needs a start"#),
-            ("10-5 * * * *", r#"minute field "10-5": range "10-5" goes backwards"#),
+            (
+                "10-5 * * * *",
+                r#"minute field "10-5": range "10-5" goes backwards"#,
+            ),
             ("1,,2 * * * *", "empty entry in the list"),
-            ("0 0 L * L", r#"day-of-week field "L": "L" alone is ambiguous"#),
-            ("15W * * * *", "L, W and # are only allowed in the day-of-month and day-of-week fields"),
-            ("0 ? * * *", r#"hour field "?": "?" is only allowed in the day-of-month and day-of-week fields"#),
-            ("0 0 32W * *", r#"day-of-month field "32W": value 32 is out of range 1-31"#),
-            ("0 0 * * 1-2-3", r#"day-of-week field "1-2-3": "1-2-3" is not a range"#),
-            ("0 0 99999999999 * *", "value 99999999999 is out of range 1-31"),
+            (
+                "0 0 L * L",
+                r#"day-of-week field "L": "L" alone is ambiguous"#,
+            ),
+            (
+                "15W * * * *",
+                "L, W and # are only allowed in the day-of-month and day-of-week fields",
+            ),
+            (
+                "0 ? * * *",
+                r#"hour field "?": "?" is only allowed in the day-of-month and day-of-week fields"#,
+            ),
+            (
+                "0 0 32W * *",
+                r#"day-of-month field "32W": value 32 is out of range 1-31"#,
+            ),
+            (
+                "0 0 * * 1-2-3",
+                r#"day-of-week field "1-2-3": "1-2-3" is not a range"#,
+            ),
+            (
+                "0 0 99999999999 * *",
+                "value 99999999999 is out of range 1-31",
+            ),
             ("0 0 30 2 *", "it never matches"),
             ("0 0 31 4,6,9,11 *", "it never matches"),
         ];
@@ -1526,6 +1641,47 @@ mod tests {
     }
 
     #[test]
+    fn cron_fixed_time_in_a_day_long_gap() {
+        // Samoa skipped 2011-12-30 entirely (-10:00 → +14:00 at midnight). A daily job runs
+        // once at the end of the gap, which is also the next midnight. croner 4.0.3 gives up
+        // here (TimeSearchLimitExceeded: it searches at most two hours for a gap's end), and
+        // its iterator would end the schedule for good.
+        assert_eq!(
+            next(
+                &cron("0 0 * * *", Tz::Pacific__Apia),
+                "2011-12-28T12:00:00Z",
+                3
+            ),
+            [
+                "2011-12-29T00:00:00-10:00",
+                "2011-12-31T00:00:00+14:00",
+                "2012-01-01T00:00:00+14:00"
+            ]
+        );
+        assert_eq!(
+            next(
+                &cron("0 9 * * *", Tz::Pacific__Apia),
+                "2011-12-29T12:00:00Z",
+                3
+            ),
+            [
+                "2011-12-29T09:00:00-10:00",
+                "2011-12-31T00:00:00+14:00",
+                "2011-12-31T09:00:00+14:00"
+            ]
+        );
+        // Wildcard hours: the missing day's times simply do not happen.
+        assert_eq!(
+            next(
+                &cron("0 */12 * * *", Tz::Pacific__Apia),
+                "2011-12-29T12:00:00Z",
+                2
+            ),
+            ["2011-12-29T12:00:00-10:00", "2011-12-31T00:00:00+14:00"]
+        );
+    }
+
+    #[test]
     fn cron_wildcard_hours_follow_the_clock_through_gaps_and_folds() {
         // Gap: 02:30 does not exist, nothing runs for it.
         assert_eq!(
@@ -1637,9 +1793,18 @@ mod tests {
         // 6 real hours, and an hourly job runs 6 times; a daily 02:30 job runs once.
         let from = utc("2026-10-24T22:00:00Z");
         let to = utc("2026-10-25T03:00:00Z");
-        assert_eq!(cron("0 * * * *", BERLIN).count_slots_between(from, to, 100), 6);
-        assert_eq!(cron("30 2 * * *", BERLIN).count_slots_between(from, to, 100), 1);
-        assert_eq!(cron("* * * * * *", BERLIN).count_slots_between(from, to, 100), 100);
+        assert_eq!(
+            cron("0 * * * *", BERLIN).count_slots_between(from, to, 100),
+            6
+        );
+        assert_eq!(
+            cron("30 2 * * *", BERLIN).count_slots_between(from, to, 100),
+            1
+        );
+        assert_eq!(
+            cron("* * * * * *", BERLIN).count_slots_between(from, to, 100),
+            100
+        );
     }
 
     // ---- at ----
@@ -1648,14 +1813,23 @@ mod tests {
     fn at_has_one_slot() {
         let time = utc("2026-03-29T01:00:00Z");
         let schedule = Schedule::at(time, BERLIN);
-        assert_eq!(schedule.next_slot_after(utc("2026-03-29T00:59:59Z")), Some(time));
+        assert_eq!(
+            schedule.next_slot_after(utc("2026-03-29T00:59:59Z")),
+            Some(time)
+        );
         assert_eq!(schedule.next_slot_after(time), None);
         assert_eq!(schedule.prev_slot_before(time), None);
-        assert_eq!(schedule.prev_slot_before(utc("2026-03-29T01:00:01Z")), Some(time));
+        assert_eq!(
+            schedule.prev_slot_before(utc("2026-03-29T01:00:01Z")),
+            Some(time)
+        );
         assert_eq!(schedule.slots_after(utc("2020-01-01T00:00:00Z")).count(), 1);
         assert_eq!(schedule.count_slots_between(time, time, 10), 1);
         assert_eq!(schedule.count_slots_between(time, time, 0), 0);
-        assert_eq!(schedule.to_string(), "at 2026-03-29T03:00:00+02:00 (Europe/Berlin)");
+        assert_eq!(
+            schedule.to_string(),
+            "at 2026-03-29T03:00:00+02:00 (Europe/Berlin)"
+        );
     }
 
     // ---- storage and display ----
@@ -1690,7 +1864,9 @@ mod tests {
             }
         );
         assert_eq!(
-            Schedule::at(utc("2026-03-29T01:00:00Z"), BERLIN).to_parts().expr,
+            Schedule::at(utc("2026-03-29T01:00:00Z"), BERLIN)
+                .to_parts()
+                .expr,
             "2026-03-29T01:00:00Z"
         );
     }
@@ -1709,12 +1885,23 @@ mod tests {
             r#"unknown schedule kind "hourly"; expected every, cron or at"#
         );
         assert!(error(parts("every", "5m", None, "UTC")).contains("needs a start time"));
-        assert!(error(parts("every", "5x", Some("2026-01-01T00:00:00Z"), "UTC"))
-            .contains(r#"unknown unit "x""#));
-        assert!(error(parts("cron", "0 9 * * *", Some("2026-01-01T00:00:00Z"), "UTC"))
-            .contains("only valid for every"));
+        assert!(
+            error(parts("every", "5x", Some("2026-01-01T00:00:00Z"), "UTC"))
+                .contains(r#"unknown unit "x""#)
+        );
+        assert!(
+            error(parts(
+                "cron",
+                "0 9 * * *",
+                Some("2026-01-01T00:00:00Z"),
+                "UTC"
+            ))
+            .contains("only valid for every")
+        );
         assert!(error(parts("cron", "61 * * * *", None, "UTC")).contains("out of range 0-59"));
-        assert!(error(parts("cron", "0 9 * * *", None, "Europe/Berln")).contains("unknown time zone"));
+        assert!(
+            error(parts("cron", "0 9 * * *", None, "Europe/Berln")).contains("unknown time zone")
+        );
         assert!(error(parts("at", "soon", None, "UTC")).contains(r#"invalid time "soon""#));
     }
 
@@ -1745,5 +1932,492 @@ mod tests {
             let pattern = CronPattern::parse(expr).expect(expr);
             assert_eq!(pattern.has_fixed_hours(), fixed, "{expr}");
         }
+    }
+}
+
+/// Property tests against independent oracles: a brute-force walk over every minute (or
+/// second) of real time for cron, calendar arithmetic for `every`, and croner's own
+/// zone-aware search where croner's DST rules coincide with ours.
+#[cfg(test)]
+mod proptests {
+    use std::collections::BTreeSet;
+    use std::sync::OnceLock;
+
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::sample::Index;
+
+    /// Zones with every shape of transition: none, northern and southern hemisphere, 30
+    /// minutes (Lord Howe), 45-minute offsets (Chatham), at midnight (Santiago, Havana),
+    /// a skipped day (Apia 2011), Ramadan suspensions (Casablanca), abolished DST (Tehran).
+    const ZONES: [Tz; 12] = [
+        Tz::UTC,
+        Tz::Europe__Berlin,
+        Tz::America__New_York,
+        Tz::Australia__Sydney,
+        Tz::Australia__Lord_Howe,
+        Tz::Pacific__Chatham,
+        Tz::America__Santiago,
+        Tz::America__Havana,
+        Tz::Pacific__Apia,
+        Tz::Africa__Casablanca,
+        Tz::Asia__Tehran,
+        Tz::Europe__London,
+    ];
+
+    const FROM_YEAR: i32 = 2000;
+    const TO_YEAR: i32 = 2040;
+
+    /// Every UTC-offset change of each zone between 2000 and 2040, found by comparing
+    /// offsets a day apart and bisecting, so tests can aim at DST edges.
+    fn transitions(zone: usize) -> &'static [DateTime<Utc>] {
+        static ALL: OnceLock<Vec<Vec<DateTime<Utc>>>> = OnceLock::new();
+        &ALL.get_or_init(|| {
+            ZONES
+                .iter()
+                .map(|&tz| {
+                    let mut found = Vec::new();
+                    let mut day = year_start(FROM_YEAR);
+                    let end = year_start(TO_YEAR);
+                    while day < end {
+                        let next = day + TimeDelta::days(1);
+                        if offset_seconds(tz, day) != offset_seconds(tz, next) {
+                            found.push(transition_between(tz, day, next));
+                        }
+                        day = next;
+                    }
+                    found
+                })
+                .collect()
+        })[zone]
+    }
+
+    fn year_start(year: i32) -> DateTime<Utc> {
+        NaiveDate::from_ymd_opt(year, 1, 1)
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .expect("valid year")
+            .and_utc()
+    }
+
+    /// An instant: half the time uniform over 2000-2040, half near one of the zone's
+    /// transitions (within three hours or, less often, two days). Milliseconds are included
+    /// so sub-second handling is exercised.
+    fn instant(zone: usize, near_transition: bool, pick: Index, offset_ms: i64) -> DateTime<Utc> {
+        let transitions = transitions(zone);
+        if near_transition && !transitions.is_empty() {
+            let window_ms = if offset_ms % 3 == 0 {
+                2 * 86_400_000
+            } else {
+                3 * 3_600_000
+            };
+            transitions[pick.index(transitions.len())]
+                + TimeDelta::milliseconds(offset_ms % window_ms)
+        } else {
+            let span = (year_start(TO_YEAR) - year_start(FROM_YEAR)).num_milliseconds();
+            year_start(FROM_YEAR) + TimeDelta::milliseconds(offset_ms.rem_euclid(span))
+        }
+    }
+
+    fn instant_strategy() -> impl Strategy<Value = (bool, Index, i64)> {
+        (any::<bool>(), any::<Index>(), any::<i64>())
+    }
+
+    /// Whole-second instants only, to start `every` schedules and cron oracles on.
+    fn whole_seconds(t: DateTime<Utc>) -> DateTime<Utc> {
+        DateTime::from_timestamp(t.timestamp(), 0).unwrap_or(t)
+    }
+
+    fn interval_strategy() -> impl Strategy<Value = Interval> {
+        prop_oneof![
+            (1i64..=100_000).prop_map(|n| Interval::Elapsed(TimeDelta::seconds(n))),
+            (1i64..=3_000).prop_map(|n| Interval::Elapsed(TimeDelta::minutes(n))),
+            (1i64..=100).prop_map(|n| Interval::Elapsed(TimeDelta::hours(n))),
+            (1u32..=40).prop_map(Interval::Days),
+            (1u32..=10).prop_map(Interval::Weeks),
+            (1u32..=24).prop_map(Interval::Months),
+        ]
+    }
+
+    /// The local hours at which the zones above change their clocks.
+    fn dst_hour() -> impl Strategy<Value = u32> {
+        prop_oneof![0u32..=3, Just(23)]
+    }
+
+    /// A generator of valid fields for one cron position.
+    fn list_or_range(min: u32, max: u32) -> BoxedStrategy<String> {
+        prop_oneof![
+            Just("*".to_owned()),
+            (min..=max).prop_map(|v| v.to_string()),
+            (min..=max, min..=max).prop_map(|(a, b)| format!("{a},{b}")),
+            (min..=max, min..=max).prop_map(|(a, b)| format!("{}-{}", a.min(b), a.max(b))),
+            (1..=max.max(1)).prop_map(|n| format!("*/{n}")),
+            (min..=max, min..=max, 1..=max.max(1)).prop_map(|(a, b, n)| format!(
+                "{}-{}/{n}",
+                a.min(b),
+                a.max(b)
+            )),
+        ]
+        .boxed()
+    }
+
+    fn cron_strategy() -> impl Strategy<Value = String> {
+        let seconds = prop_oneof![
+            4 => Just(None),
+            1 => list_or_range(0, 59).prop_map(Some),
+        ];
+        let minutes = list_or_range(0, 59);
+        // Hours favour those of the zones' DST changes: 0-3 and 23.
+        let hours = prop_oneof![
+            list_or_range(0, 23),
+            dst_hour().prop_map(|h| h.to_string()),
+            (dst_hour(), 0u32..=23).prop_map(|(a, b)| format!("{a},{b}")),
+        ];
+        let days = cron_days();
+        let months = prop_oneof![
+            4 => Just("*".to_owned()),
+            1 => (1u32..=12).prop_map(|m| m.to_string()),
+            1 => (1u32..=12, 1u32..=12).prop_map(|(a, b)| format!("{}-{}", a.min(b), a.max(b))),
+            1 => Just("MAR,APR,OCT,NOV".to_owned()),
+        ];
+        let weekdays = cron_weekdays();
+        (seconds, minutes, hours, days, months, weekdays).prop_map(|(s, mi, h, d, mo, w)| {
+            let five = format!("{mi} {h} {d} {mo} {w}");
+            match s {
+                Some(s) => format!("{s} {five}"),
+                None => five,
+            }
+        })
+    }
+
+    /// Patterns on which croner's DST classification and ours coincide: single second,
+    /// minute and hour (fixed time to both), or wildcard / stepped hours (interval to both).
+    fn croner_comparable_strategy() -> impl Strategy<Value = String> {
+        let fixed = (0u32..=59, 0u32..=59, 0u32..=23, dst_hour(), any::<bool>()).prop_map(
+            |(s, m, h, dst_h, dst)| format!("{s} {m} {} * * *", if dst { dst_h } else { h }),
+        );
+        let wildcard_hour = prop_oneof![
+            Just("*".to_owned()),
+            (1u32..=12).prop_map(|n| format!("*/{n}")),
+            (0u32..=3, 1u32..=5).prop_map(|(a, n)| format!("{a}-23/{n}")),
+        ];
+        let wildcard = (
+            list_or_range(0, 59),
+            wildcard_hour,
+            cron_days(),
+            cron_weekdays(),
+        )
+            .prop_map(|(m, h, d, w)| format!("{m} {h} {d} * {w}"));
+        prop_oneof![fixed, wildcard]
+    }
+
+    fn cron_days() -> BoxedStrategy<String> {
+        prop_oneof![
+            4 => Just("*".to_owned()),
+            1 => Just("?".to_owned()),
+            1 => (1u32..=28).prop_map(|d| d.to_string()),
+            1 => Just("L".to_owned()),
+            1 => Just("LW".to_owned()),
+            // Up to 28 so that every month has the day ("30W" never matches in February).
+            1 => (1u32..=28).prop_map(|d| format!("{d}W")),
+            1 => (1u32..=28, 1u32..=28).prop_map(|(a, b)| format!("{}-{}", a.min(b), a.max(b))),
+        ]
+        .boxed()
+    }
+
+    fn cron_weekdays() -> BoxedStrategy<String> {
+        prop_oneof![
+            4 => Just("*".to_owned()),
+            1 => (0u32..=7).prop_map(|d| d.to_string()),
+            1 => Just("MON-FRI".to_owned()),
+            1 => (0u32..=6, 1u32..=5).prop_map(|(d, n)| format!("{d}#{n}")),
+            1 => (0u32..=6).prop_map(|d| format!("{d}L")),
+            1 => Just("SUN".to_owned()),
+        ]
+        .boxed()
+    }
+
+    /// All slots in `(from, to]` by brute force: every second (or minute, when the seconds
+    /// field is always 0) of real time whose local time matches, keeping only the first pass
+    /// of a fold for fixed-hour patterns, plus the end of each spring-forward gap that
+    /// swallowed a matching fixed-hour local time.
+    fn brute_force_cron(
+        pattern: &CronPattern,
+        tz: Tz,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        step_seconds: i64,
+    ) -> BTreeSet<DateTime<Utc>> {
+        let mut slots = BTreeSet::new();
+        let step = TimeDelta::seconds(step_seconds);
+        // Align to the step so every candidate second is visited.
+        let mut i =
+            DateTime::from_timestamp(from.timestamp().div_euclid(step_seconds) * step_seconds, 0)
+                .expect("in range");
+        while i <= to {
+            let local = local_of(i, tz);
+            if i > from && pattern.matches_local(local) {
+                let second_pass = matches!(
+                    tz.from_local_datetime(&local),
+                    LocalResult::Ambiguous(earlier, _) if earlier.with_timezone(&Utc) != i
+                );
+                if !(second_pass && pattern.has_fixed_hours()) {
+                    slots.insert(i);
+                }
+            }
+            // A gap between i - 1s and i: check the missing local times.
+            let before = i - TimeDelta::seconds(1);
+            let (gap_start, gap_end) = (
+                local_of(before, tz) + TimeDelta::seconds(1),
+                local_of(i, tz),
+            );
+            if pattern.has_fixed_hours() && i > from && gap_end > gap_start {
+                let mut missing = gap_start;
+                while missing < gap_end {
+                    if pattern.matches_local(missing) {
+                        slots.insert(i);
+                        break;
+                    }
+                    missing += TimeDelta::seconds(1);
+                }
+            }
+            i += step;
+        }
+        slots
+    }
+
+    /// The transition instants of `tz` in `(from, to]`, which are the only places a gap can
+    /// end; brute_force_cron only looks for gaps at its step, so they are added here.
+    fn transitions_between(
+        zone: usize,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Vec<DateTime<Utc>> {
+        transitions(zone)
+            .iter()
+            .copied()
+            .filter(|t| *t > from && *t <= to)
+            .collect()
+    }
+
+    proptest! {
+        // Failures print their minimal input; no regression files are written into the tree.
+        #![proptest_config(ProptestConfig {
+            cases: 400,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        /// Cron slots in a window are exactly what a brute-force walk finds, and
+        /// next/prev/count agree with them.
+        #[test]
+        fn cron_slots_match_a_brute_force_walk(
+            expr in cron_strategy(),
+            zone in 0..ZONES.len(),
+            (near, pick, offset) in instant_strategy(),
+        ) {
+            let tz = ZONES[zone];
+            let schedule = Schedule::cron(&expr, tz).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let ScheduleKind::Cron { pattern, .. } = schedule.kind() else { unreachable!() };
+            let has_seconds = expr.split_whitespace().count() == 6;
+            // Seconds patterns are walked second by second over a shorter window.
+            let (step, window) = if has_seconds { (1, TimeDelta::hours(3)) } else { (60, TimeDelta::hours(36)) };
+            let from = whole_seconds(instant(zone, near, pick, offset)) - window / 2;
+            let to = from + window;
+            let mut expected = brute_force_cron(pattern, tz, from, to, step);
+            // Gap ends at a transition the minute walk stepped over are checked directly.
+            if pattern.has_fixed_hours() {
+                for transition in transitions_between(zone, from, to) {
+                    let before = local_of(transition - TimeDelta::seconds(1), tz) + TimeDelta::seconds(1);
+                    let after = local_of(transition, tz);
+                    let mut missing = before;
+                    while missing < after {
+                        if pattern.matches_local(missing) {
+                            expected.insert(transition);
+                            break;
+                        }
+                        missing += TimeDelta::seconds(1);
+                    }
+                }
+            }
+            let actual: BTreeSet<_> = schedule.slots_after(from).take_while(|s| *s <= to).collect();
+            prop_assert_eq!(&actual, &expected, "{} in {} from {}", expr, tz, from);
+
+            // A fixed-hour pattern never runs a local time twice.
+            if pattern.has_fixed_hours() {
+                let locals: BTreeSet<_> = actual.iter().map(|s| local_of(*s, tz)).collect();
+                prop_assert_eq!(locals.len(), actual.len(), "a local time ran twice");
+            }
+            prop_assert_eq!(
+                schedule.count_slots_between(from + TimeDelta::nanoseconds(1), to, 100_000),
+                expected.len() as u64
+            );
+        }
+
+        /// next/prev consistency for cron at arbitrary (sub-second) instants.
+        #[test]
+        fn cron_next_and_prev_are_consistent(
+            expr in cron_strategy(),
+            zone in 0..ZONES.len(),
+            (near, pick, offset) in instant_strategy(),
+        ) {
+            let tz = ZONES[zone];
+            let schedule = Schedule::cron(&expr, tz).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            check_next_prev(&schedule, instant(zone, near, pick, offset))?;
+        }
+
+        /// Where croner classifies a pattern as we do (single fixed second, minute and hour
+        /// are "fixed time" to both; wildcard or stepped hours are "interval" to both),
+        /// croner's own zone-aware search gives the same slots: this is the check that its
+        /// DST behaviour is what STACK.md claims.
+        #[test]
+        fn croner_agrees_where_its_dst_rules_are_ours(
+            expr in croner_comparable_strategy(),
+            zone in 0..ZONES.len(),
+            (near, pick, offset) in instant_strategy(),
+        ) {
+            let tz = ZONES[zone];
+            let schedule = Schedule::cron(&expr, tz).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let ScheduleKind::Cron { pattern, .. } = schedule.kind() else { unreachable!() };
+            let croner_fixed = pattern.cron.determine_job_type() == croner::JobType::FixedTime;
+            prop_assert_eq!(croner_fixed, pattern.has_fixed_hours(), "the generator must only make comparable patterns");
+            let t = instant(zone, near, pick, offset);
+            let ours = schedule.next_slot_after(t);
+            let theirs = pattern.cron.find_next_occurrence(&t.with_timezone(&tz), false);
+            match (ours, theirs) {
+                // croner gives up on a fixed time inside a gap longer than two hours (its
+                // MAX_GAP_SEARCH_SECONDS), such as the day Samoa skipped; we do not.
+                (Some(slot), Err(croner::errors::CronError::TimeSearchLimitExceeded)) => {
+                    let long_gap = (local_of(slot, tz) - local_of(slot - TimeDelta::seconds(1), tz))
+                        > TimeDelta::hours(2);
+                    prop_assert!(long_gap, "croner found nothing after {} for {} in {}; we found {}", t, expr, tz, slot);
+                }
+                (ours, theirs) => {
+                    let theirs = theirs.ok().map(|s| s.with_timezone(&Utc));
+                    prop_assert_eq!(ours, theirs, "{} in {} after {}", expr, tz, t);
+                }
+            }
+        }
+
+        /// `every` slots are start + k steps: elapsed ones exactly, calendar ones at the
+        /// start's local time on the right local date (or the end of a gap that swallowed it).
+        #[test]
+        fn every_slots_are_start_plus_k_steps(
+            interval in interval_strategy(),
+            zone in 0..ZONES.len(),
+            (near, pick, offset) in instant_strategy(),
+            (start_near, start_pick, start_offset) in instant_strategy(),
+            span_ms in 0i64..(40 * 86_400_000),
+        ) {
+            let tz = ZONES[zone];
+            let start = instant(zone, start_near, start_pick, start_offset);
+            let schedule = Schedule::every(interval, start, tz);
+            let t = instant(zone, near, pick, offset);
+            check_next_prev(&schedule, t)?;
+
+            let start_local = local_of(start, tz);
+            let slots: Vec<_> = schedule.slots_after(t).take(12).collect();
+            for slot in &slots {
+                // k from counting, which is O(1) and checked against iteration below.
+                let k = schedule.count_slots_between(start, *slot, u64::MAX) - 1;
+                match interval {
+                    Interval::Elapsed(step) => {
+                        prop_assert_eq!(nanos_between(start, *slot), delta_nanos(step) * i128::from(k));
+                    }
+                    _ if k == 0 => prop_assert_eq!(*slot, start),
+                    Interval::Days(_) | Interval::Weeks(_) | Interval::Months(_) => {
+                        let expected_date = match interval {
+                            Interval::Days(n) => start_local.date() + TimeDelta::days(i64::from(n) * k as i64),
+                            Interval::Weeks(n) => start_local.date() + TimeDelta::days(7 * i64::from(n) * k as i64),
+                            Interval::Months(n) => {
+                                let total = start_local.month0() as i64 + i64::from(n) * k as i64;
+                                let year = start_local.year() + (total / 12) as i32;
+                                let month = (total % 12) as u32 + 1;
+                                let mut day = start_local.day();
+                                while NaiveDate::from_ymd_opt(year, month, day).is_none() {
+                                    day -= 1;
+                                }
+                                NaiveDate::from_ymd_opt(year, month, day).expect("clamped")
+                            }
+                            Interval::Elapsed(_) => unreachable!(),
+                        };
+                        let wanted = expected_date.and_time(start_local.time());
+                        let local = local_of(*slot, tz);
+                        match tz.from_local_datetime(&wanted) {
+                            LocalResult::Single(_) | LocalResult::Ambiguous(..) => {
+                                prop_assert_eq!(local, wanted);
+                                prop_assert_eq!(Some(*slot), tz.from_local_datetime(&wanted).earliest().map(|s| s.with_timezone(&Utc)));
+                            }
+                            LocalResult::None => {
+                                // The end of the gap: the instant before it is local-before.
+                                prop_assert!(local > wanted);
+                                prop_assert!(local_of(*slot - TimeDelta::seconds(1), tz) < wanted);
+                            }
+                        }
+                    }
+                }
+            }
+            // Counting is exact and agrees with iterating.
+            let to = t + TimeDelta::milliseconds(span_ms);
+            let iterated = schedule
+                .slots_after(t - TimeDelta::nanoseconds(1))
+                .take_while(|s| *s <= to)
+                .take(2_001)
+                .count() as u64;
+            prop_assert_eq!(schedule.count_slots_between(t, to, 2_000), iterated.min(2_000));
+        }
+
+        /// `at` has one slot.
+        #[test]
+        fn at_has_exactly_one_slot(
+            zone in 0..ZONES.len(),
+            (near, pick, offset) in instant_strategy(),
+            (at_near, at_pick, at_offset) in instant_strategy(),
+        ) {
+            let tz = ZONES[zone];
+            let at = instant(zone, at_near, at_pick, at_offset);
+            let schedule = Schedule::at(at, tz);
+            let t = instant(zone, near, pick, offset);
+            check_next_prev(&schedule, t)?;
+            prop_assert_eq!(schedule.next_slot_after(t), (at > t).then_some(at));
+            prop_assert_eq!(schedule.prev_slot_before(t), (at < t).then_some(at));
+        }
+    }
+
+    /// next_slot_after(t) > t with no slot in between; prev_slot_before(t) < t with no slot
+    /// in between; a few successive slots strictly increase and walk back the same way.
+    fn check_next_prev(schedule: &Schedule, t: DateTime<Utc>) -> Result<(), TestCaseError> {
+        let next = schedule.next_slot_after(t);
+        let prev = schedule.prev_slot_before(t);
+        if let Some(next) = next {
+            prop_assert!(next > t, "{schedule}: next {next} not after {t}");
+            let before_next = schedule.prev_slot_before(next);
+            prop_assert!(
+                before_next.is_none_or(|b| b <= t),
+                "{schedule}: slot {before_next:?} between {t} and {next}"
+            );
+            // The last slot before `next` is `t` itself (when t is a slot) or the last before t.
+            prop_assert!(
+                before_next == prev || before_next == Some(t),
+                "{schedule}: prev({next}) = {before_next:?}, prev({t}) = {prev:?}"
+            );
+        }
+        if let Some(prev) = prev {
+            prop_assert!(prev < t, "{schedule}: prev {prev} not before {t}");
+            let after_prev = schedule.next_slot_after(prev);
+            prop_assert!(
+                after_prev.is_none_or(|a| a >= t),
+                "{schedule}: slot {after_prev:?} between {prev} and {t}"
+            );
+            prop_assert!(
+                next.is_none() || after_prev.is_some(),
+                "{schedule}: no slot after {prev}"
+            );
+        }
+        let slots: Vec<_> = schedule.slots_after(t).take(6).collect();
+        for pair in slots.windows(2) {
+            prop_assert!(pair[0] < pair[1], "{schedule}: not increasing: {pair:?}");
+            prop_assert_eq!(schedule.prev_slot_before(pair[1]), Some(pair[0]));
+        }
+        Ok(())
     }
 }

@@ -10,6 +10,7 @@
 //! - a local time inside a fall-back fold happens twice; it resolves to its first
 //!   occurrence (02:30 on the day Europe/Berlin goes back from 03:00 to 02:00 is 02:30 CEST).
 
+use chrono::format::ParseErrorKind;
 use chrono::{
     DateTime, LocalResult, NaiveDateTime, Offset, SecondsFormat, TimeDelta, TimeZone, Utc,
 };
@@ -109,27 +110,29 @@ const LOCAL_FORMATS: [&str; 4] = [
 /// its first occurrence (see [`resolve_local`]).
 pub fn parse_time(text: &str, tz: Tz) -> Result<DateTime<Utc>, TimeError> {
     let trimmed = text.trim();
-    let rfc3339_error = match DateTime::parse_from_rfc3339(trimmed) {
+    let mut errors = Vec::with_capacity(LOCAL_FORMATS.len() + 1);
+    match DateTime::parse_from_rfc3339(trimmed) {
         Ok(t) => return Ok(t.with_timezone(&Utc)),
-        Err(e) => e,
-    };
+        Err(e) => errors.push(e.kind()),
+    }
     for format in LOCAL_FORMATS {
-        if let Ok(naive) = NaiveDateTime::parse_from_str(trimmed, format) {
-            return Ok(resolve_local(naive, tz));
+        match NaiveDateTime::parse_from_str(trimmed, format) {
+            Ok(naive) => return Ok(resolve_local(naive, tz)),
+            Err(e) => errors.push(e.kind()),
         }
     }
-    // Name the most useful reason: chrono's RFC 3339 error says whether a field was out of
-    // range or the input was cut short, which beats "no format matched".
+    // When some layout matched the shape but a value was wrong (month 13, February 30,
+    // hour 25), say so; otherwise the text is in no accepted layout at all.
     let reason = if trimmed.is_empty() {
-        "it is empty".to_owned()
+        "it is empty"
+    } else if errors.contains(&ParseErrorKind::OutOfRange) {
+        "a field is out of range (such as month 13, February 30 or hour 25)"
+    } else if errors.contains(&ParseErrorKind::Impossible) {
+        "its fields contradict each other"
     } else {
-        match NaiveDateTime::parse_from_str(trimmed, LOCAL_FORMATS[0]) {
-            Err(local) if rfc3339_error.kind() == chrono::format::ParseErrorKind::TooShort => {
-                local.to_string()
-            }
-            _ => rfc3339_error.to_string(),
-        }
-    };
+        "it is not in a recognised format"
+    }
+    .to_owned();
     Err(TimeError::InvalidTime {
         text: text.to_owned(),
         reason,
@@ -303,7 +306,10 @@ mod tests {
         let message = parse_time("tomorrow", Tz::Europe__Berlin)
             .expect_err("not a time")
             .to_string();
-        assert!(message.starts_with(r#"invalid time "tomorrow": "#), "{message}");
+        assert_eq!(
+            message,
+            r#"invalid time "tomorrow": it is not in a recognised format; expected RFC 3339 such as 2026-03-29T02:30:00+01:00 or 2026-03-29T01:30:00Z, or a local time YYYY-MM-DD HH:MM[:SS] (read in Europe/Berlin)"#
+        );
         assert!(message.contains("RFC 3339"), "{message}");
         assert!(message.contains("Europe/Berlin"), "{message}");
         let message = parse_time("2026-13-01T00:00:00Z", Tz::UTC)
@@ -314,7 +320,17 @@ mod tests {
             .expect_err("February 30")
             .to_string();
         assert!(message.contains(r#""2026-02-30 10:00""#), "{message}");
-        assert!(parse_time("", Tz::UTC).is_err());
+        assert!(message.contains("out of range"), "{message}");
+        let message = parse_time("2026-01-01 25:00", Tz::UTC)
+            .expect_err("hour 25")
+            .to_string();
+        assert!(message.contains("out of range"), "{message}");
+        assert!(
+            parse_time(" ", Tz::UTC)
+                .expect_err("empty")
+                .to_string()
+                .contains("it is empty")
+        );
         assert!(parse_time("2026-01-01", Tz::UTC).is_err());
     }
 

@@ -21,7 +21,9 @@ pub enum StoreError {
         actual: i64,
     },
     /// A newer leader has raised the epoch: this node may no longer lease or dispatch.
-    #[error("fenced: epoch {ours} is not the epoch in force ({current}); this node is not the leader")]
+    #[error(
+        "fenced: epoch {ours} is not the epoch in force ({current}); this node is not the leader"
+    )]
     Fenced { ours: i64, current: i64 },
     #[error("run {id}: {source}")]
     IllegalTransition {
@@ -44,22 +46,33 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Fencing: only the epoch in force may lease or dispatch.
+    pub(crate) fn check_epoch(ours: i64, current: i64) -> Result<(), StoreError> {
+        if ours == current {
+            Ok(())
+        } else {
+            Err(StoreError::Fenced { ours, current })
+        }
+    }
+
     /// Whether the error comes from the database being unreachable or restarting, so that
     /// the caller may retry the same call later.
     pub fn is_transient(&self) -> bool {
         match self {
-            StoreError::Database(error) => matches!(
-                error,
-                sqlx::Error::Io(_)
-                    | sqlx::Error::PoolTimedOut
-                    | sqlx::Error::PoolClosed
-                    | sqlx::Error::WorkerCrashed
-                    | sqlx::Error::Protocol(_)
-            ) || error
-                .as_database_error()
-                .and_then(|db| db.code())
-                // Class 57: operator intervention (shutdown, admin restart); 08: connection.
-                .is_some_and(|code| code.starts_with("57") || code.starts_with("08")),
+            StoreError::Database(error) => {
+                matches!(
+                    error,
+                    sqlx::Error::Io(_)
+                        | sqlx::Error::PoolTimedOut
+                        | sqlx::Error::PoolClosed
+                        | sqlx::Error::WorkerCrashed
+                        | sqlx::Error::Protocol(_)
+                ) || error
+                    .as_database_error()
+                    .and_then(|db| db.code())
+                    // Class 57: operator intervention (shutdown, admin restart); 08: connection.
+                    .is_some_and(|code| code.starts_with("57") || code.starts_with("08"))
+            }
             _ => false,
         }
     }
@@ -70,4 +83,12 @@ pub(crate) fn unique_violation(error: &sqlx::Error) -> Option<&str> {
     let db = error.as_database_error()?;
     db.is_unique_violation()
         .then(|| db.constraint().unwrap_or(db.message()))
+}
+
+/// A unique violation on insert or rename of a job means its name is taken.
+pub(crate) fn duplicate_name(error: sqlx::Error, name: &str) -> StoreError {
+    match unique_violation(&error) {
+        Some(_) => StoreError::DuplicateJob(name.to_owned()),
+        None => error.into(),
+    }
 }

@@ -5,9 +5,9 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use cronfleet_core::job::Job;
-use cronfleet_core::lease::{plan_lease, DueJob, LeaseSettings, SlotRange};
+use cronfleet_core::lease::{DueJob, LeaseSettings, SlotRange, plan_lease};
 use cronfleet_core::policy::OpenRuns;
-use cronfleet_core::run::{bounded_output, Run, RunState, Trigger};
+use cronfleet_core::run::{Run, RunState, Trigger, bounded_output};
 
 use crate::{RunTransition, StoreError};
 
@@ -85,10 +85,14 @@ pub(crate) fn plan_writes(
         );
         // Records first: a missed range precedes the runs, a skipped range too.
         if let Some(missed) = plan.missed {
-            writes.new_runs.push(range_record(job.id, missed, RunState::Missed));
+            writes
+                .new_runs
+                .push(range_record(job.id, missed, RunState::Missed));
         }
         if let Some(skipped) = plan.skipped {
-            writes.new_runs.push(range_record(job.id, skipped, RunState::Skipped));
+            writes
+                .new_runs
+                .push(range_record(job.id, skipped, RunState::Skipped));
         }
         writes.new_runs.extend(plan.runs.iter().map(|run| NewRun {
             job_id: job.id,

@@ -7,16 +7,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use cronfleet_core::job::{check_schedule_has_a_future, first_slot, Job, JobSpec};
+use cronfleet_core::job::{Job, JobSpec, check_schedule_has_a_future, first_slot};
 use cronfleet_core::lease::LeaseSettings;
 use cronfleet_core::policy::OpenRuns;
 use cronfleet_core::run::Run;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 
-use crate::error::unique_violation;
-use crate::lease_writes::{plan_transition, plan_writes, StreakChange};
-use crate::rows::{jobs_from_rows, runs_from_rows, JobRow, JobValues, RunRow};
+use crate::error::{duplicate_name, unique_violation};
+use crate::lease_writes::{StreakChange, plan_transition, plan_writes};
+use crate::rows::{JobRow, JobValues, RunRow, jobs_from_rows, runs_from_rows};
 use crate::{Lease, RunFilter, RunOrder, RunTransition, Store, StoreError};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -52,19 +52,18 @@ async fn check_epoch(conn: &mut PgConnection, ours: i64) -> Result<(), StoreErro
     let current: i64 = sqlx::query_scalar("SELECT epoch FROM fencing WHERE id = 1 FOR SHARE")
         .fetch_one(&mut *conn)
         .await?;
-    if current == ours {
-        Ok(())
-    } else {
-        Err(StoreError::Fenced { ours, current })
-    }
+    StoreError::check_epoch(ours, current)
 }
 
 async fn fetch_job_for_update(conn: &mut PgConnection, name: &str) -> Result<Job, StoreError> {
-    let row: Option<JobRow> =
-        sqlx::query_as(concat!("SELECT ", job_columns!(), " FROM jobs WHERE name = $1 FOR UPDATE"))
-            .bind(name)
-            .fetch_optional(&mut *conn)
-            .await?;
+    let row: Option<JobRow> = sqlx::query_as(concat!(
+        "SELECT ",
+        job_columns!(),
+        " FROM jobs WHERE name = $1 FOR UPDATE"
+    ))
+    .bind(name)
+    .fetch_optional(&mut *conn)
+    .await?;
     row.ok_or_else(|| StoreError::JobNotFound(name.to_owned()))?
         .try_into()
 }
@@ -77,17 +76,17 @@ async fn fetch_run(conn: &mut PgConnection, id: i64, lock: bool) -> Result<Run, 
             " FROM runs JOIN jobs ON jobs.id = runs.job_id WHERE runs.id = $1 FOR UPDATE OF runs"
         )
     } else {
-        concat!("SELECT ", run_columns!(), " FROM runs JOIN jobs ON jobs.id = runs.job_id WHERE runs.id = $1")
+        concat!(
+            "SELECT ",
+            run_columns!(),
+            " FROM runs JOIN jobs ON jobs.id = runs.job_id WHERE runs.id = $1"
+        )
     };
-    let row: Option<RunRow> = sqlx::query_as(query).bind(id).fetch_optional(&mut *conn).await?;
+    let row: Option<RunRow> = sqlx::query_as(query)
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
     row.ok_or(StoreError::RunNotFound(id))?.try_into()
-}
-
-fn duplicate_name(error: sqlx::Error, name: &str) -> StoreError {
-    match unique_violation(&error) {
-        Some(_) => StoreError::DuplicateJob(name.to_owned()),
-        None => error.into(),
-    }
 }
 
 #[async_trait]
@@ -149,20 +148,26 @@ impl Store for PostgresStore {
     }
 
     async fn get_job(&self, name: &str) -> Result<Job, StoreError> {
-        let row: Option<JobRow> =
-            sqlx::query_as(concat!("SELECT ", job_columns!(), " FROM jobs WHERE name = $1"))
-                .bind(name)
-                .fetch_optional(&self.pool)
-                .await?;
+        let row: Option<JobRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobs WHERE name = $1"
+        ))
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
         row.ok_or_else(|| StoreError::JobNotFound(name.to_owned()))?
             .try_into()
     }
 
     async fn list_jobs(&self) -> Result<Vec<Job>, StoreError> {
-        let rows: Vec<JobRow> =
-            sqlx::query_as(concat!("SELECT ", job_columns!(), " FROM jobs ORDER BY name"))
-                .fetch_all(&self.pool)
-                .await?;
+        let rows: Vec<JobRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobs ORDER BY name"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
         jobs_from_rows(rows)
     }
 
@@ -184,15 +189,17 @@ impl Store for PostgresStore {
             });
         }
         let values = JobValues::of(spec);
-        let rescheduled =
-            values.schedule != current.spec.schedule.to_parts() || spec.max_runs != current.spec.max_runs;
+        let rescheduled = values.schedule != current.spec.schedule.to_parts()
+            || spec.max_runs != current.spec.max_runs;
         let (next_run_at, remaining_runs) = if rescheduled {
             check_schedule_has_a_future(&spec.schedule, now)?;
             (first_slot(&spec.schedule, now), values.max_runs)
         } else {
             (
                 current.next_run_at,
-                current.remaining_runs.map(|n| i32::try_from(n).unwrap_or(i32::MAX)),
+                current
+                    .remaining_runs
+                    .map(|n| i32::try_from(n).unwrap_or(i32::MAX)),
             )
         };
         let row: JobRow = sqlx::query_as(concat!(
@@ -279,9 +286,11 @@ impl Store for PostgresStore {
     }
 
     async fn earliest_next_run_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        Ok(sqlx::query_scalar("SELECT min(next_run_at) FROM jobs WHERE active AND NOT paused")
-            .fetch_one(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT min(next_run_at) FROM jobs WHERE active AND NOT paused")
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 
     async fn lease_due(

@@ -94,12 +94,21 @@ impl TryFrom<JobRow> for Job {
             args: row.args.0,
             schedule,
             priority: row.priority,
-            max_runs: row.max_runs.map(|n| to_u32(n, "max_runs", id)).transpose()?,
+            max_runs: row
+                .max_runs
+                .map(|n| to_u32(n, "max_runs", id))
+                .transpose()?,
             timeout: millis(row.timeout_ms, "timeout_ms", id)?,
             retries: to_u32(row.retries, "retries", id)?,
-            overlap: row.overlap.parse().map_err(|error| corrupt("overlap", id, error))?,
+            overlap: row
+                .overlap
+                .parse()
+                .map_err(|error| corrupt("overlap", id, error))?,
             catch_up: CatchUp {
-                policy: row.catch_up.parse().map_err(|error| corrupt("catch_up", id, error))?,
+                policy: row
+                    .catch_up
+                    .parse()
+                    .map_err(|error| corrupt("catch_up", id, error))?,
                 window: millis(row.catch_up_window_ms, "catch_up_window_ms", id)?,
             },
             labels: row.labels.0,
@@ -217,8 +226,14 @@ impl TryFrom<RunRow> for Run {
             job_name: row.job_name,
             slot: row.slot,
             attempt: to_u32(row.attempt, "attempt", id)?,
-            trigger: row.trigger.parse().map_err(|error| corrupt("trigger", id, error))?,
-            state: row.state.parse().map_err(|error| corrupt("state", id, error))?,
+            trigger: row
+                .trigger
+                .parse()
+                .map_err(|error| corrupt("trigger", id, error))?,
+            state: row
+                .state
+                .parse()
+                .map_err(|error| corrupt("state", id, error))?,
             slot_count: to_u64(row.slot_count, "slot_count", id)?,
             last_slot: row.last_slot,
             worker: row.worker,

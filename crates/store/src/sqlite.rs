@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use cronfleet_core::job::{check_schedule_has_a_future, first_slot, Job, JobSpec};
+use cronfleet_core::job::{Job, JobSpec, check_schedule_has_a_future, first_slot};
 use cronfleet_core::lease::LeaseSettings;
 use cronfleet_core::policy::OpenRuns;
 use cronfleet_core::run::Run;
@@ -21,9 +21,9 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 
-use crate::error::unique_violation;
-use crate::lease_writes::{plan_transition, plan_writes, StreakChange};
-use crate::rows::{jobs_from_rows, runs_from_rows, JobRow, JobValues, RunRow};
+use crate::error::{duplicate_name, unique_violation};
+use crate::lease_writes::{StreakChange, plan_transition, plan_writes};
+use crate::rows::{JobRow, JobValues, RunRow, jobs_from_rows, runs_from_rows};
 use crate::{Lease, RunFilter, RunOrder, RunTransition, Store, StoreError};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -67,7 +67,9 @@ impl SqliteStore {
         Ok(SqliteStore { pool })
     }
 
-    async fn write_transaction(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
+    async fn write_transaction(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
 }
@@ -76,19 +78,18 @@ async fn check_epoch(conn: &mut SqliteConnection, ours: i64) -> Result<(), Store
     let current: i64 = sqlx::query_scalar("SELECT epoch FROM fencing WHERE id = 1")
         .fetch_one(&mut *conn)
         .await?;
-    if current == ours {
-        Ok(())
-    } else {
-        Err(StoreError::Fenced { ours, current })
-    }
+    StoreError::check_epoch(ours, current)
 }
 
 async fn fetch_job(conn: &mut SqliteConnection, name: &str) -> Result<Job, StoreError> {
-    let row: Option<JobRow> =
-        sqlx::query_as(concat!("SELECT ", job_columns!(), " FROM jobs WHERE name = ?1"))
-            .bind(name)
-            .fetch_optional(&mut *conn)
-            .await?;
+    let row: Option<JobRow> = sqlx::query_as(concat!(
+        "SELECT ",
+        job_columns!(),
+        " FROM jobs WHERE name = ?1"
+    ))
+    .bind(name)
+    .fetch_optional(&mut *conn)
+    .await?;
     row.ok_or_else(|| StoreError::JobNotFound(name.to_owned()))?
         .try_into()
 }
@@ -103,13 +104,6 @@ async fn fetch_run(conn: &mut SqliteConnection, id: i64) -> Result<Run, StoreErr
     .fetch_optional(&mut *conn)
     .await?;
     row.ok_or(StoreError::RunNotFound(id))?.try_into()
-}
-
-fn duplicate_name(error: sqlx::Error, name: &str) -> StoreError {
-    match unique_violation(&error) {
-        Some(_) => StoreError::DuplicateJob(name.to_owned()),
-        None => error.into(),
-    }
 }
 
 #[async_trait]
@@ -178,10 +172,13 @@ impl Store for SqliteStore {
     }
 
     async fn list_jobs(&self) -> Result<Vec<Job>, StoreError> {
-        let rows: Vec<JobRow> =
-            sqlx::query_as(concat!("SELECT ", job_columns!(), " FROM jobs ORDER BY name"))
-                .fetch_all(&self.pool)
-                .await?;
+        let rows: Vec<JobRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobs ORDER BY name"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
         jobs_from_rows(rows)
     }
 
@@ -203,15 +200,17 @@ impl Store for SqliteStore {
             });
         }
         let values = JobValues::of(spec);
-        let rescheduled =
-            values.schedule != current.spec.schedule.to_parts() || spec.max_runs != current.spec.max_runs;
+        let rescheduled = values.schedule != current.spec.schedule.to_parts()
+            || spec.max_runs != current.spec.max_runs;
         let (next_run_at, remaining_runs) = if rescheduled {
             check_schedule_has_a_future(&spec.schedule, now)?;
             (first_slot(&spec.schedule, now), values.max_runs)
         } else {
             (
                 current.next_run_at,
-                current.remaining_runs.map(|n| i32::try_from(n).unwrap_or(i32::MAX)),
+                current
+                    .remaining_runs
+                    .map(|n| i32::try_from(n).unwrap_or(i32::MAX)),
             )
         };
         let row: JobRow = sqlx::query_as(concat!(
@@ -342,7 +341,13 @@ impl Store for SqliteStore {
         .into_iter()
         .map(|(job_id, active, pending)| {
             let pending = u32::try_from(pending).unwrap_or(u32::MAX);
-            (job_id, OpenRuns { active: active != 0, pending })
+            (
+                job_id,
+                OpenRuns {
+                    active: active != 0,
+                    pending,
+                },
+            )
         })
         .collect();
 

@@ -10,7 +10,7 @@ use cronfleet_core::duration::Interval;
 use cronfleet_core::job::{JobSpec, MAX_ARGS_BYTES};
 use cronfleet_core::lease::LeaseSettings;
 use cronfleet_core::policy::{CatchUpPolicy, OverlapPolicy};
-use cronfleet_core::run::{RunState, Trigger, MAX_OUTPUT_BYTES};
+use cronfleet_core::run::{MAX_OUTPUT_BYTES, RunState, Trigger};
 use cronfleet_core::schedule::Schedule;
 use cronfleet_store::{
     PostgresStore, RunFilter, RunOrder, RunTransition, SqliteStore, Store, StoreError,
@@ -30,7 +30,11 @@ fn every_second(name: &str) -> JobSpec {
     JobSpec::new(
         name,
         "noop",
-        Schedule::every(Interval::Elapsed(TimeDelta::seconds(1)), t(0), chrono_tz::UTC),
+        Schedule::every(
+            Interval::Elapsed(TimeDelta::seconds(1)),
+            t(0),
+            chrono_tz::UTC,
+        ),
     )
 }
 
@@ -68,7 +72,11 @@ async fn create_get_list_delete(store: Arc<dyn Store>) {
     let created = store.create_job(&spec, t(0)).await.unwrap();
     assert_eq!(created.version, 1);
     assert!(created.active);
-    assert_eq!(created.next_run_at, Some(t(0)), "slot 0 of an every schedule is its start");
+    assert_eq!(
+        created.next_run_at,
+        Some(t(0)),
+        "slot 0 of an every schedule is its start"
+    );
     assert_eq!(created.remaining_runs, Some(4));
 
     let got = store.get_job("report").await.unwrap();
@@ -83,7 +91,10 @@ async fn create_get_list_delete(store: Arc<dyn Store>) {
     assert_eq!(got.spec.labels, spec.labels);
     assert_eq!(got.created_at, t(0));
 
-    store.create_job(&every_second("alpha"), t(0)).await.unwrap();
+    store
+        .create_job(&every_second("alpha"), t(0))
+        .await
+        .unwrap();
     let names: Vec<String> = store
         .list_jobs()
         .await
@@ -94,15 +105,32 @@ async fn create_get_list_delete(store: Arc<dyn Store>) {
     assert_eq!(names, ["alpha", "report"]);
 
     store.delete_job("report").await.unwrap();
-    assert!(matches!(store.get_job("report").await, Err(StoreError::JobNotFound(name)) if name == "report"));
-    assert!(matches!(store.delete_job("report").await, Err(StoreError::JobNotFound(_))));
+    assert!(
+        matches!(store.get_job("report").await, Err(StoreError::JobNotFound(name)) if name == "report")
+    );
+    assert!(matches!(
+        store.delete_job("report").await,
+        Err(StoreError::JobNotFound(_))
+    ));
 }
 
 async fn bad_jobs_are_rejected_and_write_nothing(store: Arc<dyn Store>) {
-    store.create_job(&every_second("taken"), t(0)).await.unwrap();
-    let duplicate = store.create_job(&every_second("taken"), t(0)).await.unwrap_err();
-    assert!(matches!(&duplicate, StoreError::DuplicateJob(name) if name == "taken"), "{duplicate}");
-    assert_eq!(duplicate.to_string(), "a job named \"taken\" already exists");
+    store
+        .create_job(&every_second("taken"), t(0))
+        .await
+        .unwrap();
+    let duplicate = store
+        .create_job(&every_second("taken"), t(0))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&duplicate, StoreError::DuplicateJob(name) if name == "taken"),
+        "{duplicate}"
+    );
+    assert_eq!(
+        duplicate.to_string(),
+        "a job named \"taken\" already exists"
+    );
 
     let mut big = every_second("big");
     big.args = serde_json::Value::String("x".repeat(MAX_ARGS_BYTES + 1));
@@ -110,13 +138,25 @@ async fn bad_jobs_are_rejected_and_write_nothing(store: Arc<dyn Store>) {
     assert!(error.to_string().contains("invalid args"), "{error}");
 
     let bad_name = every_second("Bad Name");
-    assert!(matches!(store.create_job(&bad_name, t(0)).await, Err(StoreError::InvalidJob(_))));
+    assert!(matches!(
+        store.create_job(&bad_name, t(0)).await,
+        Err(StoreError::InvalidJob(_))
+    ));
 
     let past = JobSpec::new("past", "noop", Schedule::at(t(-10), chrono_tz::UTC));
     let error = store.create_job(&past, t(0)).await.unwrap_err();
-    assert!(error.to_string().contains("a time in the future"), "{error}");
+    assert!(
+        error.to_string().contains("a time in the future"),
+        "{error}"
+    );
 
-    let names: Vec<String> = store.list_jobs().await.unwrap().into_iter().map(|j| j.spec.name).collect();
+    let names: Vec<String> = store
+        .list_jobs()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.spec.name)
+        .collect();
     assert_eq!(names, ["taken"]);
 }
 
@@ -125,22 +165,46 @@ async fn updates_check_the_version_and_reschedule(store: Arc<dyn Store>) {
 
     let mut spec = job.spec.clone();
     spec.priority = 9;
-    let updated = store.update_job("sync", job.version, &spec, t(5)).await.unwrap();
+    let updated = store
+        .update_job("sync", job.version, &spec, t(5))
+        .await
+        .unwrap();
     assert_eq!(updated.version, job.version + 1);
     assert_eq!(updated.spec.priority, 9);
-    assert_eq!(updated.next_run_at, Some(t(0)), "a policy change keeps the schedule position");
+    assert_eq!(
+        updated.next_run_at,
+        Some(t(0)),
+        "a policy change keeps the schedule position"
+    );
 
-    let stale = store.update_job("sync", job.version, &spec, t(5)).await.unwrap_err();
+    let stale = store
+        .update_job("sync", job.version, &spec, t(5))
+        .await
+        .unwrap_err();
     assert!(
         matches!(stale, StoreError::VersionConflict { expected, actual, .. } if expected == job.version && actual == job.version + 1),
         "{stale}"
     );
 
-    spec.schedule = Schedule::every(Interval::Elapsed(TimeDelta::minutes(1)), t(30), chrono_tz::UTC);
-    let rescheduled = store.update_job("sync", updated.version, &spec, t(100)).await.unwrap();
-    assert_eq!(rescheduled.next_run_at, Some(t(150)), "first slot at or after now");
+    spec.schedule = Schedule::every(
+        Interval::Elapsed(TimeDelta::minutes(1)),
+        t(30),
+        chrono_tz::UTC,
+    );
+    let rescheduled = store
+        .update_job("sync", updated.version, &spec, t(100))
+        .await
+        .unwrap();
+    assert_eq!(
+        rescheduled.next_run_at,
+        Some(t(150)),
+        "first slot at or after now"
+    );
 
-    let missing = store.update_job("nope", 1, &spec, t(100)).await.unwrap_err();
+    let missing = store
+        .update_job("nope", 1, &spec, t(100))
+        .await
+        .unwrap_err();
     assert!(matches!(missing, StoreError::JobNotFound(_)));
 }
 
@@ -151,7 +215,10 @@ async fn leasing_creates_runs_and_advances_the_schedule(store: Arc<dyn Store>) {
     }
     assert_eq!(store.earliest_next_run_at().await.unwrap(), Some(t(0)));
 
-    let lease = store.lease_due(t(0) + ms(3), EPOCH, 100, &settings()).await.unwrap();
+    let lease = store
+        .lease_due(t(0) + ms(3), EPOCH, 100, &settings())
+        .await
+        .unwrap();
     assert_eq!(lease.jobs_leased, 3);
     assert_eq!(lease.runs.len(), 3);
     for run in &lease.runs {
@@ -163,16 +230,26 @@ async fn leasing_creates_runs_and_advances_the_schedule(store: Arc<dyn Store>) {
     }
     assert_eq!(store.earliest_next_run_at().await.unwrap(), Some(t(1)));
 
-    let again = store.lease_due(t(0) + ms(500), EPOCH, 100, &settings()).await.unwrap();
+    let again = store
+        .lease_due(t(0) + ms(500), EPOCH, 100, &settings())
+        .await
+        .unwrap();
     assert_eq!(again.jobs_leased, 0, "nothing is due twice");
 
     // Next slot while the first runs are still pending: overlap `skip` records it.
-    let busy = store.lease_due(t(1), EPOCH, 100, &settings()).await.unwrap();
+    let busy = store
+        .lease_due(t(1), EPOCH, 100, &settings())
+        .await
+        .unwrap();
     assert!(busy.runs.is_empty());
     let job = store.get_job("a").await.unwrap();
     assert_eq!(job.overlap_skipped_count, 1);
     assert_eq!(job.next_run_at, Some(t(2)));
-    let states: Vec<RunState> = runs_of(&*store, "a").await.iter().map(|r| r.state).collect();
+    let states: Vec<RunState> = runs_of(&*store, "a")
+        .await
+        .iter()
+        .map(|r| r.state)
+        .collect();
     assert_eq!(states, [RunState::Pending, RunState::Skipped]);
 }
 
@@ -194,26 +271,52 @@ async fn leasing_follows_priority_and_the_limit(store: Arc<dyn Store>) {
 async fn paused_jobs_wait_and_catch_up_on_resume(store: Arc<dyn Store>) {
     leader(&*store).await;
     store.create_job(&every_second("p"), t(0)).await.unwrap();
-    let paused = store.pause_job("p", Some("waiting for the vendor"), t(0)).await.unwrap();
+    let paused = store
+        .pause_job("p", Some("waiting for the vendor"), t(0))
+        .await
+        .unwrap();
     assert!(paused.spec.paused);
-    assert_eq!(paused.spec.pause_note.as_deref(), Some("waiting for the vendor"));
+    assert_eq!(
+        paused.spec.pause_note.as_deref(),
+        Some("waiting for the vendor")
+    );
     assert_eq!(store.earliest_next_run_at().await.unwrap(), None);
-    assert_eq!(store.lease_due(t(5), EPOCH, 10, &settings()).await.unwrap().jobs_leased, 0);
+    assert_eq!(
+        store
+            .lease_due(t(5), EPOCH, 10, &settings())
+            .await
+            .unwrap()
+            .jobs_leased,
+        0
+    );
 
     let resumed = store.resume_job("p", t(10)).await.unwrap();
     assert!(!resumed.spec.paused);
     assert_eq!(resumed.spec.pause_note, None);
     // Catch-up `one` (the default): one run for slots 0..=10, ten of them missed.
-    let lease = store.lease_due(t(10) + ms(200), EPOCH, 10, &settings()).await.unwrap();
+    let lease = store
+        .lease_due(t(10) + ms(200), EPOCH, 10, &settings())
+        .await
+        .unwrap();
     assert_eq!(lease.runs.len(), 1);
     assert_eq!(lease.runs[0].slot, t(10));
     let job = store.get_job("p").await.unwrap();
     assert_eq!(job.missed_count, 10);
-    let missed: Vec<_> = runs_of(&*store, "p").await.into_iter().filter(|r| r.state == RunState::Missed).collect();
+    let missed: Vec<_> = runs_of(&*store, "p")
+        .await
+        .into_iter()
+        .filter(|r| r.state == RunState::Missed)
+        .collect();
     assert_eq!(missed.len(), 1, "one record for the whole missed range");
-    assert_eq!((missed[0].slot, missed[0].last_slot, missed[0].slot_count), (t(0), Some(t(9)), 10));
+    assert_eq!(
+        (missed[0].slot, missed[0].last_slot, missed[0].slot_count),
+        (t(0), Some(t(9)), 10)
+    );
 
-    assert!(matches!(store.pause_job("nope", None, t(0)).await, Err(StoreError::JobNotFound(_))));
+    assert!(matches!(
+        store.pause_job("nope", None, t(0)).await,
+        Err(StoreError::JobNotFound(_))
+    ));
 }
 
 async fn catch_up_all_runs_one_after_another(store: Arc<dyn Store>) {
@@ -228,13 +331,32 @@ async fn catch_up_all_runs_one_after_another(store: Arc<dyn Store>) {
     // The database allows one active run per job: the second dispatch must wait.
     let first = lease.runs[0].id;
     let second = lease.runs[1].id;
-    store.transition_run(first, &RunTransition::dispatch("w1", EPOCH, t(60)), t(3)).await.unwrap();
-    let busy = store.transition_run(second, &RunTransition::dispatch("w2", EPOCH, t(60)), t(3)).await.unwrap_err();
-    assert!(matches!(busy, StoreError::JobBusy { run, .. } if run == second), "{busy}");
-    assert_eq!(store.get_run(second).await.unwrap().state, RunState::Pending, "nothing changed");
+    store
+        .transition_run(first, &RunTransition::dispatch("w1", EPOCH, t(60)), t(3))
+        .await
+        .unwrap();
+    let busy = store
+        .transition_run(second, &RunTransition::dispatch("w2", EPOCH, t(60)), t(3))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(busy, StoreError::JobBusy { run, .. } if run == second),
+        "{busy}"
+    );
+    assert_eq!(
+        store.get_run(second).await.unwrap().state,
+        RunState::Pending,
+        "nothing changed"
+    );
 
-    store.transition_run(first, &RunTransition::to(RunState::Succeeded), t(4)).await.unwrap();
-    let dispatched = store.transition_run(second, &RunTransition::dispatch("w2", EPOCH, t(60)), t(4)).await.unwrap();
+    store
+        .transition_run(first, &RunTransition::to(RunState::Succeeded), t(4))
+        .await
+        .unwrap();
+    let dispatched = store
+        .transition_run(second, &RunTransition::dispatch("w2", EPOCH, t(60)), t(4))
+        .await
+        .unwrap();
     assert_eq!(dispatched.state, RunState::Dispatched);
 }
 
@@ -244,39 +366,84 @@ async fn max_runs_ends_the_job(store: Arc<dyn Store>) {
     spec.max_runs = Some(2);
     store.create_job(&spec, t(0)).await.unwrap();
     for second in 0..2 {
-        let lease = store.lease_due(t(second), EPOCH, 10, &settings()).await.unwrap();
+        let lease = store
+            .lease_due(t(second), EPOCH, 10, &settings())
+            .await
+            .unwrap();
         let run = &lease.runs[0];
-        store.transition_run(run.id, &RunTransition::dispatch("w", EPOCH, t(60)), t(second)).await.unwrap();
-        store.transition_run(run.id, &RunTransition::to(RunState::Succeeded), t(second)).await.unwrap();
+        store
+            .transition_run(
+                run.id,
+                &RunTransition::dispatch("w", EPOCH, t(60)),
+                t(second),
+            )
+            .await
+            .unwrap();
+        store
+            .transition_run(run.id, &RunTransition::to(RunState::Succeeded), t(second))
+            .await
+            .unwrap();
     }
     let job = store.get_job("twice").await.unwrap();
     assert_eq!(job.remaining_runs, Some(0));
     assert!(!job.active);
     assert_eq!(job.next_run_at, None);
-    assert_eq!(store.lease_due(t(10), EPOCH, 10, &settings()).await.unwrap().jobs_leased, 0);
+    assert_eq!(
+        store
+            .lease_due(t(10), EPOCH, 10, &settings())
+            .await
+            .unwrap()
+            .jobs_leased,
+        0
+    );
 
     let once = JobSpec::new("once", "noop", Schedule::at(t(20), chrono_tz::UTC));
     store.create_job(&once, t(0)).await.unwrap();
-    assert_eq!(store.lease_due(t(20), EPOCH, 10, &settings()).await.unwrap().runs.len(), 1);
+    assert_eq!(
+        store
+            .lease_due(t(20), EPOCH, 10, &settings())
+            .await
+            .unwrap()
+            .runs
+            .len(),
+        1
+    );
     assert!(!store.get_job("once").await.unwrap().active);
 }
 
 async fn transitions_follow_the_state_machine(store: Arc<dyn Store>) {
     leader(&*store).await;
-    store.create_job(&every_second("flaky"), t(0)).await.unwrap();
-    let mut finish = |state: RunState, at: i64| {
+    store
+        .create_job(&every_second("flaky"), t(0))
+        .await
+        .unwrap();
+    let finish = |state: RunState, at: i64| {
         let store = Arc::clone(&store);
         async move {
-            let lease = store.lease_due(t(at), EPOCH, 10, &settings()).await.unwrap();
+            let lease = store
+                .lease_due(t(at), EPOCH, 10, &settings())
+                .await
+                .unwrap();
             let id = lease.runs[0].id;
-            let dispatched = store.transition_run(id, &RunTransition::dispatch("w1", EPOCH, t(at + 60)), t(at)).await.unwrap();
+            let dispatched = store
+                .transition_run(id, &RunTransition::dispatch("w1", EPOCH, t(at + 60)), t(at))
+                .await
+                .unwrap();
             assert_eq!(dispatched.worker.as_deref(), Some("w1"));
             assert_eq!(dispatched.dispatched_at, Some(t(at)));
             assert_eq!(dispatched.deadline, Some(t(at + 60)));
-            let running = store.transition_run(id, &RunTransition::to(RunState::Running), t(at) + ms(10)).await.unwrap();
+            let running = store
+                .transition_run(id, &RunTransition::to(RunState::Running), t(at) + ms(10))
+                .await
+                .unwrap();
             assert_eq!(running.started_at, Some(t(at) + ms(10)));
-            let transition = RunTransition::to(state).with_error("exit status 3").with_output("x".repeat(100_000) + "tail");
-            let done = store.transition_run(id, &transition, t(at) + ms(20)).await.unwrap();
+            let transition = RunTransition::to(state)
+                .with_error("exit status 3")
+                .with_output("x".repeat(100_000) + "tail");
+            let done = store
+                .transition_run(id, &transition, t(at) + ms(20))
+                .await
+                .unwrap();
             assert_eq!(done.finished_at, Some(t(at) + ms(20)));
             done
         }
@@ -293,34 +460,93 @@ async fn transitions_follow_the_state_machine(store: Arc<dyn Store>) {
     finish(RunState::TimedOut, 1).await;
     let job = store.get_job("flaky").await.unwrap();
     assert_eq!(job.failures.failure_count, 2);
-    assert_eq!(job.failures.first_failure_at, Some(t(0) + ms(20)), "the streak keeps its start");
+    assert_eq!(
+        job.failures.first_failure_at,
+        Some(t(0) + ms(20)),
+        "the streak keeps its start"
+    );
     let succeeded = finish(RunState::Succeeded, 2).await;
-    assert_eq!(store.get_job("flaky").await.unwrap().failures.failure_count, 0);
+    assert_eq!(
+        store.get_job("flaky").await.unwrap().failures.failure_count,
+        0
+    );
 
-    let illegal = store.transition_run(succeeded.id, &RunTransition::to(RunState::Running), t(3)).await.unwrap_err();
-    assert_eq!(illegal.to_string(), format!("run {}: a succeeded run cannot become running", succeeded.id));
-    assert_eq!(store.get_run(succeeded.id).await.unwrap().state, RunState::Succeeded);
-    assert!(matches!(store.get_run(999_999).await, Err(StoreError::RunNotFound(999_999))));
+    let illegal = store
+        .transition_run(succeeded.id, &RunTransition::to(RunState::Running), t(3))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        illegal.to_string(),
+        format!(
+            "run {}: a succeeded run cannot become running",
+            succeeded.id
+        )
+    );
+    assert_eq!(
+        store.get_run(succeeded.id).await.unwrap().state,
+        RunState::Succeeded
+    );
+    assert!(matches!(
+        store.get_run(999_999).await,
+        Err(StoreError::RunNotFound(999_999))
+    ));
 }
 
 async fn a_stale_epoch_can_neither_lease_nor_dispatch(store: Arc<dyn Store>) {
     assert_eq!(store.raise_epoch(5).await.unwrap(), 5);
-    assert_eq!(store.raise_epoch(3).await.unwrap(), 5, "the epoch never goes down");
+    assert_eq!(
+        store.raise_epoch(3).await.unwrap(),
+        5,
+        "the epoch never goes down"
+    );
     assert_eq!(store.epoch().await.unwrap(), 5);
-    store.create_job(&every_second("fenced"), t(0)).await.unwrap();
+    store
+        .create_job(&every_second("fenced"), t(0))
+        .await
+        .unwrap();
 
     let stale = store.lease_due(t(0), 3, 10, &settings()).await.unwrap_err();
-    assert!(matches!(stale, StoreError::Fenced { ours: 3, current: 5 }), "{stale}");
-    assert!(runs_of(&*store, "fenced").await.is_empty(), "a fenced lease writes nothing");
-    assert_eq!(store.get_job("fenced").await.unwrap().next_run_at, Some(t(0)));
+    assert!(
+        matches!(
+            stale,
+            StoreError::Fenced {
+                ours: 3,
+                current: 5
+            }
+        ),
+        "{stale}"
+    );
+    assert!(
+        runs_of(&*store, "fenced").await.is_empty(),
+        "a fenced lease writes nothing"
+    );
+    assert_eq!(
+        store.get_job("fenced").await.unwrap().next_run_at,
+        Some(t(0))
+    );
 
     let lease = store.lease_due(t(0), 5, 10, &settings()).await.unwrap();
     let id = lease.runs[0].id;
     assert_eq!(store.raise_epoch(6).await.unwrap(), 6);
-    let deposed = store.transition_run(id, &RunTransition::dispatch("w", 5, t(60)), t(0)).await.unwrap_err();
-    assert!(matches!(deposed, StoreError::Fenced { ours: 5, current: 6 }), "{deposed}");
+    let deposed = store
+        .transition_run(id, &RunTransition::dispatch("w", 5, t(60)), t(0))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            deposed,
+            StoreError::Fenced {
+                ours: 5,
+                current: 6
+            }
+        ),
+        "{deposed}"
+    );
     assert_eq!(store.get_run(id).await.unwrap().state, RunState::Pending);
-    let run = store.transition_run(id, &RunTransition::dispatch("w", 6, t(60)), t(0)).await.unwrap();
+    let run = store
+        .transition_run(id, &RunTransition::dispatch("w", 6, t(60)), t(0))
+        .await
+        .unwrap();
     assert_eq!(run.epoch, 6);
 }
 
@@ -329,15 +555,35 @@ async fn replace_cancels_the_old_runs(store: Arc<dyn Store>) {
     let mut spec = every_second("latest");
     spec.overlap = OverlapPolicy::Replace;
     store.create_job(&spec, t(0)).await.unwrap();
-    let first = store.lease_due(t(0), EPOCH, 10, &settings()).await.unwrap().runs[0].id;
-    store.transition_run(first, &RunTransition::dispatch("w", EPOCH, t(60)), t(0)).await.unwrap();
+    let first = store
+        .lease_due(t(0), EPOCH, 10, &settings())
+        .await
+        .unwrap()
+        .runs[0]
+        .id;
+    store
+        .transition_run(first, &RunTransition::dispatch("w", EPOCH, t(60)), t(0))
+        .await
+        .unwrap();
     let second_lease = store.lease_due(t(1), EPOCH, 10, &settings()).await.unwrap();
     assert_eq!(second_lease.cancel_requested, [first]);
     let second = second_lease.runs[0].id;
-    assert!(store.get_run(first).await.unwrap().cancel_requested_at.is_some());
+    assert!(
+        store
+            .get_run(first)
+            .await
+            .unwrap()
+            .cancel_requested_at
+            .is_some()
+    );
 
     // A third slot before the first has stopped: the waiting second run is replaced.
-    let third = store.lease_due(t(2), EPOCH, 10, &settings()).await.unwrap().runs[0].id;
+    let third = store
+        .lease_due(t(2), EPOCH, 10, &settings())
+        .await
+        .unwrap()
+        .runs[0]
+        .id;
     let second_run = store.get_run(second).await.unwrap();
     assert_eq!(second_run.state, RunState::Cancelled);
     assert!(second_run.error.unwrap().contains("replaced"));
@@ -351,25 +597,53 @@ async fn runs_can_be_filtered(store: Arc<dyn Store>) {
     }
     let lease = store.lease_due(t(0), EPOCH, 10, &settings()).await.unwrap();
     let x_run = lease.runs.iter().find(|r| r.job_name == "x").unwrap().id;
-    store.transition_run(x_run, &RunTransition::dispatch("w", EPOCH, t(60)), t(0)).await.unwrap();
+    store
+        .transition_run(x_run, &RunTransition::dispatch("w", EPOCH, t(60)), t(0))
+        .await
+        .unwrap();
 
     let all = store.list_runs(&RunFilter::default()).await.unwrap();
     assert_eq!(all.len(), 2);
     assert!(all[0].id > all[1].id, "newest first by default");
     let pending = store
-        .list_runs(&RunFilter { state: Some(RunState::Pending), ..RunFilter::default() })
+        .list_runs(&RunFilter {
+            state: Some(RunState::Pending),
+            ..RunFilter::default()
+        })
         .await
         .unwrap();
-    assert_eq!(pending.iter().map(|r| r.job_name.as_str()).collect::<Vec<_>>(), ["y"]);
+    assert_eq!(
+        pending
+            .iter()
+            .map(|r| r.job_name.as_str())
+            .collect::<Vec<_>>(),
+        ["y"]
+    );
     let of_x = store
-        .list_runs(&RunFilter { job: Some("x".into()), ..RunFilter::default() })
+        .list_runs(&RunFilter {
+            job: Some("x".into()),
+            ..RunFilter::default()
+        })
         .await
         .unwrap();
     assert_eq!(of_x.iter().map(|r| r.id).collect::<Vec<_>>(), [x_run]);
-    let limited = store.list_runs(&RunFilter { limit: 1, order: RunOrder::OldestFirst, ..RunFilter::default() }).await.unwrap();
+    let limited = store
+        .list_runs(&RunFilter {
+            limit: 1,
+            order: RunOrder::OldestFirst,
+            ..RunFilter::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(limited.len(), 1);
     assert_eq!(limited[0].id, all[1].id);
-    let later = store.list_runs(&RunFilter { since: Some(t(1)), ..RunFilter::default() }).await.unwrap();
+    let later = store
+        .list_runs(&RunFilter {
+            since: Some(t(1)),
+            ..RunFilter::default()
+        })
+        .await
+        .unwrap();
     assert!(later.is_empty());
 }
 
@@ -380,11 +654,17 @@ async fn cron_jobs_lease_on_their_slots(store: Arc<dyn Store>) {
     let schedule = Schedule::cron("0 9 * * 1-5", berlin).unwrap();
     let monday_0800_utc = Utc.with_ymd_and_hms(2027, 1, 11, 8, 0, 0).unwrap();
     let job = store
-        .create_job(&JobSpec::new("standup", "noop", schedule), monday_0800_utc - TimeDelta::hours(1))
+        .create_job(
+            &JobSpec::new("standup", "noop", schedule),
+            monday_0800_utc - TimeDelta::hours(1),
+        )
         .await
         .unwrap();
     assert_eq!(job.next_run_at, Some(monday_0800_utc));
-    let lease = store.lease_due(monday_0800_utc, EPOCH, 10, &settings()).await.unwrap();
+    let lease = store
+        .lease_due(monday_0800_utc, EPOCH, 10, &settings())
+        .await
+        .unwrap();
     assert_eq!(lease.runs[0].slot, monday_0800_utc);
     let job = store.get_job("standup").await.unwrap();
     assert_eq!(job.next_run_at, Some(monday_0800_utc + TimeDelta::days(1)));

@@ -17,8 +17,12 @@ fn t(secs: i64) -> DateTime<Utc> {
 }
 
 async fn store_with_jobs(count: usize) -> (cronfleet_testkit::TestDatabase, PostgresStore) {
-    let database = cronfleet_testkit::test_database().await.expect("test database");
-    let store = PostgresStore::connect(database.url()).await.expect("connect");
+    let database = cronfleet_testkit::test_database()
+        .await
+        .expect("test database");
+    let store = PostgresStore::connect(database.url())
+        .await
+        .expect("connect");
     for i in 0..count {
         let spec = JobSpec::new(
             format!("job-{i}"),
@@ -43,7 +47,10 @@ async fn concurrent_leasers_never_lease_the_same_job() {
         leasers.push(tokio::spawn(async move {
             let mut leased = Vec::new();
             loop {
-                let lease = store.lease_due(t(1), 1, 7, &LeaseSettings::default()).await.unwrap();
+                let lease = store
+                    .lease_due(t(1), 1, 7, &LeaseSettings::default())
+                    .await
+                    .unwrap();
                 if lease.jobs_leased == 0 {
                     break leased;
                 }
@@ -59,7 +66,11 @@ async fn concurrent_leasers_never_lease_the_same_job() {
         all.extend(leased);
     }
     let distinct: HashSet<i64> = all.iter().copied().collect();
-    assert_eq!(all.len(), JOBS, "every due job leased exactly once in total");
+    assert_eq!(
+        all.len(),
+        JOBS,
+        "every due job leased exactly once in total"
+    );
     assert_eq!(distinct.len(), JOBS, "no job leased twice");
     assert!(busy_leasers >= 2, "the leasers really ran side by side");
 }
@@ -82,14 +93,22 @@ async fn a_deposed_leader_is_fenced_at_once() {
             let mut leased = 0;
             loop {
                 let raised_before = raised.load(Ordering::SeqCst);
-                match old_leader.lease_due(t(1), 1, 1, &LeaseSettings::default()).await {
-                    Ok(lease) if lease.jobs_leased == 0 => break (leased, leased_after_raise, false),
+                match old_leader
+                    .lease_due(t(1), 1, 1, &LeaseSettings::default())
+                    .await
+                {
+                    Ok(lease) if lease.jobs_leased == 0 => {
+                        break (leased, leased_after_raise, false);
+                    }
                     Ok(_) => {
                         leased += 1;
                         progress.store(leased, Ordering::SeqCst);
                         leased_after_raise += usize::from(raised_before);
                     }
-                    Err(StoreError::Fenced { ours: 1, current: 2 }) => break (leased, leased_after_raise, true),
+                    Err(StoreError::Fenced {
+                        ours: 1,
+                        current: 2,
+                    }) => break (leased, leased_after_raise, true),
                     Err(error) => panic!("unexpected error: {error}"),
                 }
             }
@@ -101,11 +120,20 @@ async fn a_deposed_leader_is_fenced_at_once() {
     assert_eq!(new_leader.raise_epoch(2).await.unwrap(), 2);
     raised.store(true, Ordering::SeqCst);
     let (leased, leased_after_raise, fenced) = old.await.unwrap();
-    assert!(fenced, "the old leader was stopped by the epoch, after {leased} leases");
-    assert_eq!(leased_after_raise, 0, "no lease of the old epoch after the raise");
+    assert!(
+        fenced,
+        "the old leader was stopped by the epoch, after {leased} leases"
+    );
+    assert_eq!(
+        leased_after_raise, 0,
+        "no lease of the old epoch after the raise"
+    );
 
     // The new leader takes everything that is left, and only it.
-    let lease = new_leader.lease_due(t(1), 2, 1000, &LeaseSettings::default()).await.unwrap();
+    let lease = new_leader
+        .lease_due(t(1), 2, 1000, &LeaseSettings::default())
+        .await
+        .unwrap();
     assert_eq!(lease.jobs_leased + leased, 300);
     assert!(lease.runs.iter().all(|run| run.epoch == 2));
 }

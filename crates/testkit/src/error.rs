@@ -36,24 +36,18 @@ pub enum TestkitError {
     CommandTimedOut { command: String, timeout: Duration },
 
     /// A server process exited before it became ready.
-    #[error("{server} exited during startup ({status}); command `{command}`; log {}:\n{log_tail}", log.display())]
+    #[error("{} exited during startup ({status}); {server}", server.name)]
     ServerExited {
-        server: String,
-        command: String,
         status: String,
-        log: PathBuf,
-        log_tail: String,
+        server: Box<ServerReport>,
     },
 
     /// A server process kept running but never answered its readiness check.
-    #[error("{server} was not ready within {waited:?} (last check: {last_error}); command `{command}`; log {}:\n{log_tail}", log.display())]
+    #[error("{} was not ready within {waited:?} (last check: {last_error}); {server}", server.name)]
     NotReady {
-        server: String,
-        command: String,
         waited: Duration,
         last_error: String,
-        log: PathBuf,
-        log_tail: String,
+        server: Box<ServerReport>,
     },
 
     /// A graceful stop took too long; the server was killed instead.
@@ -115,9 +109,43 @@ pub enum TestkitError {
         detail: String,
     },
 
+    /// The running members of an etcd cluster did not agree on a leader in time.
+    #[error(
+        "etcd cluster {endpoints} has no leader that all running members follow after {waited:?}"
+    )]
+    NoLeader { endpoints: String, waited: Duration },
+
     /// Running as root needs an unprivileged OS user for PostgreSQL.
-    #[error("OS user {user:?} does not exist and could not be created ({detail}); create it (useradd --system {user}) or run the tests as a non-root user")]
+    #[error(
+        "OS user {user:?} does not exist and could not be created ({detail}); \
+         create it (useradd --system {user}) or run the tests as a non-root user"
+    )]
     OsUser { user: String, detail: String },
+}
+
+/// What a failed server start leaves to look at (boxed in the error, which stays small).
+#[derive(Debug, Clone)]
+pub struct ServerReport {
+    /// e.g. `postgres on 127.0.0.1:5433`.
+    pub name: String,
+    /// The command line it was started with.
+    pub command: String,
+    /// Its log file.
+    pub log: PathBuf,
+    /// The last lines that start wrote to the log.
+    pub log_tail: String,
+}
+
+impl std::fmt::Display for ServerReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "command `{}`; log {}:\n{}",
+            self.command,
+            self.log.display(),
+            self.log_tail
+        )
+    }
 }
 
 impl TestkitError {
@@ -125,8 +153,11 @@ impl TestkitError {
     /// such a start is retried with fresh ports.
     pub fn is_port_conflict(&self) -> bool {
         match self {
-            TestkitError::ServerExited { log_tail, .. } | TestkitError::NotReady { log_tail, .. } => {
-                log_tail.to_ascii_lowercase().contains("address already in use")
+            TestkitError::ServerExited { server, .. } | TestkitError::NotReady { server, .. } => {
+                server
+                    .log_tail
+                    .to_ascii_lowercase()
+                    .contains("address already in use")
             }
             _ => false,
         }

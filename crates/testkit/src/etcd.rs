@@ -76,10 +76,8 @@ impl EtcdServer {
 
     /// The process id while it runs.
     pub fn pid(&mut self) -> Option<u32> {
-        self.process
-            .as_mut()
-            .filter(|p| p.is_running())
-            .map(|p| p.pid())
+        let process = self.process.as_mut()?;
+        process.is_running().then(|| process.pid())
     }
 
     /// Whether the process is running (healthy or not).
@@ -93,6 +91,8 @@ impl EtcdServer {
     }
 
     /// Graceful stop (SIGTERM); waits for the process to exit. Does nothing if not running.
+    /// A leader that has lost its quorum first tries to hand over leadership and only stops
+    /// after etcd's request timeout (~7 s); [`kill`](Self::kill) is immediate.
     pub async fn stop(&mut self) -> Result<()> {
         if let Some(mut process) = self.process.take() {
             process.stop(SIGTERM, STOP_TIMEOUT).await?;
@@ -147,6 +147,29 @@ impl EtcdServer {
         base64_decode(&encoded)
             .map(|bytes| Some(String::from_utf8_lossy(&bytes).into_owned()))
             .ok_or_else(|| self.request_error(path, format!("value {encoded:?} is not base64")))
+    }
+
+    /// Whether this member currently considers itself the raft leader.
+    pub async fn is_leader(&self) -> Result<bool> {
+        let (member, leader) = self.raft_status().await?;
+        Ok(leader.as_deref() == Some(member.as_str()))
+    }
+
+    /// This member's id and the id of the leader it follows (`None` while it knows none).
+    async fn raft_status(&self) -> Result<(String, Option<String>)> {
+        let path = "/v3/maintenance/status";
+        let answer = self.gateway(path, &serde_json::json!({})).await?;
+        let member = answer
+            .pointer("/header/member_id")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| self.request_error(path, format!("no member id in {answer}")))?
+            .to_owned();
+        let leader = answer
+            .get("leader")
+            .and_then(|v| v.as_str())
+            .filter(|id| *id != "0")
+            .map(str::to_owned);
+        Ok((member, leader))
     }
 
     async fn gateway(&self, path: &str, body: &serde_json::Value) -> Result<serde_json::Value> {
@@ -243,16 +266,13 @@ impl EtcdServer {
     async fn wait_listening(&mut self) -> Result<()> {
         let started = Instant::now();
         let address = format!("127.0.0.1:{}", self.client_port);
-        let mut last_error = String::from("no attempt yet");
         loop {
             let process = self.running_process()?;
-            if let Some(status) = process.exit_status() {
-                return Err(process.exited_error(status));
-            }
-            match tokio::net::TcpStream::connect(&address).await {
+            let connect = tokio::net::TcpStream::connect(&address);
+            let last_error = match process.unless_exited(connect).await? {
                 Ok(_) => return Ok(()),
-                Err(err) => last_error = err.to_string(),
-            }
+                Err(err) => err.to_string(),
+            };
             if started.elapsed() >= READY_TIMEOUT {
                 return Err(process.not_ready_error(started.elapsed(), last_error));
             }
@@ -327,14 +347,52 @@ impl EtcdCluster {
     /// leader yet) only until it listens, and [`wait_healthy`](Self::wait_healthy) can be
     /// used once enough members run again.
     pub async fn start_again(&mut self, index: usize) -> Result<()> {
-        let others_running = self
-            .members
-            .iter_mut()
-            .enumerate()
-            .filter(|(i, member)| *i != index && member.is_running())
-            .count();
-        let quorum = (others_running + 1) * 2 > self.members.len();
+        let mut running = 1;
+        for (i, member) in self.members.iter_mut().enumerate() {
+            if i != index && member.is_running() {
+                running += 1;
+            }
+        }
+        let quorum = running * 2 > self.members.len();
         self.members[index].start_again_waiting(quorum).await
+    }
+
+    /// The index of the leader, if every running member follows the same running leader;
+    /// `None` while an election is under way (or a member cannot be asked).
+    pub async fn leader(&mut self) -> Option<usize> {
+        let mut ids = vec![None; self.members.len()];
+        let mut views = Vec::new();
+        for (i, member) in self.members.iter_mut().enumerate() {
+            if !member.is_running() {
+                continue;
+            }
+            let (id, leader) = member.raft_status().await.ok()?;
+            ids[i] = Some(id);
+            views.push(leader);
+        }
+        let agreed = views.first()?.clone()?;
+        if views.iter().any(|view| view.as_ref() != Some(&agreed)) {
+            return None;
+        }
+        ids.iter().position(|id| id.as_ref() == Some(&agreed))
+    }
+
+    /// Waits until [`leader`](Self::leader) names one, e.g. after the leader was killed;
+    /// requests sent before then may hang until etcd's own request timeout.
+    pub async fn wait_for_leader(&mut self) -> Result<usize> {
+        let started = Instant::now();
+        loop {
+            if let Some(leader) = self.leader().await {
+                return Ok(leader);
+            }
+            if started.elapsed() >= READY_TIMEOUT {
+                return Err(TestkitError::NoLeader {
+                    endpoints: self.endpoints().join(","),
+                    waited: started.elapsed(),
+                });
+            }
+            tokio::time::sleep(HEALTH_POLL).await;
+        }
     }
 
     /// Waits until every running member is healthy.
@@ -443,15 +501,17 @@ async fn wait_all_healthy_refs(members: &mut [&mut EtcdServer]) -> Result<()> {
     let mut last_errors = vec![String::from("no attempt yet"); members.len()];
     loop {
         for (i, member) in members.iter_mut().enumerate() {
+            let url = member.client_url();
             let process = member.running_process()?;
-            if let Some(status) = process.exit_status() {
-                return Err(process.exited_error(status));
-            }
-            if !healthy[i] {
-                match check_health(&member.client_url()).await {
-                    Ok(()) => healthy[i] = true,
-                    Err(err) => last_errors[i] = err,
+            if healthy[i] {
+                if let Some(status) = process.exit_status() {
+                    return Err(process.exited_error(status));
                 }
+                continue;
+            }
+            match process.unless_exited(check_health(&url)).await? {
+                Ok(()) => healthy[i] = true,
+                Err(err) => last_errors[i] = err,
             }
         }
         let Some(unhealthy) = healthy.iter().position(|h| !h) else {

@@ -97,11 +97,17 @@ const BASE64_ALPHABET: &[u8; 64] =
 pub(crate) fn base64_encode(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
-                out.push(char::from(BASE64_ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
+                out.push(char::from(
+                    BASE64_ALPHABET[(n >> (18 - 6 * i)) as usize & 63],
+                ));
             } else {
                 out.push('=');
             }
@@ -150,10 +156,9 @@ mod tests {
 
     #[test]
     fn parses_plain_and_chunked_responses() {
-        let plain = parse_response(
-            b"HTTP/1.1 200 OK\r\nContent-Length: 17\r\n\r\n{\"health\":\"true\"}",
-        )
-        .unwrap();
+        let plain =
+            parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 17\r\n\r\n{\"health\":\"true\"}")
+                .unwrap();
         assert_eq!(plain.status, 200);
         assert_eq!(plain.body, "{\"health\":\"true\"}");
 

@@ -11,6 +11,11 @@
 //! watchdog next to every server stops it and deletes its files when the test process dies
 //! without running destructors (see `process.rs`).
 //!
+//! What the machine needs: PostgreSQL 15+ server binaries (found via `CRONFLEET_PG_BINDIR`,
+//! `pg_config --bindir`, `/usr/lib/postgresql/*/bin` or PATH), etcd 3.4+ (`CRONFLEET_ETCD_BIN`
+//! or PATH), `sh`, and when the tests run as root `setpriv` (util-linux) plus a `postgres` OS
+//! user, which is created with `useradd --system` if missing.
+//!
 //! Architecture invariant: this crate depends on nothing of cronfleet's, so every crate may
 //! use it in its tests.
 
@@ -22,11 +27,11 @@ mod postgres;
 mod process;
 mod test_database;
 
-pub use error::{Result, TestkitError};
+pub use error::{Result, ServerReport, TestkitError};
 pub use etcd::{ETCD_BIN_ENV, EtcdCluster, EtcdServer, find_etcd};
 pub use ports::free_port;
 pub use postgres::{
     CreatedDatabase, PG_BINDIR_ENV, PostgresOptions, PostgresServer, create_database_on,
-    find_postgres_bindir, url_with_database,
+    drop_database_on, find_postgres_bindir, url_with_database,
 };
 pub use test_database::{TEST_PG_URL_ENV, TestDatabase, shared_admin_url, test_database};

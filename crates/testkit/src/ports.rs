@@ -69,7 +69,9 @@ fn try_reserve(port: u16) -> bool {
 
 fn lock_handed_out() -> std::sync::MutexGuard<'static, BTreeSet<u16>> {
     // A panic while holding the lock leaves the set consistent, so poisoning is ignored.
-    HANDED_OUT.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    HANDED_OUT
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// `[LOWEST_PORT, start of ephemeral range)` if that is a usable range (Linux only).

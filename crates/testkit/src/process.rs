@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use rustix::process::{Pid, Signal};
 
-use crate::error::{Result, TestkitError};
+use crate::error::{Result, ServerReport, TestkitError};
 
 /// Runs as `sh -c WATCHDOG watchdog-name PARENT SERVER SIGNAL DIR`.
 ///
@@ -168,14 +168,6 @@ impl Supervised {
         self.server.id()
     }
 
-    pub(crate) fn label(&self) -> &str {
-        &self.label
-    }
-
-    pub(crate) fn command(&self) -> &str {
-        &self.command
-    }
-
     /// The exit status once the server has exited (it is reaped here), else `None`.
     pub(crate) fn exit_status(&mut self) -> Option<ExitStatus> {
         if self.exit.is_none() {
@@ -237,31 +229,49 @@ impl Supervised {
         })
     }
 
+    /// Runs `attempt` (a readiness check) but returns the exit error as soon as the server
+    /// exits: a check against a port that someone else holds can hang until its timeout.
+    pub(crate) async fn unless_exited<T>(&mut self, attempt: impl Future<Output = T>) -> Result<T> {
+        let mut attempt = std::pin::pin!(attempt);
+        loop {
+            if let Some(status) = self.exit_status() {
+                return Err(self.exited_error(status));
+            }
+            tokio::select! {
+                output = &mut attempt => return Ok(output),
+                () = tokio::time::sleep(POLL_INTERVAL) => {}
+            }
+        }
+    }
+
     /// The server log written since this process was started, last lines only.
     pub(crate) fn log_tail(&self) -> String {
         log_tail(&self.log, self.log_offset)
     }
 
+    fn report(&self) -> Box<ServerReport> {
+        Box::new(ServerReport {
+            name: self.label.clone(),
+            command: self.command.clone(),
+            log: self.log.clone(),
+            log_tail: self.log_tail(),
+        })
+    }
+
     /// Error for a server that exited while we waited for it to become ready.
     pub(crate) fn exited_error(&self, status: ExitStatus) -> TestkitError {
         TestkitError::ServerExited {
-            server: self.label.clone(),
-            command: self.command.clone(),
             status: status.to_string(),
-            log: self.log.clone(),
-            log_tail: self.log_tail(),
+            server: self.report(),
         }
     }
 
     /// Error for a server that never answered its readiness check.
     pub(crate) fn not_ready_error(&self, waited: Duration, last_error: String) -> TestkitError {
         TestkitError::NotReady {
-            server: self.label.clone(),
-            command: self.command.clone(),
             waited,
             last_error,
-            log: self.log.clone(),
-            log_tail: self.log_tail(),
+            server: self.report(),
         }
     }
 }

@@ -1,20 +1,22 @@
-//! `test-postgres`: one throw-away PostgreSQL server for a whole test run.
+//! `cronfleet-test-postgres`: one throw-away PostgreSQL server for a whole test run.
 //!
-//! Starting a cluster per test binary costs seconds; a test script starts this once, in the
-//! background, and exports the URL it prints so that every test's `test_database()` creates
-//! its database on this server:
+//! Starting a cluster per test binary costs a second or more; the test script starts this
+//! once and exports the URL it prints, so every test's `test_database()` creates its
+//! database on this server (see `scripts/test`):
 //!
 //! ```sh
-//! target/debug/test-postgres --env-file "$tmp/pg.env" --parent $$ &
-//! until [ -s "$tmp/pg.env" ]; do sleep 0.1; done   # also check the job is still alive
-//! export "$(cat "$tmp/pg.env")"                     # CRONFLEET_TEST_PG_URL=postgres://…
+//! coproc PG { exec target/debug/cronfleet-test-postgres; }
+//! read -r line <&"${PG[0]}"          # CRONFLEET_TEST_PG_URL=postgres://…
+//! export "$line"
 //! ```
 //!
-//! It runs until SIGTERM, SIGINT or SIGHUP, until stdin reaches end of file (only with
-//! `--stdin`: a background job in a script has stdin on /dev/null), or until the process
-//! given with `--parent` has exited; then it shuts the server down and deletes its files.
-//! If it is killed outright, the server's watchdog does that.
+//! It runs until its stdin reaches end of file (when stdin is a pipe, socket or terminal:
+//! a coprocess's stdin closes when the script closes it or dies; a plain background job's
+//! stdin is /dev/null and is not watched), until SIGTERM, SIGINT or SIGHUP, or until the
+//! process given with `--parent` has exited; then it shuts the server down and deletes its
+//! files. If it is killed outright, the server's watchdog does that.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -24,22 +26,21 @@ use cronfleet_testkit::{PostgresOptions, PostgresServer, TEST_PG_URL_ENV};
 use tokio::signal::unix::{SignalKind, signal};
 
 const USAGE: &str = "\
-usage: test-postgres [--env-file PATH] [--parent PID] [--stdin] [-c NAME=VALUE]...
+usage: cronfleet-test-postgres [--env-file PATH] [--parent PID] [-c NAME=VALUE]...
 
 Starts a throw-away PostgreSQL server on a free 127.0.0.1 port, prints
 CRONFLEET_TEST_PG_URL=postgres://postgres@127.0.0.1:PORT/postgres on stdout once it
-accepts connections, and keeps it up until SIGTERM/SIGINT/SIGHUP.
+accepts connections, and keeps it up until stdin (a pipe or terminal) reaches end of
+file, or SIGTERM/SIGINT/SIGHUP.
 
   --env-file PATH   also write that line to PATH (atomically; removed on exit)
-  --parent PID      stop when process PID has exited (e.g. the test script's $$)
-  --stdin           stop when stdin reaches end of file
+  --parent PID      also stop when process PID has exited (e.g. the test script's $$)
   -c NAME=VALUE     extra server setting, as for `postgres -c`";
 
 #[derive(Debug, Default)]
 struct Options {
     env_file: Option<PathBuf>,
     parent: Option<u32>,
-    watch_stdin: bool,
     postgres: PostgresOptions,
 }
 
@@ -56,11 +57,11 @@ fn parse_args() -> anyhow::Result<Option<Options>> {
             "--env-file" => options.env_file = Some(value("--env-file")?.into()),
             "--parent" => {
                 let pid = value("--parent")?;
-                options.parent = Some(pid.parse().with_context(|| {
-                    format!("--parent expects a process id, got {pid:?}")
-                })?);
+                options.parent = Some(
+                    pid.parse()
+                        .with_context(|| format!("--parent expects a process id, got {pid:?}"))?,
+                );
             }
-            "--stdin" => options.watch_stdin = true,
             "-c" => {
                 let setting = value("-c")?;
                 let Some((name, value)) = setting.split_once('=') else {
@@ -79,7 +80,10 @@ async fn main() -> ExitCode {
     match run().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("test-postgres: {err:#}");
+            say(
+                &mut std::io::stderr(),
+                &format!("cronfleet-test-postgres: {err:#}"),
+            );
             ExitCode::FAILURE
         }
     }
@@ -87,7 +91,7 @@ async fn main() -> ExitCode {
 
 async fn run() -> anyhow::Result<()> {
     let Some(options) = parse_args()? else {
-        println!("{USAGE}");
+        say(&mut std::io::stdout(), USAGE);
         return Ok(());
     };
     // Signal handlers first, so a SIGTERM during the start is not fatal before cleanup.
@@ -97,21 +101,24 @@ async fn run() -> anyhow::Result<()> {
 
     let mut server = PostgresServer::start_with(options.postgres).await?;
     let line = format!("{TEST_PG_URL_ENV}={}", server.admin_url());
-    println!("{line}");
+    say(&mut std::io::stdout(), &line);
     if let Some(path) = &options.env_file {
         write_atomically(path, &format!("{line}\n"))?;
     }
-    eprintln!(
-        "test-postgres: serving {} (data {}, log {}); stop with SIGTERM",
-        server.admin_url(),
-        server.data_dir().display(),
-        server.log_path().display()
+    say(
+        &mut std::io::stderr(),
+        &format!(
+            "cronfleet-test-postgres: serving {} (data {}, log {}); stop with SIGTERM",
+            server.admin_url(),
+            server.data_dir().display(),
+            server.log_path().display()
+        ),
     );
 
     // A std thread, not tokio's stdin: a blocked tokio stdin read would keep the runtime
     // from shutting down.
     let (stdin_closed_tx, mut stdin_closed) = tokio::sync::oneshot::channel::<()>();
-    if options.watch_stdin {
+    if stdin_can_close() {
         std::thread::spawn(move || {
             let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
             let _ = stdin_closed_tx.send(());
@@ -144,10 +151,33 @@ async fn run() -> anyhow::Result<()> {
             }
         }
     };
-    eprintln!("test-postgres: {reason}, stopping");
+    say(
+        &mut std::io::stderr(),
+        &format!("cronfleet-test-postgres: {reason}, stopping"),
+    );
     remove_env_file(&options.env_file);
     server.stop().await?;
     Ok(())
+}
+
+/// Writes a line, ignoring errors: whoever started us may have closed the pipe already, and
+/// `println!` would panic instead of letting the server be shut down cleanly.
+fn say(out: &mut impl Write, line: &str) {
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// Whether end of file on stdin means "stop": for a pipe, socket or terminal. /dev/null (a
+/// script's background job) or a file would end at once.
+fn stdin_can_close() -> bool {
+    use std::io::IsTerminal;
+    use std::os::unix::fs::FileTypeExt;
+    if std::io::stdin().is_terminal() {
+        return true;
+    }
+    std::fs::metadata("/dev/stdin")
+        .map(|m| m.file_type().is_fifo() || m.file_type().is_socket())
+        .unwrap_or(false)
 }
 
 fn process_exists(pid: u32) -> bool {
