@@ -260,6 +260,11 @@ pub struct Run {
     pub output: Option<String>,
     pub progress: Option<Progress>,
     pub trace_id: Option<String>,
+    /// Not to be dispatched before this time (a manual run at a given time, a retry after
+    /// its backoff).
+    pub not_before: Option<DateTime<Utc>>,
+    /// Why a pending run is still waiting (e.g. no worker offers its handler).
+    pub pending_reason: Option<String>,
 }
 
 #[cfg(test)]

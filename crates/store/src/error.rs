@@ -34,6 +34,9 @@ pub enum StoreError {
     /// The database refused a second active run of one job (invariant 1).
     #[error("job \"{job}\" already has an active run; run {run} must wait")]
     JobBusy { job: String, run: i64 },
+    /// A manual run was asked for while one already waits.
+    #[error("job \"{job}\" already has a waiting run ({run}); it starts when the current one ends")]
+    AlreadyQueued { job: String, run: i64 },
     #[error(transparent)]
     InvalidJob(#[from] InvalidJob),
     /// A stored value that cronfleet cannot read back (edited by hand, or a bug).

@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cronfleet_core::job::{Job, JobSpec};
 use cronfleet_core::lease::LeaseSettings;
-use cronfleet_core::run::{Run, RunState};
+use cronfleet_core::run::{Progress, Run, RunState};
 
 pub use error::StoreError;
 pub use postgres::PostgresStore;
@@ -96,6 +96,75 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         transition: &RunTransition,
         now: DateTime<Utc>,
     ) -> Result<Run, StoreError>;
+
+    /// Adds a manual run of job `name` for `at` (not dispatched before then), leaving the
+    /// schedule as it is. On a busy job the run waits for the current one (`queued`); a
+    /// job that already has a waiting run refuses another.
+    async fn create_manual_run(
+        &self,
+        name: &str,
+        at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<ManualRun, StoreError>;
+
+    /// Pending runs that may be dispatched at `now`: past their `not_before`, and only the
+    /// earliest waiting run of each job that has no active run; by job priority, then age.
+    async fn dispatchable_runs(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<DispatchableRun>, StoreError>;
+
+    /// Records why pending runs are waiting; `None` clears the reason.
+    async fn set_pending_reason(
+        &self,
+        run_ids: &[i64],
+        reason: Option<&str>,
+    ) -> Result<(), StoreError>;
+
+    /// The earliest time after `now` at which a pending run becomes dispatchable.
+    async fn earliest_not_before(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>, StoreError>;
+
+    /// Dispatched and running runs: what the leader watches for deadlines and lost workers.
+    async fn active_runs(&self) -> Result<Vec<Run>, StoreError>;
+
+    /// Declares an active run `lost` under `epoch` and, unless its slot has now been lost
+    /// more than `max_losses` times, creates the next attempt at the same slot as a pending
+    /// run, which it returns.
+    async fn mark_lost(
+        &self,
+        id: i64,
+        epoch: i64,
+        reason: &str,
+        max_losses: u32,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Run>, StoreError>;
+
+    /// Records a run's latest progress report.
+    async fn record_progress(&self, id: i64, progress: Progress) -> Result<(), StoreError>;
+}
+
+/// The outcome of [`Store::create_manual_run`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct ManualRun {
+    pub run: Run,
+    /// The job was busy: the run starts when the current one ends.
+    pub queued: bool,
+}
+
+/// A pending run with what dispatching it needs to know of its job.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DispatchableRun {
+    pub run: Run,
+    pub handler: String,
+    pub args: serde_json::Value,
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// `None`: the coordinator's default.
+    pub timeout: Option<std::time::Duration>,
+    pub priority: i32,
 }
 
 /// What one [`Store::lease_due`] call did.

@@ -178,7 +178,7 @@ macro_rules! run_columns {
          runs.state, runs.slot_count, runs.last_slot, runs.worker, runs.epoch, runs.created_at, \
          runs.dispatched_at, runs.started_at, runs.finished_at, runs.deadline, \
          runs.cancel_requested_at, runs.error, runs.output, runs.progress_done, \
-         runs.progress_remaining, runs.trace_id"
+         runs.progress_remaining, runs.trace_id, runs.not_before, runs.pending_reason"
     };
 }
 
@@ -206,6 +206,8 @@ pub(crate) struct RunRow {
     progress_done: Option<i64>,
     progress_remaining: Option<i64>,
     trace_id: Option<String>,
+    not_before: Option<DateTime<Utc>>,
+    pending_reason: Option<String>,
 }
 
 impl TryFrom<RunRow> for Run {
@@ -248,6 +250,8 @@ impl TryFrom<RunRow> for Run {
             output: row.output,
             progress,
             trace_id: row.trace_id,
+            not_before: row.not_before,
+            pending_reason: row.pending_reason,
         })
     }
 }
@@ -258,4 +262,47 @@ pub(crate) fn jobs_from_rows(rows: Vec<JobRow>) -> Result<Vec<Job>, StoreError> 
 
 pub(crate) fn runs_from_rows(rows: Vec<RunRow>) -> Result<Vec<Run>, StoreError> {
     rows.into_iter().map(Run::try_from).collect()
+}
+
+/// A pending run with what the dispatcher needs of its job.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct DispatchRow {
+    #[sqlx(flatten)]
+    run: RunRow,
+    handler: String,
+    args: Json<serde_json::Value>,
+    labels: Json<BTreeMap<String, String>>,
+    timeout_ms: Option<i64>,
+    priority: i32,
+}
+
+/// The extra job columns of a [`DispatchRow`], after [`run_columns!`].
+macro_rules! dispatch_job_columns {
+    () => {
+        ", jobs.handler, jobs.args, jobs.labels, jobs.timeout_ms, jobs.priority"
+    };
+}
+
+impl TryFrom<DispatchRow> for crate::DispatchableRun {
+    type Error = StoreError;
+
+    fn try_from(row: DispatchRow) -> Result<crate::DispatchableRun, StoreError> {
+        let id = row.run.id;
+        Ok(crate::DispatchableRun {
+            run: row.run.try_into()?,
+            handler: row.handler,
+            args: row.args.0,
+            labels: row.labels.0,
+            timeout: millis(row.timeout_ms, "timeout_ms", id)?,
+            priority: row.priority,
+        })
+    }
+}
+
+pub(crate) fn dispatchable_from_rows(
+    rows: Vec<DispatchRow>,
+) -> Result<Vec<crate::DispatchableRun>, StoreError> {
+    rows.into_iter()
+        .map(crate::DispatchableRun::try_from)
+        .collect()
 }

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use cronfleet_core::job::{Job, JobSpec, check_schedule_has_a_future, first_slot};
 use cronfleet_core::lease::LeaseSettings;
 use cronfleet_core::policy::OpenRuns;
-use cronfleet_core::run::Run;
+use cronfleet_core::run::{Progress, Run, RunState, Trigger};
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
@@ -23,8 +23,12 @@ use sqlx::sqlite::{
 
 use crate::error::{duplicate_name, unique_violation};
 use crate::lease_writes::{StreakChange, plan_transition, plan_writes};
-use crate::rows::{JobRow, JobValues, RunRow, jobs_from_rows, runs_from_rows};
-use crate::{Lease, RunFilter, RunOrder, RunTransition, Store, StoreError};
+use crate::rows::{
+    DispatchRow, JobRow, JobValues, RunRow, dispatchable_from_rows, jobs_from_rows, runs_from_rows,
+};
+use crate::{
+    DispatchableRun, Lease, ManualRun, RunFilter, RunOrder, RunTransition, Store, StoreError,
+};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -518,5 +522,179 @@ impl Store for SqliteStore {
         let run = fetch_run(&mut tx, id).await?;
         tx.commit().await?;
         Ok(run)
+    }
+
+    async fn create_manual_run(
+        &self,
+        name: &str,
+        at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<ManualRun, StoreError> {
+        let mut tx = self.write_transaction().await?;
+        let job = fetch_job(&mut tx, name).await?;
+        let (active, waiting): (bool, Option<i64>) = sqlx::query_as(
+            "SELECT EXISTS (SELECT 1 FROM runs WHERE job_id = ?1 AND state IN ('dispatched', 'running')), \
+             (SELECT min(id) FROM runs WHERE job_id = ?1 AND state = 'pending')",
+        )
+        .bind(job.id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if let Some(run) = waiting {
+            return Err(StoreError::AlreadyQueued {
+                job: name.to_owned(),
+                run,
+            });
+        }
+        let epoch: i64 = sqlx::query_scalar("SELECT epoch FROM fencing WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await?;
+        let id: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO runs (job_id, slot, attempt, trigger, state, epoch, created_at, not_before) \
+             VALUES (?1, ?2, 1, ?3, 'pending', ?4, ?5, ?6) \
+             ON CONFLICT (job_id, slot, attempt) DO NOTHING RETURNING id",
+        )
+        .bind(job.id)
+        .bind(ts(at))
+        .bind(Trigger::Manual.as_str())
+        .bind(epoch)
+        .bind(ts(now))
+        .bind(ts_opt((at > now).then_some(at)))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let id = id.ok_or_else(|| StoreError::AlreadyQueued {
+            job: name.to_owned(),
+            run: 0,
+        })?;
+        let run = fetch_run(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(ManualRun {
+            run,
+            queued: active,
+        })
+    }
+
+    async fn dispatchable_runs(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<DispatchableRun>, StoreError> {
+        let rows: Vec<DispatchRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            run_columns!(),
+            dispatch_job_columns!(),
+            " FROM runs JOIN jobs ON jobs.id = runs.job_id \
+             WHERE runs.state = 'pending' AND (runs.not_before IS NULL OR runs.not_before <= ?1) \
+             AND runs.id = (SELECT min(w.id) FROM runs w WHERE w.job_id = runs.job_id \
+                 AND w.state = 'pending' AND (w.not_before IS NULL OR w.not_before <= ?1)) \
+             AND NOT EXISTS (SELECT 1 FROM runs a WHERE a.job_id = runs.job_id \
+                 AND a.state IN ('dispatched', 'running')) \
+             ORDER BY jobs.priority, runs.id LIMIT ?2"
+        ))
+        .bind(ts(now))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        dispatchable_from_rows(rows)
+    }
+
+    async fn set_pending_reason(
+        &self,
+        run_ids: &[i64],
+        reason: Option<&str>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE runs SET pending_reason = ?2 WHERE id IN (SELECT value FROM json_each(?1)) \
+             AND state = 'pending' AND pending_reason IS NOT ?2",
+        )
+        .bind(id_list(run_ids))
+        .bind(reason)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn earliest_not_before(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT min(not_before) FROM runs WHERE state = 'pending' AND not_before > ?1",
+        )
+        .bind(ts(now))
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    async fn active_runs(&self) -> Result<Vec<Run>, StoreError> {
+        let rows: Vec<RunRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            run_columns!(),
+            " FROM runs JOIN jobs ON jobs.id = runs.job_id \
+             WHERE runs.state IN ('dispatched', 'running') ORDER BY runs.id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        runs_from_rows(rows)
+    }
+
+    async fn mark_lost(
+        &self,
+        id: i64,
+        epoch: i64,
+        reason: &str,
+        max_losses: u32,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Run>, StoreError> {
+        let mut tx = self.write_transaction().await?;
+        check_epoch(&mut tx, epoch).await?;
+        let run = fetch_run(&mut tx, id).await?;
+        let update = plan_transition(
+            &run,
+            &RunTransition::to(RunState::Lost).with_error(reason),
+            now,
+        )?;
+        sqlx::query("UPDATE runs SET state = ?2, finished_at = ?3, error = ?4 WHERE id = ?1")
+            .bind(id)
+            .bind(update.state)
+            .bind(ts_opt(update.finished_at))
+            .bind(&update.error)
+            .execute(&mut *tx)
+            .await?;
+        let losses: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM runs WHERE job_id = ?1 AND slot = ?2 AND state = 'lost'",
+        )
+        .bind(run.job_id)
+        .bind(ts(run.slot))
+        .fetch_one(&mut *tx)
+        .await?;
+        let next = if losses <= i64::from(max_losses) {
+            let next_id: i64 = sqlx::query_scalar(
+                "INSERT INTO runs (job_id, slot, attempt, trigger, state, epoch, created_at) \
+                 SELECT ?1, ?2, max(attempt) + 1, ?3, 'pending', ?4, ?5 FROM runs \
+                 WHERE job_id = ?1 AND slot = ?2 RETURNING id",
+            )
+            .bind(run.job_id)
+            .bind(ts(run.slot))
+            .bind(run.trigger.as_str())
+            .bind(epoch)
+            .bind(ts(now))
+            .fetch_one(&mut *tx)
+            .await?;
+            Some(fetch_run(&mut tx, next_id).await?)
+        } else {
+            None
+        };
+        tx.commit().await?;
+        Ok(next)
+    }
+
+    async fn record_progress(&self, id: i64, progress: Progress) -> Result<(), StoreError> {
+        sqlx::query("UPDATE runs SET progress_done = ?2, progress_remaining = ?3 WHERE id = ?1")
+            .bind(id)
+            .bind(i64::try_from(progress.done).unwrap_or(i64::MAX))
+            .bind(i64::try_from(progress.remaining).unwrap_or(i64::MAX))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 }

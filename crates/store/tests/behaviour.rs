@@ -670,6 +670,191 @@ async fn cron_jobs_lease_on_their_slots(store: Arc<dyn Store>) {
     assert_eq!(job.next_run_at, Some(monday_0800_utc + TimeDelta::days(1)));
 }
 
+async fn manual_runs_queue_behind_the_current_one(store: Arc<dyn Store>) {
+    leader(&*store).await;
+    let mut spec = every_second("manual");
+    spec.schedule = Schedule::every(Interval::Elapsed(TimeDelta::hours(1)), t(0), chrono_tz::UTC);
+    store.create_job(&spec, t(0)).await.unwrap();
+    let scheduled = store
+        .lease_due(t(0), EPOCH, 10, &settings())
+        .await
+        .unwrap()
+        .runs[0]
+        .id;
+
+    // Busy (a scheduled run waits): a manual run is refused, not stacked.
+    let refused = store
+        .create_manual_run("manual", t(1), t(1))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, StoreError::AlreadyQueued { run, .. } if run == scheduled),
+        "{refused}"
+    );
+
+    store
+        .transition_run(scheduled, &RunTransition::dispatch("w", EPOCH, t(60)), t(1))
+        .await
+        .unwrap();
+    let queued = store.create_manual_run("manual", t(2), t(2)).await.unwrap();
+    assert!(queued.queued, "the job is running: the manual run waits");
+    assert_eq!(queued.run.trigger, Trigger::Manual);
+    assert_eq!(queued.run.state, RunState::Pending);
+    assert!(
+        store.dispatchable_runs(t(2), 10).await.unwrap().is_empty(),
+        "one active run at a time"
+    );
+    store
+        .transition_run(scheduled, &RunTransition::to(RunState::Succeeded), t(3))
+        .await
+        .unwrap();
+    let ready = store.dispatchable_runs(t(3), 10).await.unwrap();
+    assert_eq!(
+        ready.iter().map(|d| d.run.id).collect::<Vec<_>>(),
+        [queued.run.id]
+    );
+    assert_eq!(ready[0].handler, "noop");
+    assert_eq!(
+        store.get_job("manual").await.unwrap().next_run_at,
+        Some(t(3600)),
+        "schedule untouched"
+    );
+
+    assert!(matches!(
+        store.create_manual_run("nope", t(3), t(3)).await,
+        Err(StoreError::JobNotFound(_))
+    ));
+}
+
+async fn a_run_at_a_later_time_waits_for_it(store: Arc<dyn Store>) {
+    leader(&*store).await;
+    let mut spec = every_second("later");
+    spec.schedule = Schedule::every(
+        Interval::Elapsed(TimeDelta::hours(1)),
+        t(3600),
+        chrono_tz::UTC,
+    );
+    store.create_job(&spec, t(0)).await.unwrap();
+    let manual = store
+        .create_manual_run("later", t(100), t(0))
+        .await
+        .unwrap();
+    assert!(!manual.queued);
+    assert_eq!(manual.run.not_before, Some(t(100)));
+    assert!(store.dispatchable_runs(t(99), 10).await.unwrap().is_empty());
+    assert_eq!(store.earliest_not_before(t(0)).await.unwrap(), Some(t(100)));
+    assert_eq!(store.dispatchable_runs(t(100), 10).await.unwrap().len(), 1);
+}
+
+async fn only_the_earliest_waiting_run_of_a_job_is_dispatchable(store: Arc<dyn Store>) {
+    leader(&*store).await;
+    let mut spec = every_second("ordered");
+    spec.catch_up.policy = CatchUpPolicy::All;
+    store.create_job(&spec, t(0)).await.unwrap();
+    let mut other = every_second("urgent");
+    other.priority = -5;
+    store.create_job(&other, t(2)).await.unwrap();
+    store.lease_due(t(2), EPOCH, 10, &settings()).await.unwrap();
+
+    let ready = store.dispatchable_runs(t(2), 10).await.unwrap();
+    let order: Vec<(&str, DateTime<Utc>)> = ready
+        .iter()
+        .map(|d| (d.run.job_name.as_str(), d.run.slot))
+        .collect();
+    assert_eq!(
+        order,
+        [("urgent", t(2)), ("ordered", t(0))],
+        "priority first, then the earliest slot"
+    );
+
+    let ids: Vec<i64> = ready.iter().map(|d| d.run.id).collect();
+    store
+        .set_pending_reason(&ids, Some("no connected worker offers handler noop"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .get_run(ids[0])
+            .await
+            .unwrap()
+            .pending_reason
+            .as_deref(),
+        Some("no connected worker offers handler noop")
+    );
+    store.set_pending_reason(&ids, None).await.unwrap();
+    assert_eq!(store.get_run(ids[0]).await.unwrap().pending_reason, None);
+}
+
+async fn lost_runs_are_retried_a_bounded_number_of_times(store: Arc<dyn Store>) {
+    leader(&*store).await;
+    let mut spec = every_second("fragile");
+    spec.schedule = Schedule::every(Interval::Elapsed(TimeDelta::hours(1)), t(0), chrono_tz::UTC);
+    store.create_job(&spec, t(0)).await.unwrap();
+    let mut id = store
+        .lease_due(t(0), EPOCH, 10, &settings())
+        .await
+        .unwrap()
+        .runs[0]
+        .id;
+    for attempt in 1..=4u32 {
+        store
+            .transition_run(id, &RunTransition::dispatch("w", EPOCH, t(60)), t(1))
+            .await
+            .unwrap();
+        store
+            .record_progress(
+                id,
+                cronfleet_core::run::Progress {
+                    done: 3,
+                    remaining: 7,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .active_runs()
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.id)
+                .collect::<Vec<_>>(),
+            [id]
+        );
+        let stale = store
+            .mark_lost(id, EPOCH - 1, "worker w silent", 3, t(2))
+            .await
+            .unwrap_err();
+        assert!(matches!(stale, StoreError::Fenced { .. }));
+        let next = store
+            .mark_lost(id, EPOCH, "worker w silent for 6s", 3, t(2))
+            .await
+            .unwrap();
+        let lost = store.get_run(id).await.unwrap();
+        assert_eq!(lost.state, RunState::Lost);
+        assert_eq!(lost.error.as_deref(), Some("worker w silent for 6s"));
+        assert_eq!(
+            lost.progress,
+            Some(cronfleet_core::run::Progress {
+                done: 3,
+                remaining: 7
+            })
+        );
+        match next {
+            Some(next) => {
+                assert!(attempt <= 3, "attempt {attempt} must not be retried");
+                assert_eq!(
+                    (next.slot, next.attempt, next.state),
+                    (t(0), attempt + 1, RunState::Pending)
+                );
+                id = next.id;
+            }
+            None => assert_eq!(attempt, 4, "three re-dispatches, then the slot is given up"),
+        }
+    }
+    assert!(store.active_runs().await.unwrap().is_empty());
+}
+
 macro_rules! on_both_backends {
     ($($scenario:ident),* $(,)?) => {
         mod postgres {
@@ -709,4 +894,8 @@ on_both_backends!(
     replace_cancels_the_old_runs,
     runs_can_be_filtered,
     cron_jobs_lease_on_their_slots,
+    manual_runs_queue_behind_the_current_one,
+    a_run_at_a_later_time_waits_for_it,
+    only_the_earliest_waiting_run_of_a_job_is_dispatchable,
+    lost_runs_are_retried_a_bounded_number_of_times,
 );

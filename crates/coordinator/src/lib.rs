@@ -1,0 +1,1 @@
+//! The coordinator (placeholder while it is written).

@@ -1,0 +1,1 @@
+//! The worker SDK and stock handlers (placeholder while it is written).
