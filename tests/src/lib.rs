@@ -1,5 +1,7 @@
 //! End-to-end tests: drive the real `cronfleet` binary and real services.
 
+pub mod cluster;
+
 use std::path::PathBuf;
 
 /// The path of the `cronfleet` binary built from this workspace.

@@ -7,6 +7,9 @@
 //! errors whose messages already name the bad value and what would be valid.
 
 mod commands;
+mod jobfile;
+mod logging;
+mod signals;
 
 use std::process::ExitCode;
 

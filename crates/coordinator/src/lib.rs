@@ -1,1 +1,23 @@
-//! The coordinator (placeholder while it is written).
+//! The coordinator: holds leadership, leases due jobs from the store, dispatches their
+//! runs to connected workers, watches heartbeats and deadlines, and serves the admin API.
+//!
+//! Only the leader schedules and dispatches (`leader.rs`); every replica serves the admin
+//! API (`admin/`) and answers workers (`gateway.rs`), redirecting them to the leader.
+//! Architecture invariant: every lease and dispatch goes through the store fenced by the
+//! leader's epoch; the coordinator keeps no state that a restart could not rebuild from
+//! the store and the workers' reports.
+
+pub mod admin;
+pub mod clock;
+pub mod config;
+pub mod election;
+mod gateway;
+mod leader;
+mod registry;
+pub mod server;
+pub mod wake;
+pub mod workers;
+
+pub use config::CoordinatorConfig;
+pub use election::{Election, LeaderInfo, Leadership, LocalElection};
+pub use server::{CoordinatorError, CoordinatorHandle, start};

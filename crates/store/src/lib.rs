@@ -24,6 +24,18 @@ pub use error::StoreError;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
+/// Opens the store a URL names: `postgres://…` (or `postgresql://…`) for PostgreSQL,
+/// `sqlite:PATH` (or `sqlite://PATH`) for a SQLite file, created if missing.
+pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(std::sync::Arc::new(PostgresStore::connect(url).await?))
+    } else if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+        Ok(std::sync::Arc::new(SqliteStore::open(std::path::Path::new(path)).await?))
+    } else {
+        Err(StoreError::InvalidUrl(url.to_owned()))
+    }
+}
+
 /// The storage contract of the scheduler. Every method is one transaction.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {

@@ -1,1 +1,60 @@
-//! The worker SDK and stock handlers (placeholder while it is written).
+//! The cronfleet worker: an SDK for writing workers in Rust, and the stock handlers of
+//! the `cronfleet worker` binary.
+//!
+//! A worker dials a coordinator (any replica; it follows `NotLeader` to the leader),
+//! registers its handlers, labels and capacity, heartbeats, and executes the runs it is
+//! assigned, reporting start, progress, output and end over one gRPC stream
+//! (`proto/cronfleet/v1/worker.proto`). It keeps no state beyond the runs in flight.
+//!
+//! ```no_run
+//! use cronfleet_worker::handlers::StockHandler;
+//! use cronfleet_worker::{HandlerError, Outcome, Worker};
+//!
+//! # async fn example() -> Result<(), cronfleet_worker::WorkerError> {
+//! let worker = Worker::builder()
+//!     .coordinators(vec!["http://10.0.0.1:50051".to_owned(), "http://10.0.0.2:50051".to_owned()])
+//!     .capacity(8)
+//!     .stock_handler(StockHandler::Shell)
+//!     .handler_fn("reports.nightly", |ctx| async move {
+//!         let pending = 1_000u64;
+//!         ctx.progress(200, pending - 200);
+//!         Ok::<_, HandlerError>(Outcome::with_remaining(pending - 200))
+//!     })
+//!     .build()?;
+//! worker.run(async { tokio::signal::ctrl_c().await.ok(); }).await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Code map: `worker.rs` (builder, life and drain), `connection.rs` (the protocol loop),
+//! `shared.rs` (state shared by connection, lease guard and runs; the ordering rules),
+//! `run.rs` (one run: deadline, stop, abandon), `context.rs` (what a handler sees),
+//! `handlers/` (stock handlers), `health.rs` (probes).
+//!
+//! Architecture invariant (DESIGN §2, invariant 1): a run never executes on a worker
+//! that has not heard from the coordinator for the lease TTL — the lease guard cancels
+//! every run then — and a shell run's processes never outlive the run or the worker.
+
+mod backoff;
+mod connection;
+mod context;
+mod error;
+mod handler;
+pub mod handlers;
+mod health;
+mod output;
+mod run;
+mod shared;
+mod status;
+mod worker;
+
+pub use async_trait::async_trait;
+pub use context::RunContext;
+pub use error::{HandlerError, WorkerError};
+pub use handler::{Handler, Outcome};
+pub use health::health_router;
+pub use output::MAX_OUTPUT_BYTES;
+pub use status::{Registration, Status, WorkerStatus};
+pub use worker::{
+    DEFAULT_CAPACITY, DEFAULT_DRAIN_TIMEOUT, DEFAULT_KILL_GRACE, Worker, WorkerBuilder,
+};

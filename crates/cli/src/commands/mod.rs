@@ -4,13 +4,33 @@
 //! clap `Args` struct and a `run` method, add a variant to [`Command`] and a line to
 //! [`Command::run`].
 
+pub mod client;
+pub mod coordinator;
+pub mod job;
+pub mod output;
+pub mod run;
+pub mod runs;
 pub mod schedule;
+pub mod worker;
+pub mod workers;
 
 use clap::Subcommand;
 
 /// Every top-level subcommand.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run a coordinator (leases due jobs and dispatches them while it leads).
+    Coordinator(coordinator::CoordinatorCommand),
+    /// Define, inspect, change, pause, trigger and delete jobs.
+    Job(job::JobCommand),
+    /// List runs, newest first (filter by job, state, age).
+    Runs(runs::RunsCommand),
+    /// Inspect one run.
+    Run(run::RunCommand),
+    /// List the workers connected to the coordinator.
+    Workers(workers::WorkersCommand),
+    /// Run a worker: execute assigned runs with the stock handlers (shell, http, noop, sleep).
+    Worker(worker::WorkerCommand),
     /// Work with schedules offline, without a server (e.g. list the next slots).
     Schedule(schedule::ScheduleCommand),
 }
@@ -18,6 +38,12 @@ pub enum Command {
 impl Command {
     pub fn run(self) -> anyhow::Result<()> {
         match self {
+            Command::Coordinator(command) => command.run(),
+            Command::Job(command) => command.run(),
+            Command::Runs(command) => command.run(),
+            Command::Run(command) => command.run(),
+            Command::Workers(command) => command.run(),
+            Command::Worker(command) => command.run(),
             Command::Schedule(command) => command.run(),
         }
     }

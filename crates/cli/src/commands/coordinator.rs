@@ -1,0 +1,100 @@
+//! `cronfleet coordinator`: a coordinator of a cluster, over PostgreSQL (or a SQLite file
+//! for a single node).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use cronfleet_coordinator::clock::SystemClock;
+use cronfleet_coordinator::{CoordinatorConfig, LeaderInfo, LocalElection};
+use cronfleet_core::duration::parse_fixed_duration;
+
+use crate::logging;
+
+/// Run a coordinator: it leases due jobs and dispatches them to workers while it leads,
+/// and serves the admin API (`--grpc`) and health checks (`--http`) in any case.
+#[derive(Debug, Args)]
+#[command(after_help = "Example:\n  cronfleet coordinator --database-url postgres://cronfleet@db:5432/cronfleet \\\n      --grpc 0.0.0.0:50051 --http 0.0.0.0:8080 --advertise-url http://10.0.0.7:50051")]
+pub struct CoordinatorCommand {
+    /// The store: postgres://USER[:PASSWORD]@HOST:PORT/DB, or sqlite:PATH for one node.
+    #[arg(long, env = "CRONFLEET_DATABASE_URL", value_name = "URL")]
+    database_url: String,
+    /// Where the gRPC services (worker protocol, admin API) listen.
+    #[arg(long, env = "CRONFLEET_GRPC", default_value = "127.0.0.1:50051", value_name = "ADDR")]
+    grpc: SocketAddr,
+    /// Where /healthz and /readyz are served.
+    #[arg(long, env = "CRONFLEET_HTTP", default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    http: SocketAddr,
+    /// How workers and clients reach this node [default: http://<--grpc>].
+    #[arg(long, env = "CRONFLEET_ADVERTISE_URL", value_name = "URL")]
+    advertise_url: Option<String>,
+    /// This node's name in the cluster [default: the host name].
+    #[arg(long, env = "CRONFLEET_NODE_ID", value_name = "ID")]
+    node_id: Option<String>,
+    /// A worker silent this long is dead; its runs become lost and run again.
+    #[arg(long, env = "CRONFLEET_WORKER_TIMEOUT", default_value = "6s", value_parser = parse_fixed_duration, value_name = "DUR")]
+    worker_timeout: Duration,
+    /// Workers stop their runs after this long without word from the coordinator (must be
+    /// shorter than --worker-timeout).
+    #[arg(long, env = "CRONFLEET_LEASE_TTL", default_value = "3s", value_parser = parse_fixed_duration, value_name = "DUR")]
+    lease_ttl: Duration,
+    /// How often workers send heartbeats.
+    #[arg(long, env = "CRONFLEET_HEARTBEAT_INTERVAL", default_value = "1s", value_parser = parse_fixed_duration, value_name = "DUR")]
+    heartbeat_interval: Duration,
+    /// The timeout of jobs that set none.
+    #[arg(long, env = "CRONFLEET_DEFAULT_TIMEOUT", default_value = "1h", value_parser = parse_fixed_duration, value_name = "DUR")]
+    default_timeout: Duration,
+    /// How long past its deadline a silent run is declared timed out.
+    #[arg(long, env = "CRONFLEET_TIMEOUT_GRACE", default_value = "10s", value_parser = parse_fixed_duration, value_name = "DUR")]
+    timeout_grace: Duration,
+}
+
+/// The host name, for default node ids.
+pub(crate) fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "cronfleet".to_owned())
+}
+
+impl CoordinatorCommand {
+    fn config(&self) -> CoordinatorConfig {
+        let mut config = CoordinatorConfig::new(self.node_id.clone().unwrap_or_else(host_name));
+        config.grpc_addr = self.grpc;
+        config.http_addr = self.http;
+        config.advertise_url = self.advertise_url.clone();
+        config.worker_timeout = self.worker_timeout;
+        config.lease_ttl = self.lease_ttl;
+        config.heartbeat_interval = self.heartbeat_interval;
+        config.default_timeout = self.default_timeout;
+        config.timeout_grace = self.timeout_grace;
+        config
+    }
+
+    pub fn run(self) -> anyhow::Result<()> {
+        logging::init();
+        let config = self.config();
+        config.validate().map_err(anyhow::Error::msg)?;
+        tokio::runtime::Runtime::new()?.block_on(async move {
+            let store = cronfleet_store::open(&self.database_url)
+                .await
+                .with_context(|| "cannot open the store")?;
+            let me = LeaderInfo {
+                node_id: config.node_id.clone(),
+                url: config
+                    .advertise_url
+                    .clone()
+                    .unwrap_or_else(|| format!("http://{}", config.grpc_addr)),
+            };
+            let election = Arc::new(LocalElection::new(Arc::clone(&store), me));
+            let handle = cronfleet_coordinator::start(config, store, election, Arc::new(SystemClock)).await?;
+            crate::signals::until_terminated().await;
+            handle.shutdown();
+            handle.wait().await?;
+            Ok(())
+        })
+    }
+}

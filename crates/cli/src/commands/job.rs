@@ -1,0 +1,519 @@
+//! `cronfleet job …`: define, inspect, change, pause, trigger and delete jobs through a
+//! coordinator's admin API.
+//!
+//! A spec is checked here with the server's own code
+//! (`cronfleet_coordinator::admin::convert`) before it is sent, so a typo is reported
+//! without a round trip and in the server's words; the server checks again, and only its
+//! answer counts (a duplicate name, a version conflict).
+
+use std::collections::BTreeMap;
+
+use anyhow::bail;
+use chrono::Utc;
+use clap::{ArgGroup, Args, Subcommand};
+use cronfleet_coordinator::admin::convert::job_spec_from_proto;
+use cronfleet_core::job::check_schedule_has_a_future;
+use cronfleet_proto::v1 as pb;
+
+use super::client::{Client, ClientArgs};
+use super::output::{self, Format, ManualRunView, RunView};
+
+/// Define and manage jobs.
+#[derive(Debug, Args)]
+#[command(after_help = JOB_EXAMPLES)]
+pub struct JobCommand {
+    #[command(flatten)]
+    client: ClientArgs,
+    #[command(subcommand)]
+    command: JobSubcommand,
+}
+
+const JOB_EXAMPLES: &str = "\
+Examples:
+  cronfleet job create nightly-report --handler shell --cron '0 2 * * *' --tz Europe/Berlin \\
+      --args '{\"script\": \"./report.sh\"}'
+  cronfleet job list
+  cronfleet job get nightly-report -o json
+  cronfleet job run nightly-report";
+
+#[derive(Debug, Subcommand)]
+enum JobSubcommand {
+    /// Define a job: a handler, a schedule (exactly one of --every, --cron, --at) and
+    /// its policies.
+    #[command(after_help = CREATE_EXAMPLES)]
+    Create(CreateArgs),
+    /// List all jobs, by name.
+    #[command(after_help = "Example:\n  cronfleet job list -o json | jq '.[] | select(.paused)'")]
+    List,
+    /// Show one job: its spec and its scheduling state.
+    #[command(after_help = "Example:\n  cronfleet job get nightly-report -o json")]
+    Get(NameArgs),
+    /// Change a job: only the flags given change; the rest stays as it is.
+    #[command(after_help = UPDATE_EXAMPLES)]
+    Update(UpdateArgs),
+    /// Pause a job: its slots are not run until it is resumed.
+    #[command(
+        after_help = "Example:\n  cronfleet job pause nightly-report --note 'database migration, ask ops'"
+    )]
+    Pause(PauseArgs),
+    /// Resume a paused job; its catch-up policy decides what happens to missed slots.
+    #[command(after_help = "Example:\n  cronfleet job resume nightly-report")]
+    Resume(NameArgs),
+    /// Run a job now (or at --at) without touching its schedule; a busy job queues it.
+    #[command(after_help = RUN_EXAMPLES)]
+    Run(RunArgs),
+    /// Delete a job and its run history.
+    #[command(after_help = "Example:\n  cronfleet job delete nightly-report")]
+    Delete(NameArgs),
+}
+
+const CREATE_EXAMPLES: &str = "\
+Examples:
+  cronfleet job create cleanup --handler shell --every 15m --args '{\"script\": \"rm -f /tmp/*.part\"}'
+  cronfleet job create nightly-report --handler shell --cron '0 2 * * *' --tz Europe/Berlin \\
+      --timeout 30m --retries 2 --overlap queue --labels region=eu
+  cronfleet job create invoices --handler billing.send --every 1mo --start '2026-01-31 09:00' \\
+      --tz Europe/Berlin --catch-up all --catch-up-window 2d
+  cronfleet job create migrate-once --handler shell --at 2026-03-29T03:00:00Z";
+
+const UPDATE_EXAMPLES: &str = "\
+Examples:
+  cronfleet job update nightly-report --cron '30 2 * * *'
+  cronfleet job update nightly-report --priority -5 --retries 3 --labels region=eu,tier=gpu
+  cronfleet job update nightly-report --tz America/New_York
+
+A new --every schedule starts now unless --start is given. --labels replaces all labels
+(--labels '' removes them). Use `cronfleet job resume` to resume a paused job.";
+
+const RUN_EXAMPLES: &str = "\
+Examples:
+  cronfleet job run nightly-report
+  cronfleet job run nightly-report --at '2026-03-29 18:00'    # in the job's time zone
+  cronfleet job run nightly-report -o json | jq .id";
+
+#[derive(Debug, Args)]
+struct NameArgs {
+    /// The job's name.
+    name: String,
+}
+
+#[derive(Debug, Args)]
+struct PauseArgs {
+    /// The job's name.
+    name: String,
+    /// Why it is paused, for whoever looks next.
+    #[arg(long, value_name = "TEXT")]
+    note: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The job's name.
+    name: String,
+    /// When to run it (default: now): RFC 3339, or a local time YYYY-MM-DD HH:MM[:SS] in
+    /// the job's time zone.
+    #[arg(long, value_name = "TIME")]
+    at: Option<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("schedule").required(true).args(["every", "cron", "at"])))]
+struct CreateArgs {
+    /// The job's name: lowercase letters, digits and '-' (e.g. nightly-report).
+    name: String,
+    /// The handler a worker runs it with (e.g. shell, http, or a custom one).
+    #[arg(long, value_name = "H")]
+    handler: String,
+    #[command(flatten)]
+    schedule: ScheduleFlags,
+    #[command(flatten)]
+    flags: JobFlags,
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("schedule").args(["every", "cron", "at"])))]
+struct UpdateArgs {
+    /// The job's name.
+    name: String,
+    /// The handler a worker runs it with.
+    #[arg(long, value_name = "H")]
+    handler: Option<String>,
+    #[command(flatten)]
+    schedule: ScheduleFlags,
+    #[command(flatten)]
+    flags: JobFlags,
+}
+
+#[derive(Debug, Args)]
+struct ScheduleFlags {
+    /// Run every DUR: s, m, h are elapsed time (90s, 5m, 2h); d, w, mo are calendar steps
+    /// in --tz that keep the local time across DST (1d, 2w, 1mo).
+    // Hyphen values are allowed so that `--every -5m` gets the interval's own "negative"
+    // message rather than clap's "unexpected argument".
+    #[arg(long, value_name = "DUR", allow_hyphen_values = true)]
+    every: Option<String>,
+    /// Slot 0 of an --every schedule (default: now): RFC 3339 or a local time in --tz.
+    #[arg(long, value_name = "TIME")]
+    start: Option<String>,
+    /// Run at the local times in --tz that match a cron expression: 5 fields, 6 with
+    /// seconds first, or @hourly, @daily, @weekly, @monthly, @yearly; L, W, # supported.
+    #[arg(long, value_name = "EXPR")]
+    cron: Option<String>,
+    /// Run once, at TIME: RFC 3339 or a local time YYYY-MM-DD HH:MM[:SS] in --tz.
+    #[arg(long, value_name = "TIME")]
+    at: Option<String>,
+    /// The IANA time zone of the schedule (e.g. Europe/Berlin) [default: UTC].
+    #[arg(long, value_name = "ZONE")]
+    tz: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct JobFlags {
+    /// The handler's arguments as JSON, at most 1 MiB (e.g. '{"script": "echo hi"}')
+    /// [default: {}].
+    #[arg(long, value_name = "JSON")]
+    args: Option<String>,
+    /// Lower runs first when more is due than can be dispatched at once [default: 0].
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    priority: Option<i32>,
+    /// Stop after this many scheduled runs [default: unlimited].
+    #[arg(long, value_name = "N")]
+    max_runs: Option<u32>,
+    /// Cancel a run after this long (e.g. 30s, 5m, 1h30m) [default: the coordinator's].
+    #[arg(long, value_name = "DUR", allow_hyphen_values = true)]
+    timeout: Option<String>,
+    /// Extra attempts after a failure, with exponential backoff (0 to 100) [default: 0].
+    #[arg(long, value_name = "N")]
+    retries: Option<u32>,
+    /// When a slot comes while the job still runs: skip, queue (one waiting run) or
+    /// replace (cancel the current run) [default: skip].
+    #[arg(long, value_name = "POLICY")]
+    overlap: Option<String>,
+    /// Slots missed during downtime: one (run once), all (run each, in order) or none
+    /// [default: one].
+    #[arg(long, value_name = "POLICY")]
+    catch_up: Option<String>,
+    /// Missed slots older than this are only counted, never run (e.g. 1h, 2d).
+    #[arg(long, value_name = "DUR", allow_hyphen_values = true)]
+    catch_up_window: Option<String>,
+    /// Workers must carry all of these labels to run the job (e.g. region=eu,tier=gpu).
+    #[arg(long, value_name = "K=V,…", value_parser = parse_labels)]
+    labels: Option<Labels>,
+    /// Pause the job (create it paused).
+    #[arg(long)]
+    paused: bool,
+}
+
+/// `--labels k=v,…` as given.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Labels(BTreeMap<String, String>);
+
+/// Reads `k=v,k2=v2`; an empty text is no labels. The keys and values themselves are
+/// checked with the rest of the spec.
+fn parse_labels(text: &str) -> Result<Labels, String> {
+    const EXPECTED: &str = "expected key=value pairs separated by commas (e.g. region=eu,tier=gpu)";
+    let mut labels = BTreeMap::new();
+    if text.trim().is_empty() {
+        return Ok(Labels(labels));
+    }
+    for pair in text.split(',') {
+        let Some((key, value)) = pair.split_once('=') else {
+            return Err(format!("label {:?} has no '='; {EXPECTED}", pair.trim()));
+        };
+        let key = key.trim();
+        if key.is_empty() {
+            return Err(format!("label {:?} has no key; {EXPECTED}", pair.trim()));
+        }
+        if labels
+            .insert(key.to_owned(), value.trim().to_owned())
+            .is_some()
+        {
+            return Err(format!("label key {key:?} is given twice; {EXPECTED}"));
+        }
+    }
+    Ok(Labels(labels))
+}
+
+impl JobCommand {
+    pub fn run(self) -> anyhow::Result<()> {
+        let JobCommand { client, command } = self;
+        let format = client.output;
+        match command {
+            JobSubcommand::Create(args) => create(&client, args),
+            JobSubcommand::List => {
+                let server = Client::connect(&client.server)?;
+                let jobs = server.call(server.jobs().list_jobs(pb::ListJobsRequest {}))?;
+                output::print_jobs(&jobs.jobs, format)
+            }
+            JobSubcommand::Get(NameArgs { name }) => {
+                let server = Client::connect(&client.server)?;
+                let job = server.call(server.jobs().get_job(pb::GetJobRequest { name }))?;
+                output::print_job(&job, format)
+            }
+            JobSubcommand::Update(args) => update(&client, args),
+            JobSubcommand::Pause(PauseArgs { name, note }) => {
+                let server = Client::connect(&client.server)?;
+                let job = server.call(server.jobs().pause_job(pb::PauseJobRequest {
+                    name,
+                    note: note.unwrap_or_default(),
+                }))?;
+                output::print_job(&job, format)
+            }
+            JobSubcommand::Resume(NameArgs { name }) => {
+                let server = Client::connect(&client.server)?;
+                let job = server.call(server.jobs().resume_job(pb::ResumeJobRequest { name }))?;
+                output::print_job(&job, format)
+            }
+            JobSubcommand::Run(args) => run_now(&client, args),
+            JobSubcommand::Delete(NameArgs { name }) => {
+                let server = Client::connect(&client.server)?;
+                server.call(
+                    server
+                        .jobs()
+                        .delete_job(pb::DeleteJobRequest { name: name.clone() }),
+                )?;
+                match format {
+                    Format::Json => {
+                        output::print_json(&serde_json::json!({ "name": name, "deleted": true }))
+                    }
+                    Format::Table => output::print(&format!("deleted job {name}\n")),
+                }
+            }
+        }
+    }
+}
+
+fn create(client: &ClientArgs, args: CreateArgs) -> anyhow::Result<()> {
+    let CreateArgs {
+        name,
+        handler,
+        schedule,
+        flags,
+    } = args;
+    let mut spec = pb::JobSpec {
+        name,
+        handler,
+        schedule: Some(pb::Schedule::default()),
+        ..pb::JobSpec::default()
+    };
+    apply_schedule(&mut spec, schedule);
+    apply_flags(&mut spec, flags);
+    check(&spec, true)?;
+    let server = Client::connect(&client.server)?;
+    let job = server.call(
+        server
+            .jobs()
+            .create_job(pb::CreateJobRequest { spec: Some(spec) }),
+    )?;
+    output::print_job(&job, client.output)
+}
+
+fn update(client: &ClientArgs, args: UpdateArgs) -> anyhow::Result<()> {
+    let UpdateArgs {
+        name,
+        handler,
+        schedule,
+        flags,
+    } = args;
+    let reschedules = schedule.every.is_some()
+        || schedule.cron.is_some()
+        || schedule.at.is_some()
+        || schedule.start.is_some()
+        || schedule.tz.is_some();
+    let changes_flags = flags.args.is_some()
+        || flags.priority.is_some()
+        || flags.max_runs.is_some()
+        || flags.timeout.is_some()
+        || flags.retries.is_some()
+        || flags.overlap.is_some()
+        || flags.catch_up.is_some()
+        || flags.catch_up_window.is_some()
+        || flags.labels.is_some()
+        || flags.paused;
+    if handler.is_none() && !reschedules && !changes_flags {
+        bail!(
+            "nothing to change in job {name:?}: give at least one flag to change (e.g. --priority 5); see cronfleet job update --help"
+        );
+    }
+    let server = Client::connect(&client.server)?;
+    let job = server.call(
+        server
+            .jobs()
+            .get_job(pb::GetJobRequest { name: name.clone() }),
+    )?;
+    let mut spec = job.spec.unwrap_or_default();
+    if let Some(handler) = handler {
+        spec.handler = handler;
+    }
+    apply_schedule(&mut spec, schedule);
+    apply_flags(&mut spec, flags);
+    // An unchanged one-off job whose time has passed may still change its other fields.
+    check(&spec, reschedules)?;
+    let job = server.call(server.jobs().update_job(pb::UpdateJobRequest {
+        name,
+        expected_version: job.version,
+        spec: Some(spec),
+    }))?;
+    output::print_job(&job, client.output)
+}
+
+fn run_now(client: &ClientArgs, args: RunArgs) -> anyhow::Result<()> {
+    let RunArgs { name, at } = args;
+    let server = Client::connect(&client.server)?;
+    let answer = server.call(server.jobs().run_job(pb::RunJobRequest {
+        name: name.clone(),
+        at: at.clone().unwrap_or_default(),
+    }))?;
+    let run = answer.run.unwrap_or_default();
+    match client.output {
+        Format::Json => output::print_json(&ManualRunView {
+            run: RunView::new(&run),
+            queued: answer.queued,
+        }),
+        Format::Table => {
+            let mut text = format!("created run {} of job {name}", run.id);
+            if at.is_some()
+                && let Some(slot) = output::time(run.slot.as_ref())
+            {
+                text.push_str(&format!(", not before {slot}"));
+            }
+            text.push('\n');
+            if answer.queued {
+                text.push_str(&format!(
+                    "job {name} is busy: run {} is queued and starts when the current run ends\n",
+                    run.id
+                ));
+            }
+            output::print(&text)
+        }
+    }
+}
+
+/// Applies the schedule flags to a spec. A new kind replaces the old one (and an every
+/// schedule without --start starts now); --start or --tz alone change only themselves.
+fn apply_schedule(spec: &mut pb::JobSpec, flags: ScheduleFlags) {
+    let schedule = spec.schedule.get_or_insert_with(pb::Schedule::default);
+    let new_kind = flags
+        .every
+        .map(pb::schedule::Kind::Every)
+        .or(flags.cron.map(pb::schedule::Kind::Cron))
+        .or(flags.at.map(pb::schedule::Kind::At));
+    if let Some(kind) = new_kind {
+        schedule.kind = Some(kind);
+        schedule.start = String::new();
+    }
+    if let Some(start) = flags.start {
+        schedule.start = start;
+    }
+    if let Some(tz) = flags.tz {
+        schedule.tz = tz;
+    }
+}
+
+fn apply_flags(spec: &mut pb::JobSpec, flags: JobFlags) {
+    if let Some(args) = flags.args {
+        spec.args_json = args;
+    }
+    if let Some(priority) = flags.priority {
+        spec.priority = priority;
+    }
+    if let Some(max_runs) = flags.max_runs {
+        spec.max_runs = Some(max_runs);
+    }
+    if let Some(timeout) = flags.timeout {
+        spec.timeout = Some(timeout);
+    }
+    if let Some(retries) = flags.retries {
+        spec.retries = retries;
+    }
+    if let Some(overlap) = flags.overlap {
+        spec.overlap = overlap;
+    }
+    if let Some(catch_up) = flags.catch_up {
+        spec.catch_up = catch_up;
+    }
+    if let Some(window) = flags.catch_up_window {
+        spec.catch_up_window = Some(window);
+    }
+    if let Some(Labels(labels)) = flags.labels {
+        spec.labels = labels.into_iter().collect();
+    }
+    if flags.paused {
+        spec.paused = true;
+    }
+}
+
+/// Checks a spec as the server will, with the server's messages; `new_schedule` also
+/// checks that a one-off time is still ahead.
+fn check(spec: &pb::JobSpec, new_schedule: bool) -> anyhow::Result<()> {
+    let now = Utc::now();
+    let domain = job_spec_from_proto(spec, now)?;
+    if new_schedule {
+        check_schedule_has_a_future(&domain.schedule, now)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_parse_or_say_what_is_expected() {
+        let labels = parse_labels("region=eu, tier = gpu").unwrap();
+        assert_eq!(
+            labels.0,
+            BTreeMap::from([
+                ("region".into(), "eu".into()),
+                ("tier".into(), "gpu".into())
+            ])
+        );
+        assert_eq!(parse_labels("").unwrap().0, BTreeMap::new());
+        for (bad, expected) in [
+            ("region", "label \"region\" has no '='"),
+            ("=eu", "label \"=eu\" has no key"),
+            ("a=1,a=2", "label key \"a\" is given twice"),
+        ] {
+            let message = parse_labels(bad).unwrap_err();
+            assert!(message.starts_with(expected), "{message}");
+            assert!(message.contains("expected key=value pairs"), "{message}");
+        }
+    }
+
+    #[test]
+    fn a_new_every_schedule_starts_now_unless_told() {
+        let mut spec = pb::JobSpec {
+            schedule: Some(pb::Schedule {
+                kind: Some(pb::schedule::Kind::Every("5m".into())),
+                tz: "Europe/Berlin".into(),
+                start: "2030-01-01T13:00:00+01:00".into(),
+            }),
+            ..pb::JobSpec::default()
+        };
+        let only_tz = ScheduleFlags {
+            every: None,
+            start: None,
+            cron: None,
+            at: None,
+            tz: Some("UTC".into()),
+        };
+        apply_schedule(&mut spec, only_tz);
+        let schedule = spec.schedule.clone().unwrap();
+        assert_eq!(
+            schedule.start, "2030-01-01T13:00:00+01:00",
+            "the start stays"
+        );
+        assert_eq!(schedule.tz, "UTC");
+        let new_every = ScheduleFlags {
+            every: Some("1h".into()),
+            start: None,
+            cron: None,
+            at: None,
+            tz: None,
+        };
+        apply_schedule(&mut spec, new_every);
+        let schedule = spec.schedule.unwrap();
+        assert_eq!(schedule.kind, Some(pb::schedule::Kind::Every("1h".into())));
+        assert_eq!(schedule.start, "", "a new interval starts now");
+    }
+}

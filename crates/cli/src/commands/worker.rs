@@ -1,0 +1,191 @@
+//! `cronfleet worker`: the stock worker — the SDK's `Worker` with the stock handlers named
+//! in `--handlers`, health probes over HTTP, and a graceful drain on SIGTERM / SIGINT.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use cronfleet_core::duration::parse_fixed_duration;
+use cronfleet_worker::handlers::StockHandler;
+use cronfleet_worker::{DEFAULT_CAPACITY, Worker, WorkerError, health_router};
+
+use crate::{logging, signals};
+
+const EXAMPLES: &str = "\
+Examples:
+  cronfleet worker --coordinator http://10.0.0.1:50051,http://10.0.0.2:50051 \\
+      --handlers shell,http --capacity 8 --labels zone=eu-1,gpu=true
+
+On SIGTERM or SIGINT the worker takes no new runs, lets running ones finish within
+--drain-timeout (then cancels them), reports them and exits with status 0.
+/healthz answers 200 while the process runs; /readyz 200 only while it is registered
+with the leader.";
+
+/// Run a worker: execute the runs the coordinator assigns with the stock handlers.
+#[derive(Debug, Args)]
+#[command(after_help = EXAMPLES)]
+pub struct WorkerCommand {
+    /// Coordinators to dial, tried in turn; any replica will do (a non-leader sends the
+    /// worker to the leader).
+    #[arg(
+        long = "coordinator",
+        env = "CRONFLEET_COORDINATOR",
+        value_name = "URL[,URL…]",
+        value_delimiter = ',',
+        required = true
+    )]
+    coordinators: Vec<String>,
+
+    /// How many runs execute at once.
+    #[arg(
+        long,
+        env = "CRONFLEET_CAPACITY",
+        value_name = "N",
+        default_value_t = DEFAULT_CAPACITY,
+        value_parser = parse_capacity
+    )]
+    capacity: u32,
+
+    /// Stock handlers to enable, comma-separated: shell, http, noop, sleep.
+    #[arg(
+        long,
+        env = "CRONFLEET_HANDLERS",
+        value_name = "LIST",
+        default_value = "noop,sleep",
+        value_parser = parse_handlers
+    )]
+    handlers: HandlerList,
+
+    /// Labels of this worker; a job runs only on workers with all of its labels.
+    #[arg(long, env = "CRONFLEET_LABELS", value_name = "k=v,…", value_parser = parse_labels)]
+    labels: Option<Labels>,
+
+    /// This worker's name in the cluster, unique and stable [default: <host name>-<pid>].
+    #[arg(long, env = "CRONFLEET_NODE_ID", value_name = "ID")]
+    node_id: Option<String>,
+
+    /// Where /healthz and /readyz are served.
+    #[arg(
+        long,
+        env = "CRONFLEET_WORKER_HTTP",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:8081"
+    )]
+    http: SocketAddr,
+
+    /// On shutdown, how long running runs may take to finish before they are cancelled.
+    #[arg(
+        long,
+        env = "CRONFLEET_DRAIN_TIMEOUT",
+        value_name = "DUR",
+        default_value = "30s",
+        value_parser = parse_fixed_duration
+    )]
+    drain_timeout: Duration,
+
+    /// How long a stopped shell run's processes get between SIGTERM and SIGKILL.
+    #[arg(
+        long,
+        env = "CRONFLEET_KILL_GRACE",
+        value_name = "DUR",
+        default_value = "5s",
+        value_parser = parse_fixed_duration
+    )]
+    kill_grace: Duration,
+}
+
+/// The parsed `--handlers` (a newtype, so clap takes the list as one value).
+#[derive(Debug, Clone)]
+struct HandlerList(Vec<StockHandler>);
+
+/// The parsed `--labels`.
+#[derive(Debug, Clone)]
+struct Labels(BTreeMap<String, String>);
+
+fn parse_capacity(text: &str) -> Result<u32, String> {
+    match text.trim().parse::<u32>() {
+        Ok(0) => Err("must be at least 1 (how many runs execute at once)".to_owned()),
+        Ok(capacity) => Ok(capacity),
+        Err(_) => Err(format!("{text:?} is not a whole number from 1 to {}", u32::MAX)),
+    }
+}
+
+fn parse_handlers(text: &str) -> Result<HandlerList, WorkerError> {
+    StockHandler::parse_list(text).map(HandlerList)
+}
+
+fn parse_labels(text: &str) -> Result<Labels, String> {
+    let mut labels = BTreeMap::new();
+    for pair in text.split(',').map(str::trim).filter(|pair| !pair.is_empty()) {
+        let Some((key, value)) = pair.split_once('=') else {
+            return Err(format!(
+                "{pair:?} is not a key=value pair (e.g. --labels zone=eu-1,gpu=true)"
+            ));
+        };
+        let key = key.trim();
+        if key.is_empty() {
+            return Err(format!("{pair:?} has an empty key (e.g. zone=eu-1)"));
+        }
+        if labels
+            .insert(key.to_owned(), value.trim().to_owned())
+            .is_some()
+        {
+            return Err(format!("label {key:?} is given twice"));
+        }
+    }
+    Ok(Labels(labels))
+}
+
+/// The flag a configuration error is about, so the message names it.
+fn flag_of(error: &WorkerError) -> &'static str {
+    match error {
+        WorkerError::NoCoordinators | WorkerError::InvalidCoordinatorUrl { .. } => {
+            "--coordinator"
+        }
+        WorkerError::ZeroCapacity => "--capacity",
+        WorkerError::EmptyNodeId => "--node-id",
+        WorkerError::InvalidLabel { .. } => "--labels",
+        _ => "--handlers",
+    }
+}
+
+impl WorkerCommand {
+    pub fn run(self) -> anyhow::Result<()> {
+        logging::init();
+        let mut builder = Worker::builder()
+            .coordinators(self.coordinators)
+            .capacity(self.capacity)
+            .drain_timeout(self.drain_timeout)
+            .kill_grace(self.kill_grace)
+            .version(env!("CARGO_PKG_VERSION"));
+        if let Some(node_id) = self.node_id {
+            builder = builder.node_id(node_id);
+        }
+        if let Some(Labels(labels)) = self.labels {
+            builder = builder.labels(labels);
+        }
+        for handler in self.handlers.0 {
+            builder = builder.stock_handler(handler);
+        }
+        let worker = builder.build().map_err(|error| {
+            let flag = flag_of(&error);
+            anyhow::Error::new(error).context(flag)
+        })?;
+
+        let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+        let http = self.http;
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::bind(http)
+                .await
+                .with_context(|| format!("--http {http}: cannot listen"))?;
+            let probes = tokio::spawn(axum::serve(listener, health_router(worker.status())).into_future());
+            tracing::info!(worker = %worker.node_id(), %http, "serving /healthz and /readyz");
+            // Runs until SIGTERM / SIGINT, then drains.
+            worker.run(signals::until_terminated()).await;
+            probes.abort();
+            Ok(())
+        })
+    }
+}

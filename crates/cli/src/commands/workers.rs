@@ -1,0 +1,26 @@
+//! `cronfleet workers`: the workers connected to the coordinator.
+
+use clap::Args;
+use cronfleet_proto::v1 as pb;
+
+use super::client::{Client, ClientArgs};
+use super::output;
+
+/// List the workers connected to the coordinator (workers connect to the leader: ask it,
+/// or any replica once they forward).
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  cronfleet workers\n  cronfleet workers -o json | jq '.[] | select(.busy == .capacity) | .node_id'"
+)]
+pub struct WorkersCommand {
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+impl WorkersCommand {
+    pub fn run(self) -> anyhow::Result<()> {
+        let server = Client::connect(&self.client.server)?;
+        let workers = server.call(server.cluster().list_workers(pb::ListWorkersRequest {}))?;
+        output::print_workers(&workers.workers, self.client.output)
+    }
+}

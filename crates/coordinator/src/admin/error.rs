@@ -1,0 +1,166 @@
+//! The admin API's errors and their one mapping to gRPC statuses.
+//!
+//! | error                                                        | gRPC code             |
+//! |--------------------------------------------------------------|-----------------------|
+//! | [`AdminError::InvalidField`], [`InvalidJob`], `StoreError::InvalidJob` | `INVALID_ARGUMENT` |
+//! | `StoreError::JobNotFound`, `StoreError::RunNotFound`         | `NOT_FOUND`           |
+//! | `StoreError::DuplicateJob`                                   | `ALREADY_EXISTS`      |
+//! | `StoreError::VersionConflict`, `AlreadyQueued`, `JobBusy`, `IllegalTransition` | `FAILED_PRECONDITION` |
+//! | `StoreError::Fenced`, any error with `is_transient()`        | `UNAVAILABLE`         |
+//! | anything else (`Corrupt`, other database errors, migrations) | `INTERNAL`            |
+//!
+//! `AlreadyQueued` is `FAILED_PRECONDITION` rather than `ABORTED`: retrying the same call
+//! at once cannot help, the job's waiting run has to start first (gRPC's rule for
+//! choosing between the two). The same goes for a version conflict, where the caller must
+//! read the job again before retrying.
+//!
+//! Messages are the errors' own Display: lowercase, no trailing period, naming the field,
+//! the bad value and what would be valid.
+
+use cronfleet_core::job::InvalidJob;
+use cronfleet_store::StoreError;
+use tonic::{Code, Status};
+
+/// Why an admin call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// A request field that cannot be read; `message` comes from the parser that refused
+    /// it (and already names the bad value and what would be valid).
+    #[error("{field}: {message}")]
+    InvalidField {
+        field: &'static str,
+        message: String,
+    },
+    #[error(transparent)]
+    InvalidJob(#[from] InvalidJob),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl AdminError {
+    /// A field that failed to parse, keeping the parser's message.
+    pub fn field(field: &'static str, error: impl std::fmt::Display) -> AdminError {
+        AdminError::InvalidField {
+            field,
+            message: error.to_string(),
+        }
+    }
+
+    /// The gRPC code this error is answered with (see the module table).
+    pub fn code(&self) -> Code {
+        match self {
+            AdminError::InvalidField { .. } | AdminError::InvalidJob(_) => Code::InvalidArgument,
+            AdminError::Store(error) => store_code(error),
+        }
+    }
+}
+
+fn store_code(error: &StoreError) -> Code {
+    match error {
+        StoreError::InvalidJob(_) => Code::InvalidArgument,
+        StoreError::JobNotFound(_) | StoreError::RunNotFound(_) => Code::NotFound,
+        StoreError::DuplicateJob(_) => Code::AlreadyExists,
+        StoreError::VersionConflict { .. }
+        | StoreError::AlreadyQueued { .. }
+        | StoreError::JobBusy { .. }
+        | StoreError::IllegalTransition { .. } => Code::FailedPrecondition,
+        // The admin API makes no fenced calls; should one ever be refused, another replica
+        // (the leader) can serve it.
+        StoreError::Fenced { .. } => Code::Unavailable,
+        error if error.is_transient() => Code::Unavailable,
+        _ => Code::Internal,
+    }
+}
+
+impl From<AdminError> for Status {
+    fn from(error: AdminError) -> Status {
+        Status::new(error.code(), error.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_of_error_gets_its_code_and_message() {
+        let cases: Vec<(AdminError, Code, &str)> = vec![
+            (
+                AdminError::field("tz", "unknown time zone \"Mars/Base\""),
+                Code::InvalidArgument,
+                "tz: unknown time zone \"Mars/Base\"",
+            ),
+            (
+                InvalidJob::new("max_runs", "0", "at least 1").into(),
+                Code::InvalidArgument,
+                "invalid max_runs \"0\": expected at least 1",
+            ),
+            (
+                StoreError::InvalidJob(InvalidJob::new("at", "x", "a time in the future")).into(),
+                Code::InvalidArgument,
+                "invalid at \"x\": expected a time in the future",
+            ),
+            (
+                StoreError::JobNotFound("nightly".into()).into(),
+                Code::NotFound,
+                "job \"nightly\" not found",
+            ),
+            (
+                StoreError::RunNotFound(7).into(),
+                Code::NotFound,
+                "run 7 not found",
+            ),
+            (
+                StoreError::DuplicateJob("nightly".into()).into(),
+                Code::AlreadyExists,
+                "a job named \"nightly\" already exists",
+            ),
+            (
+                StoreError::VersionConflict {
+                    name: "nightly".into(),
+                    expected: 1,
+                    actual: 2,
+                }
+                .into(),
+                Code::FailedPrecondition,
+                "expected version 1, found 2",
+            ),
+            (
+                StoreError::AlreadyQueued {
+                    job: "nightly".into(),
+                    run: 3,
+                }
+                .into(),
+                Code::FailedPrecondition,
+                "already has a waiting run (3)",
+            ),
+            (
+                StoreError::Database(sqlx_io_error()).into(),
+                Code::Unavailable,
+                "database error",
+            ),
+            (
+                StoreError::Corrupt("bad tz".into()).into(),
+                Code::Internal,
+                "stored data is invalid: bad tz",
+            ),
+        ];
+        for (error, code, message) in cases {
+            let status = Status::from(error);
+            assert_eq!(status.code(), code, "{}", status.message());
+            assert!(
+                status.message().contains(message),
+                "{:?} lacks {message:?}",
+                status.message()
+            );
+            assert!(!status.message().ends_with('.'), "{}", status.message());
+        }
+    }
+
+    fn sqlx_io_error() -> sqlx::Error {
+        sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "connection refused",
+        ))
+    }
+}

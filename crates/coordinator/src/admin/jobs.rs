@@ -1,0 +1,165 @@
+//! `JobService`: create, read, change, pause, resume, delete and trigger jobs.
+
+use cronfleet_core::time::{format_in_zone, parse_time};
+use cronfleet_proto::v1 as pb;
+use cronfleet_proto::v1::job_service_server::JobService;
+use tonic::{Request, Response, Status};
+
+use super::convert::{job_spec_from_proto, job_to_proto, run_to_proto};
+use super::{AdminError, AdminServices, Call, required_name};
+
+#[tonic::async_trait]
+impl JobService for AdminServices {
+    async fn create_job(
+        &self,
+        request: Request<pb::CreateJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        let request = request.into_inner();
+        let name = request.spec.as_ref().map_or("", |spec| spec.name.as_str());
+        Call::job("CreateJob", name)
+            .answer(async {
+                let spec = request
+                    .spec
+                    .as_ref()
+                    .ok_or_else(|| AdminError::field("spec", "missing; expected a job spec"))?;
+                let now = self.now();
+                let spec = job_spec_from_proto(spec, now)?;
+                let job = self.store().create_job(&spec, now).await?;
+                self.wake();
+                Ok(job_to_proto(&job))
+            })
+            .await
+    }
+
+    async fn get_job(
+        &self,
+        request: Request<pb::GetJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        let request = request.into_inner();
+        Call::job("GetJob", &request.name)
+            .answer(async {
+                let job = self.store().get_job(required_name(&request.name)?).await?;
+                Ok(job_to_proto(&job))
+            })
+            .await
+    }
+
+    async fn list_jobs(
+        &self,
+        _request: Request<pb::ListJobsRequest>,
+    ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        Call::plain("ListJobs")
+            .answer(async {
+                let jobs = self.store().list_jobs().await?;
+                Ok(pb::ListJobsResponse {
+                    jobs: jobs.iter().map(job_to_proto).collect(),
+                })
+            })
+            .await
+    }
+
+    async fn update_job(
+        &self,
+        request: Request<pb::UpdateJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        let request = request.into_inner();
+        Call::job("UpdateJob", &request.name)
+            .answer(async {
+                let name = required_name(&request.name)?;
+                let spec = request
+                    .spec
+                    .as_ref()
+                    .ok_or_else(|| AdminError::field("spec", "missing; expected a job spec"))?;
+                let now = self.now();
+                let spec = job_spec_from_proto(spec, now)?;
+                let job = self
+                    .store()
+                    .update_job(name, request.expected_version, &spec, now)
+                    .await?;
+                self.wake();
+                Ok(job_to_proto(&job))
+            })
+            .await
+    }
+
+    async fn pause_job(
+        &self,
+        request: Request<pb::PauseJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        let request = request.into_inner();
+        Call::job("PauseJob", &request.name)
+            .answer(async {
+                let name = required_name(&request.name)?;
+                let note = (!request.note.is_empty()).then_some(request.note.as_str());
+                let job = self.store().pause_job(name, note, self.now()).await?;
+                Ok(job_to_proto(&job))
+            })
+            .await
+    }
+
+    async fn resume_job(
+        &self,
+        request: Request<pb::ResumeJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        let request = request.into_inner();
+        Call::job("ResumeJob", &request.name)
+            .answer(async {
+                let name = required_name(&request.name)?;
+                let job = self.store().resume_job(name, self.now()).await?;
+                self.wake();
+                Ok(job_to_proto(&job))
+            })
+            .await
+    }
+
+    async fn delete_job(
+        &self,
+        request: Request<pb::DeleteJobRequest>,
+    ) -> Result<Response<pb::DeleteJobResponse>, Status> {
+        let request = request.into_inner();
+        Call::job("DeleteJob", &request.name)
+            .answer(async {
+                self.store()
+                    .delete_job(required_name(&request.name)?)
+                    .await?;
+                Ok(pb::DeleteJobResponse {})
+            })
+            .await
+    }
+
+    async fn run_job(
+        &self,
+        request: Request<pb::RunJobRequest>,
+    ) -> Result<Response<pb::RunJobResponse>, Status> {
+        let request = request.into_inner();
+        Call::job("RunJob", &request.name)
+            .answer(async {
+                let name = required_name(&request.name)?;
+                let now = self.now();
+                let at = if request.at.is_empty() {
+                    now
+                } else {
+                    // A local time is read in the job's zone, as its schedule is.
+                    let tz = self.store().get_job(name).await?.spec.schedule.tz();
+                    let at = parse_time(&request.at, tz).map_err(|e| AdminError::field("at", e))?;
+                    if at < now {
+                        return Err(AdminError::field(
+                            "at",
+                            format!(
+                                "{} is in the past; expected a time in the future, or none for now",
+                                format_in_zone(at, tz)
+                            ),
+                        ));
+                    }
+                    at
+                };
+                let manual = self.store().create_manual_run(name, at, now).await?;
+                self.wake_dispatcher();
+                Ok(pb::RunJobResponse {
+                    run: Some(run_to_proto(&manual.run)),
+                    queued: manual.queued,
+                })
+            })
+            .await
+    }
+}

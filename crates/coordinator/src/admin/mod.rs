@@ -1,0 +1,227 @@
+//! The admin API: the gRPC `JobService`, `RunService` and `ClusterService` of
+//! `proto/cronfleet/v1/admin.proto`, served by every coordinator, leader or not.
+//!
+//! Mounting it:
+//!
+//! ```ignore
+//! let admin = AdminServices::new(store, Arc::new(SystemClock), wakeup.clone(), workers);
+//! let (jobs, runs, cluster) = admin.routes();
+//! tonic::transport::Server::builder()
+//!     .add_service(jobs)
+//!     .add_service(runs)
+//!     .add_service(cluster)
+//!     .add_service(worker_service)         // anything else on the same port
+//!     .serve(addr)
+//!     .await?;
+//! ```
+//!
+//! A coordinator whose dispatcher sleeps on a wake-up of its own passes it with
+//! [`AdminServices::with_dispatch_wakeup`], so a manual run is dispatched at once.
+//! [`AdminServices::into_routes`] gives all three as one `tonic::service::Routes`
+//! instead, for `Server::builder().add_routes(…)` or `.into_axum_router()`.
+//!
+//! Every call is a thin shell: read the request ([`convert`]), call the [`Store`] with the
+//! clock's `now`, wake the leader's loops when what they wait for changed, and answer or
+//! map the error to a status in one place ([`error`]). Each call is logged at debug with
+//! its method, job (or run) and outcome.
+
+mod cluster;
+pub mod convert;
+pub mod error;
+mod jobs;
+mod runs;
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use cronfleet_proto::v1::cluster_service_server::ClusterServiceServer;
+use cronfleet_proto::v1::job_service_server::JobServiceServer;
+use cronfleet_proto::v1::run_service_server::RunServiceServer;
+use cronfleet_store::Store;
+use tonic::{Code, Response, Status};
+
+use crate::clock::Clock;
+use crate::wake::Wakeup;
+use crate::workers::WorkerDirectory;
+pub use error::AdminError;
+
+/// The admin API over a store. Cheap to clone: all three services share one state.
+#[derive(Clone, Debug)]
+pub struct AdminServices {
+    state: Arc<AdminState>,
+}
+
+#[derive(Debug)]
+struct AdminState {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    /// Signalled when jobs or manual runs change, so the scheduler and dispatcher look
+    /// again instead of sleeping until their previous deadline.
+    wakeup: Wakeup,
+    /// Also signalled for a manual run, when the dispatcher sleeps on a signal of its own
+    /// (a manual run is pending at once: there is nothing for the scheduler to lease).
+    dispatch_wakeup: Option<Wakeup>,
+    workers: Arc<dyn WorkerDirectory>,
+}
+
+impl AdminServices {
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        wakeup: Wakeup,
+        workers: Arc<dyn WorkerDirectory>,
+    ) -> AdminServices {
+        AdminServices {
+            state: Arc::new(AdminState {
+                store,
+                clock,
+                wakeup,
+                dispatch_wakeup: None,
+                workers,
+            }),
+        }
+    }
+
+    /// Wakes `dispatcher` too after a manual run (`RunJob`), for a coordinator whose
+    /// dispatcher does not wait on the wake-up given to [`AdminServices::new`].
+    #[must_use]
+    pub fn with_dispatch_wakeup(self, dispatcher: Wakeup) -> AdminServices {
+        let state = AdminState {
+            store: Arc::clone(&self.state.store),
+            clock: Arc::clone(&self.state.clock),
+            wakeup: self.state.wakeup.clone(),
+            dispatch_wakeup: Some(dispatcher),
+            workers: Arc::clone(&self.state.workers),
+        };
+        AdminServices {
+            state: Arc::new(state),
+        }
+    }
+
+    /// The three tonic servers, to add to a `tonic::transport::Server` one by one (and
+    /// to configure one by one: message limits, compression).
+    pub fn routes(
+        self,
+    ) -> (
+        JobServiceServer<AdminServices>,
+        RunServiceServer<AdminServices>,
+        ClusterServiceServer<AdminServices>,
+    ) {
+        (
+            JobServiceServer::new(self.clone()),
+            RunServiceServer::new(self.clone()),
+            ClusterServiceServer::new(self),
+        )
+    }
+
+    /// All three services as one set of routes, for `Server::builder().add_routes(…)` or
+    /// `.into_axum_router()`.
+    pub fn into_routes(self) -> tonic::service::Routes {
+        let (jobs, runs, cluster) = self.routes();
+        tonic::service::Routes::new(jobs)
+            .add_service(runs)
+            .add_service(cluster)
+    }
+
+    fn store(&self) -> &dyn Store {
+        self.state.store.as_ref()
+    }
+
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.state.clock.now()
+    }
+
+    fn wake(&self) {
+        self.state.wakeup.wake();
+    }
+
+    /// A run is pending now: whoever dispatches must look.
+    fn wake_dispatcher(&self) {
+        self.state.wakeup.wake();
+        if let Some(dispatcher) = &self.state.dispatch_wakeup {
+            dispatcher.wake();
+        }
+    }
+}
+
+/// What a call is about, for its log line.
+#[derive(Clone, Copy, Debug)]
+struct Call<'a> {
+    method: &'static str,
+    job: Option<&'a str>,
+    run: Option<i64>,
+}
+
+impl<'a> Call<'a> {
+    fn job(method: &'static str, job: &'a str) -> Call<'a> {
+        Call {
+            method,
+            job: Some(job),
+            run: None,
+        }
+    }
+
+    fn run(method: &'static str, run: i64) -> Call<'a> {
+        Call {
+            method,
+            job: None,
+            run: Some(run),
+        }
+    }
+
+    fn plain(method: &'static str) -> Call<'a> {
+        Call {
+            method,
+            job: None,
+            run: None,
+        }
+    }
+
+    /// Runs the call, logs its outcome and turns its error into a status.
+    async fn answer<T>(
+        self,
+        call: impl Future<Output = Result<T, AdminError>>,
+    ) -> Result<Response<T>, Status> {
+        let started = Instant::now();
+        let result = call.await;
+        let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let Call { method, job, run } = self;
+        match result {
+            Ok(answer) => {
+                tracing::debug!(method, job, run, elapsed_ms, "admin call");
+                Ok(Response::new(answer))
+            }
+            Err(error) => {
+                let code = error.code();
+                // Bad requests are the caller's business; a failing store is the operator's.
+                match code {
+                    Code::Internal => {
+                        tracing::error!(method, job, run, elapsed_ms, %error, "admin call failed");
+                    }
+                    Code::Unavailable => {
+                        tracing::warn!(method, job, run, elapsed_ms, %error, "admin call failed");
+                    }
+                    _ => {
+                        tracing::debug!(method, job, run, elapsed_ms, ?code, %error, "admin call refused");
+                    }
+                }
+                Err(error.into())
+            }
+        }
+    }
+}
+
+/// A request's job name: required, and otherwise looked up as it is (an unknown or
+/// malformed name is simply not found).
+fn required_name(name: &str) -> Result<&str, AdminError> {
+    if name.is_empty() {
+        Err(AdminError::field(
+            "name",
+            "missing; expected the name of a job",
+        ))
+    } else {
+        Ok(name)
+    }
+}

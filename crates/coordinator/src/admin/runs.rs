@@ -1,0 +1,48 @@
+//! `RunService`: one run, or the run history filtered by job, state and age.
+
+use cronfleet_proto::v1 as pb;
+use cronfleet_proto::v1::run_service_server::RunService;
+use tonic::{Request, Response, Status};
+
+use super::convert::{run_filter_from_proto, run_to_proto};
+use super::{AdminServices, Call};
+
+#[tonic::async_trait]
+impl RunService for AdminServices {
+    async fn get_run(
+        &self,
+        request: Request<pb::GetRunRequest>,
+    ) -> Result<Response<pb::Run>, Status> {
+        let id = request.into_inner().id;
+        Call::run("GetRun", id)
+            .answer(async {
+                let run = self.store().get_run(id).await?;
+                Ok(run_to_proto(&run))
+            })
+            .await
+    }
+
+    async fn list_runs(
+        &self,
+        request: Request<pb::ListRunsRequest>,
+    ) -> Result<Response<pb::ListRunsResponse>, Status> {
+        let request = request.into_inner();
+        let job = (!request.job.is_empty()).then_some(request.job.as_str());
+        let call = Call {
+            job,
+            ..Call::plain("ListRuns")
+        };
+        call.answer(async {
+            let filter = run_filter_from_proto(&request)?;
+            if let Some(job) = &filter.job {
+                // A misspelt job name must say so, not look like a job that never ran.
+                self.store().get_job(job).await?;
+            }
+            let runs = self.store().list_runs(&filter).await?;
+            Ok(pb::ListRunsResponse {
+                runs: runs.iter().map(run_to_proto).collect(),
+            })
+        })
+        .await
+    }
+}

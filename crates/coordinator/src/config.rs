@@ -1,0 +1,74 @@
+//! The coordinator's settings, with the defaults of DESIGN §4 and the runtime issue.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use cronfleet_core::lease::LeaseSettings;
+
+/// Everything a coordinator needs to know besides its store and election.
+#[derive(Clone, Debug)]
+pub struct CoordinatorConfig {
+    pub node_id: String,
+    /// Where the gRPC services (worker protocol, admin API) listen.
+    pub grpc_addr: SocketAddr,
+    /// Where `/healthz` and `/readyz` are served.
+    pub http_addr: SocketAddr,
+    /// How workers and clients reach this node (sent to workers that connect to a
+    /// non-leader). Defaults to `http://` + the gRPC address.
+    pub advertise_url: Option<String>,
+    /// A worker silent this long is dead: its runs become lost and are run again.
+    pub worker_timeout: Duration,
+    /// Workers stop their runs after this long without word from the coordinator; shorter
+    /// than `worker_timeout`, so a lost run is never still executing when re-dispatched.
+    pub lease_ttl: Duration,
+    pub heartbeat_interval: Duration,
+    /// The timeout of jobs that set none.
+    pub default_timeout: Duration,
+    /// How long after its deadline a silent run is declared timed out.
+    pub timeout_grace: Duration,
+    /// Jobs leased per transaction.
+    pub lease_batch: u32,
+    /// Runs dispatched per pass.
+    pub dispatch_batch: u32,
+    pub lease: LeaseSettings,
+    /// How many times a slot whose run was lost is run again.
+    pub max_losses_per_slot: u32,
+}
+
+impl CoordinatorConfig {
+    pub fn new(node_id: impl Into<String>) -> CoordinatorConfig {
+        CoordinatorConfig {
+            node_id: node_id.into(),
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            advertise_url: None,
+            worker_timeout: Duration::from_secs(6),
+            lease_ttl: Duration::from_secs(3),
+            heartbeat_interval: Duration::from_secs(1),
+            default_timeout: Duration::from_secs(3600),
+            timeout_grace: Duration::from_secs(10),
+            lease_batch: 500,
+            dispatch_batch: 500,
+            lease: LeaseSettings::default(),
+            max_losses_per_slot: 3,
+        }
+    }
+
+    /// Rejects settings that would break the safety argument.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.lease_ttl >= self.worker_timeout {
+            return Err(format!(
+                "the worker lease ttl ({:?}) must be shorter than the worker timeout ({:?}), \
+                 so that a lost worker has stopped its runs before they run elsewhere",
+                self.lease_ttl, self.worker_timeout
+            ));
+        }
+        if self.heartbeat_interval >= self.lease_ttl {
+            return Err(format!(
+                "the heartbeat interval ({:?}) must be shorter than the worker lease ttl ({:?})",
+                self.heartbeat_interval, self.lease_ttl
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,325 @@
+//! The coordinator's side of the worker protocol (`WorkerService.Connect`,
+//! proto/cronfleet/v1/worker.proto): registration, redirects from non-leaders, adoption of
+//! the runs a reconnecting worker still holds, and the worker's reports, written to the
+//! store in the order they arrive.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cronfleet_core::run::{Progress, RunState};
+use cronfleet_proto::v1::worker_service_server::WorkerService;
+use cronfleet_proto::v1::{
+    CoordinatorMessage, LeaseRenewed, NotLeader, Register, Registered, RunFinished, RunOutcome,
+    WorkerMessage, coordinator_message, worker_message,
+};
+use cronfleet_store::{RunTransition, StoreError};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{info, warn};
+
+use crate::leader::{Role, Shared, Term};
+use crate::registry::WorkerSender;
+use crate::workers::{WorkerInfo, WorkerState};
+
+/// Messages queued per worker stream before the coordinator stops waiting for it.
+const STREAM_BUFFER: usize = 1024;
+/// How long a worker's report is retried while the store is unreachable (it is restarting,
+/// say) before the report is given up and the monitor's deadline rule takes over.
+const REPORT_RETRY_FOR: Duration = Duration::from_secs(120);
+
+/// The `WorkerService` implementation.
+#[derive(Clone, Debug)]
+pub struct WorkerGateway {
+    shared: Arc<Shared>,
+}
+
+impl WorkerGateway {
+    pub(crate) fn new(shared: Arc<Shared>) -> WorkerGateway {
+        WorkerGateway { shared }
+    }
+}
+
+fn message(kind: coordinator_message::Kind) -> Result<CoordinatorMessage, Status> {
+    Ok(CoordinatorMessage { kind: Some(kind) })
+}
+
+fn millis(duration: Duration) -> u32 {
+    u32::try_from(duration.as_millis()).unwrap_or(u32::MAX)
+}
+
+#[tonic::async_trait]
+impl WorkerService for WorkerGateway {
+    type ConnectStream = ReceiverStream<Result<CoordinatorMessage, Status>>;
+
+    async fn connect(
+        &self,
+        request: Request<Streaming<WorkerMessage>>,
+    ) -> Result<Response<Self::ConnectStream>, Status> {
+        let mut inbound = request.into_inner();
+        let register = match inbound.message().await? {
+            Some(WorkerMessage {
+                kind: Some(worker_message::Kind::Register(register)),
+            }) => register,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message on a worker stream must be register",
+                ));
+            }
+        };
+        if register.node_id.is_empty() || register.capacity == 0 {
+            return Err(Status::invalid_argument(format!(
+                "invalid register from \"{}\": node_id must be set and capacity at least 1 (got {})",
+                register.node_id, register.capacity
+            )));
+        }
+        let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
+        let role = self.shared.role.borrow().clone();
+        match role {
+            Role::Follower => {
+                let leader = self.shared.election.leader().await.ok().flatten();
+                let not_leader = NotLeader {
+                    leader_url: leader.as_ref().map(|l| l.url.clone()).unwrap_or_default(),
+                    leader_node_id: leader.map(|l| l.node_id).unwrap_or_default(),
+                };
+                info!(worker = %register.node_id, leader = %not_leader.leader_url, "not the leader: redirecting worker");
+                let _ = sender
+                    .send(message(coordinator_message::Kind::NotLeader(not_leader)))
+                    .await;
+            }
+            Role::Leader(term) => {
+                let connection = self.admit(&term, register.clone(), sender.clone()).await?;
+                let shared = Arc::clone(&self.shared);
+                tokio::spawn(read_reports(
+                    shared,
+                    term,
+                    register.node_id,
+                    connection,
+                    inbound,
+                    sender,
+                ));
+            }
+        }
+        Ok(Response::new(ReceiverStream::new(receiver)))
+    }
+}
+
+impl WorkerGateway {
+    /// Registers a worker with the leader: adopts the runs it still holds that the store
+    /// also gives to it, cancels the ones the store does not know, and declares lost the
+    /// ones the store gives to it but it no longer holds (it restarted).
+    async fn admit(
+        &self,
+        term: &Term,
+        register: Register,
+        sender: WorkerSender,
+    ) -> Result<u64, Status> {
+        let shared = &self.shared;
+        let node = register.node_id.clone();
+        let active = shared
+            .store
+            .active_runs()
+            .await
+            .map_err(|error| Status::unavailable(format!("store unavailable: {error}")))?;
+        let given: HashSet<i64> = active
+            .iter()
+            .filter(|run| run.worker.as_deref() == Some(node.as_str()))
+            .map(|run| run.id)
+            .collect();
+        let held: HashSet<i64> = register.held_runs.iter().map(|run| run.run_id).collect();
+        for unknown in held.difference(&given) {
+            let cancel = cronfleet_proto::v1::Cancel {
+                run_id: *unknown,
+                reason: "the coordinator does not know this run as yours".to_owned(),
+            };
+            let _ = sender.try_send(message(coordinator_message::Kind::Cancel(cancel)));
+        }
+        for forgotten in given.difference(&held) {
+            shared
+                .lose_run(
+                    term,
+                    *forgotten,
+                    &format!("worker {node} reconnected without it"),
+                )
+                .await;
+        }
+        let adopted: HashSet<i64> = held.intersection(&given).copied().collect();
+        let now = shared.clock.now();
+        let info = WorkerInfo {
+            node_id: node.clone(),
+            handlers: register.handlers,
+            labels: register.labels.into_iter().collect(),
+            capacity: register.capacity,
+            busy: u32::try_from(adopted.len()).unwrap_or(u32::MAX),
+            connected_at: now,
+            last_heartbeat_at: now,
+            state: WorkerState::Connected,
+            version: register.version,
+        };
+        info!(worker = %node, adopted = adopted.len(), handlers = ?info.handlers, capacity = info.capacity, "worker registered");
+        let connection = shared.registry.connect(info, adopted, sender.clone());
+        let registered = Registered {
+            coordinator_id: shared.config.node_id.clone(),
+            epoch: term.epoch,
+            lease_ttl_ms: millis(shared.config.lease_ttl),
+            heartbeat_interval_ms: millis(shared.config.heartbeat_interval),
+        };
+        let _ = sender.try_send(message(coordinator_message::Kind::Registered(registered)));
+        shared.dispatcher_wake.wake();
+        Ok(connection)
+    }
+}
+
+/// Reads one worker's reports until its stream ends or the term does.
+async fn read_reports(
+    shared: Arc<Shared>,
+    term: Term,
+    node: String,
+    connection: u64,
+    mut inbound: Streaming<WorkerMessage>,
+    sender: WorkerSender,
+) {
+    loop {
+        let next = tokio::select! {
+            () = term.ended.cancelled() => break,
+            next = inbound.message() => next,
+        };
+        let kind = match next {
+            Ok(Some(WorkerMessage { kind: Some(kind) })) => kind,
+            Ok(Some(WorkerMessage { kind: None })) => continue,
+            Ok(None) => break,
+            Err(status) => {
+                info!(worker = %node, %status, "worker stream broke");
+                break;
+            }
+        };
+        shared.registry.heard_from(&node, shared.clock.now());
+        handle_report(&shared, &term, &node, &sender, kind).await;
+    }
+    shared.registry.disconnect(&node, connection);
+    info!(worker = %node, "worker disconnected");
+}
+
+async fn handle_report(
+    shared: &Shared,
+    term: &Term,
+    node: &str,
+    sender: &WorkerSender,
+    kind: worker_message::Kind,
+) {
+    match kind {
+        worker_message::Kind::Register(_) => {
+            warn!(worker = %node, "ignoring a second register on one stream");
+        }
+        worker_message::Kind::Heartbeat(_) => {
+            let renewed = LeaseRenewed { epoch: term.epoch };
+            let _ = sender.try_send(message(coordinator_message::Kind::LeaseRenewed(renewed)));
+        }
+        worker_message::Kind::RunStarted(started) => {
+            let run_id = started.run_id;
+            let running = RunTransition::to(RunState::Running);
+            let result = retry_transient(term, || {
+                shared
+                    .store
+                    .transition_run(run_id, &running, shared.clock.now())
+            })
+            .await;
+            if let Some(Err(StoreError::IllegalTransition { source, .. })) = result {
+                // The coordinator has already given this run up (timed out, lost,
+                // cancelled): the worker must not go on with it.
+                warn!(run_id, worker = %node, %source, "worker started a run that is over");
+                shared
+                    .send_cancel(run_id, Some(node), "the run is already over")
+                    .await;
+            }
+        }
+        worker_message::Kind::RunProgress(progress) => {
+            let report = Progress {
+                done: progress.done,
+                remaining: progress.remaining,
+            };
+            if let Err(error) = shared.store.record_progress(progress.run_id, report).await {
+                warn!(run_id = progress.run_id, %error, "cannot record progress");
+            }
+        }
+        worker_message::Kind::RunLog(log) => shared.registry.append_output(log.run_id, &log.text),
+        worker_message::Kind::RunFinished(finished) => {
+            finish_run(shared, term, node, finished).await
+        }
+    }
+}
+
+async fn finish_run(shared: &Shared, term: &Term, node: &str, finished: RunFinished) {
+    let run_id = finished.run_id;
+    let logged = shared.registry.take_output(run_id);
+    shared.registry.release(node, run_id);
+    let outcome = RunOutcome::try_from(finished.outcome).unwrap_or(RunOutcome::Unspecified);
+    let state = match outcome {
+        RunOutcome::Succeeded => RunState::Succeeded,
+        RunOutcome::Failed | RunOutcome::Unspecified => RunState::Failed,
+        RunOutcome::TimedOut => RunState::TimedOut,
+        RunOutcome::Cancelled => RunState::Cancelled,
+        RunOutcome::Rejected => {
+            // Never started: another worker may run it at once. A worker that refuses
+            // work (it is draining, or out of step with us) gets no more on this
+            // connection, so the run does not bounce back to it.
+            shared.registry.set_draining(node);
+            let reason = format!("rejected by worker {node}: {}", finished.error);
+            shared.lose_run(term, run_id, &reason).await;
+            return;
+        }
+    };
+    let mut transition = RunTransition::to(state);
+    if !finished.error.is_empty() {
+        transition = transition.with_error(finished.error);
+    }
+    let output = if finished.output.is_empty() {
+        logged
+    } else {
+        Some(finished.output)
+    };
+    if let Some(output) = output {
+        transition = transition.with_output(output);
+    }
+    let result = retry_transient(term, || {
+        shared
+            .store
+            .transition_run(run_id, &transition, shared.clock.now())
+    })
+    .await;
+    match result {
+        Some(Ok(run)) => {
+            info!(run_id, job = %run.job_name, worker = %node, state = %run.state, "run finished");
+        }
+        Some(Err(error)) => warn!(run_id, worker = %node, %error, "cannot record the run's result"),
+        None => {}
+    }
+    shared.dispatcher_wake.wake();
+}
+
+/// Runs a store call, retrying while the store is unreachable (for at most
+/// [`REPORT_RETRY_FOR`], and not past the term). `None` when it gave up.
+async fn retry_transient<T, F, Fut>(term: &Term, mut call: F) -> Option<Result<T, StoreError>>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, StoreError>>,
+{
+    let started = tokio::time::Instant::now();
+    let mut pause = Duration::from_millis(100);
+    loop {
+        let result = call().await;
+        match &result {
+            Err(error) if error.is_transient() && started.elapsed() < REPORT_RETRY_FOR => {
+                warn!(%error, "store unavailable; retrying a worker report");
+            }
+            _ => return Some(result),
+        }
+        tokio::select! {
+            () = term.ended.cancelled() => return None,
+            () = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(Duration::from_secs(2));
+    }
+}

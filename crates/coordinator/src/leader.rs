@@ -1,0 +1,410 @@
+//! What the leader does, in three loops that run for as long as its term lasts:
+//!
+//! - **scheduler**: sleeps until the earliest `next_run_at` (or a wake-up), then leases
+//!   every due job in fenced batches — its cost follows the due jobs, not all jobs;
+//! - **dispatcher**: gives dispatchable runs to the least-loaded suitable worker, or
+//!   records why a run waits; woken by new runs, connecting workers and finished runs;
+//! - **monitor**: resolves what nobody will report: runs past deadline + grace become
+//!   `timed_out`, runs of workers silent past the worker timeout become `lost` (and run
+//!   again, a bounded number of times).
+//!
+//! Every lease and dispatch is fenced by the term's epoch: when the store answers
+//! `Fenced`, the term ends at once.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use cronfleet_core::run::RunState;
+use cronfleet_proto::v1::{Assign, Cancel, CoordinatorMessage, coordinator_message};
+use cronfleet_proto::{timestamp, timestamp_opt};
+use cronfleet_store::{DispatchableRun, RunTransition, Store, StoreError};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::clock::Clock;
+use crate::config::CoordinatorConfig;
+use crate::election::Election;
+use crate::registry::{Registry, Reservation};
+use crate::wake::Wakeup;
+
+/// The longest the scheduler or dispatcher sleeps without a reason: a safety net for
+/// changes made through another coordinator, which cannot wake this one's loops.
+const MAX_IDLE: Duration = Duration::from_secs(60);
+/// The pause after a store error before trying again.
+const STORE_RETRY: Duration = Duration::from_millis(500);
+
+/// What this node is right now.
+#[derive(Clone, Debug)]
+pub(crate) enum Role {
+    Follower,
+    Leader(Term),
+}
+
+/// One leadership term.
+#[derive(Clone, Debug)]
+pub(crate) struct Term {
+    pub epoch: i64,
+    /// When this term began: a worker not heard from in this term counts as silent since.
+    pub since: DateTime<Utc>,
+    /// Cancelled when the term ends, for whatever reason.
+    pub ended: CancellationToken,
+}
+
+/// Everything the coordinator's tasks share.
+pub(crate) struct Shared {
+    pub config: CoordinatorConfig,
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub election: Arc<dyn Election>,
+    pub registry: Arc<Registry>,
+    pub scheduler_wake: Wakeup,
+    pub dispatcher_wake: Wakeup,
+    pub role: watch::Sender<Role>,
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("node_id", &self.config.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    /// Tells the worker holding `run_id` (if it is connected) to stop it.
+    pub(crate) async fn send_cancel(&self, run_id: i64, worker: Option<&str>, reason: &str) {
+        let worker = match worker {
+            Some(worker) => worker.to_owned(),
+            None => match self.store.get_run(run_id).await {
+                Ok(run) => match run.worker {
+                    Some(worker) => worker,
+                    None => return,
+                },
+                Err(error) => {
+                    warn!(run_id, %error, "cannot look up the run to cancel");
+                    return;
+                }
+            },
+        };
+        if let Some(sender) = self.registry.sender_of(&worker) {
+            let cancel = Cancel {
+                run_id,
+                reason: reason.to_owned(),
+            };
+            let message = CoordinatorMessage {
+                kind: Some(coordinator_message::Kind::Cancel(cancel)),
+            };
+            if sender.try_send(Ok(message)).is_err() {
+                warn!(
+                    run_id,
+                    worker, "could not send cancel: the worker's stream is gone or full"
+                );
+            }
+        }
+    }
+
+    /// Declares a run lost and wakes the dispatcher if it is to run again. Returns false
+    /// if the term is over.
+    pub(crate) async fn lose_run(&self, term: &Term, run_id: i64, reason: &str) -> bool {
+        let now = self.clock.now();
+        match self
+            .store
+            .mark_lost(
+                run_id,
+                term.epoch,
+                reason,
+                self.config.max_losses_per_slot,
+                now,
+            )
+            .await
+        {
+            Ok(next) => {
+                info!(
+                    run_id,
+                    reason,
+                    rerun = next.as_ref().map(|run| run.id),
+                    "run lost"
+                );
+                if next.is_some() {
+                    self.dispatcher_wake.wake();
+                }
+                true
+            }
+            Err(StoreError::Fenced { .. }) => {
+                term.ended.cancel();
+                false
+            }
+            Err(StoreError::IllegalTransition { .. }) => true,
+            Err(error) => {
+                warn!(run_id, %error, "cannot mark the run lost; will try again");
+                true
+            }
+        }
+    }
+}
+
+fn until(now: DateTime<Utc>, then: DateTime<Utc>) -> Duration {
+    (then - now).to_std().unwrap_or(Duration::ZERO)
+}
+
+/// Sleeps for `wait`, or until woken or the term ends. Returns false when the term ended.
+async fn idle(term: &Term, wakeup: &Wakeup, wait: Duration) -> bool {
+    tokio::select! {
+        () = term.ended.cancelled() => false,
+        () = wakeup.woken() => true,
+        () = tokio::time::sleep(wait) => true,
+    }
+}
+
+/// The scheduler loop of one term.
+pub(crate) async fn run_scheduler(shared: Arc<Shared>, term: Term) {
+    let batch = shared.config.lease_batch;
+    loop {
+        let now = shared.clock.now();
+        let mut failed = false;
+        loop {
+            match shared
+                .store
+                .lease_due(now, term.epoch, batch, &shared.config.lease)
+                .await
+            {
+                Ok(lease) => {
+                    if !lease.runs.is_empty() {
+                        debug!(runs = lease.runs.len(), epoch = term.epoch, "leased");
+                        shared.dispatcher_wake.wake();
+                    }
+                    for run_id in lease.cancel_requested {
+                        shared
+                            .send_cancel(
+                                run_id,
+                                None,
+                                "replaced by a newer run (overlap policy replace)",
+                            )
+                            .await;
+                    }
+                    if u32::try_from(lease.jobs_leased).unwrap_or(u32::MAX) < batch {
+                        break;
+                    }
+                }
+                Err(StoreError::Fenced { ours, current }) => {
+                    warn!(ours, current, "fenced by a newer leader: stepping down");
+                    term.ended.cancel();
+                    return;
+                }
+                Err(error) => {
+                    warn!(%error, "leasing failed; will try again");
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        let wait = if failed {
+            STORE_RETRY
+        } else {
+            match shared.store.earliest_next_run_at().await {
+                Ok(Some(next)) => until(shared.clock.now(), next).min(MAX_IDLE),
+                Ok(None) => MAX_IDLE,
+                Err(error) => {
+                    warn!(%error, "cannot read the next due time; will try again");
+                    STORE_RETRY
+                }
+            }
+        };
+        if !idle(&term, &shared.scheduler_wake, wait).await {
+            return;
+        }
+    }
+}
+
+/// The dispatcher loop of one term.
+pub(crate) async fn run_dispatcher(shared: Arc<Shared>, term: Term) {
+    let batch = shared.config.dispatch_batch;
+    loop {
+        let now = shared.clock.now();
+        let wait = match shared.store.dispatchable_runs(now, batch).await {
+            Ok(candidates) => {
+                let full = u32::try_from(candidates.len()).unwrap_or(u32::MAX) >= batch;
+                let mut waiting: HashMap<String, Vec<i64>> = HashMap::new();
+                let mut dispatched = 0usize;
+                for candidate in candidates {
+                    let run_id = candidate.run.id;
+                    match shared
+                        .registry
+                        .reserve(run_id, &candidate.handler, &candidate.labels)
+                    {
+                        Err(reason) => waiting.entry(reason.to_string()).or_default().push(run_id),
+                        Ok(reservation) => {
+                            match dispatch_one(&shared, &term, candidate, reservation).await {
+                                Dispatch::Sent => dispatched += 1,
+                                Dispatch::Skipped => {}
+                                Dispatch::TermEnded => return,
+                            }
+                        }
+                    }
+                }
+                for (reason, ids) in waiting {
+                    debug!(runs = ids.len(), reason, "runs wait");
+                    if let Err(error) = shared.store.set_pending_reason(&ids, Some(&reason)).await {
+                        warn!(%error, "cannot record why runs wait");
+                    }
+                }
+                if full && dispatched > 0 {
+                    continue;
+                }
+                match shared.store.earliest_not_before(now).await {
+                    Ok(Some(next)) => until(shared.clock.now(), next).min(MAX_IDLE),
+                    Ok(None) => MAX_IDLE,
+                    Err(_) => STORE_RETRY,
+                }
+            }
+            Err(error) => {
+                warn!(%error, "cannot read dispatchable runs; will try again");
+                STORE_RETRY
+            }
+        };
+        if !idle(&term, &shared.dispatcher_wake, wait).await {
+            return;
+        }
+    }
+}
+
+enum Dispatch {
+    Sent,
+    Skipped,
+    TermEnded,
+}
+
+async fn dispatch_one(
+    shared: &Shared,
+    term: &Term,
+    candidate: DispatchableRun,
+    reservation: Reservation,
+) -> Dispatch {
+    let run_id = candidate.run.id;
+    let node = reservation.node_id;
+    let now = shared.clock.now();
+    let timeout = candidate.timeout.unwrap_or(shared.config.default_timeout);
+    let deadline = now + TimeDelta::from_std(timeout).unwrap_or(TimeDelta::MAX);
+    let transition = RunTransition::dispatch(&node, term.epoch, deadline);
+    let run = match shared.store.transition_run(run_id, &transition, now).await {
+        Ok(run) => run,
+        Err(error) => {
+            shared.registry.release(&node, run_id);
+            return match error {
+                StoreError::Fenced { .. } => {
+                    term.ended.cancel();
+                    Dispatch::TermEnded
+                }
+                StoreError::JobBusy { .. } | StoreError::IllegalTransition { .. } => {
+                    Dispatch::Skipped
+                }
+                error => {
+                    warn!(run_id, %error, "dispatch failed; will try again");
+                    Dispatch::Skipped
+                }
+            };
+        }
+    };
+    let assign = Assign {
+        run_id,
+        job: run.job_name.clone(),
+        slot: Some(timestamp(run.slot)),
+        attempt: run.attempt,
+        handler: candidate.handler,
+        args_json: candidate.args.to_string(),
+        deadline: timestamp_opt(run.deadline),
+        epoch: term.epoch,
+        trigger: run.trigger.as_str().to_owned(),
+        trace_context: HashMap::new(),
+    };
+    let message = CoordinatorMessage {
+        kind: Some(coordinator_message::Kind::Assign(assign)),
+    };
+    if reservation.sender.try_send(Ok(message)).is_err() {
+        // The worker went away (or stopped reading) before it got the run, so it never
+        // started it: run it elsewhere now rather than after the worker timeout.
+        shared.registry.release(&node, run_id);
+        if !shared
+            .lose_run(
+                term,
+                run_id,
+                &format!("worker {node} disconnected before the run was delivered"),
+            )
+            .await
+        {
+            return Dispatch::TermEnded;
+        }
+        return Dispatch::Skipped;
+    }
+    info!(run_id, job = %run.job_name, worker = %node, slot = %run.slot, attempt = run.attempt, "dispatched");
+    Dispatch::Sent
+}
+
+/// The monitor loop of one term.
+pub(crate) async fn run_monitor(shared: Arc<Shared>, term: Term) {
+    let period = shared.config.heartbeat_interval / 2;
+    let worker_timeout =
+        TimeDelta::from_std(shared.config.worker_timeout).unwrap_or(TimeDelta::MAX);
+    let grace = TimeDelta::from_std(shared.config.timeout_grace).unwrap_or(TimeDelta::MAX);
+    loop {
+        tokio::select! {
+            () = term.ended.cancelled() => return,
+            () = tokio::time::sleep(period) => {}
+        }
+        let now = shared.clock.now();
+        for (node, connection) in shared.registry.silent_since(now - worker_timeout) {
+            warn!(worker = %node, "worker silent past the worker timeout: closing its stream");
+            shared.registry.disconnect(&node, connection);
+        }
+        let active = match shared.store.active_runs().await {
+            Ok(active) => active,
+            Err(error) => {
+                warn!(%error, "cannot read active runs");
+                continue;
+            }
+        };
+        for run in active {
+            let Some(worker) = run.worker.as_deref() else {
+                continue;
+            };
+            if run.deadline.is_some_and(|deadline| now > deadline + grace) {
+                let error = format!(
+                    "no result from worker {worker} by the deadline (plus {}s grace)",
+                    grace.num_seconds()
+                );
+                let transition = RunTransition::to(RunState::TimedOut).with_error(error.clone());
+                match shared.store.transition_run(run.id, &transition, now).await {
+                    Ok(_) => {
+                        warn!(run_id = run.id, job = %run.job_name, worker, "run timed out");
+                        shared.registry.release(worker, run.id);
+                        shared.send_cancel(run.id, Some(worker), &error).await;
+                        shared.dispatcher_wake.wake();
+                    }
+                    Err(error) => warn!(run_id = run.id, %error, "cannot time the run out"),
+                }
+                continue;
+            }
+            if shared.registry.is_connected(worker) {
+                continue;
+            }
+            let last_seen = shared
+                .registry
+                .last_seen(worker)
+                .map_or(term.since, |seen| seen.max(term.since));
+            if now - last_seen > worker_timeout {
+                let reason = format!(
+                    "worker {worker} silent for {}s (worker timeout {}s)",
+                    (now - last_seen).num_seconds(),
+                    worker_timeout.num_seconds()
+                );
+                if !shared.lose_run(&term, run.id, &reason).await {
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,387 @@
+//! The leader's live view of its workers: who is connected, what they offer, which runs
+//! each holds, and when each was last heard from (kept after a disconnect, so that the
+//! runs of a worker that vanished can be declared lost once its lease has surely expired).
+//!
+//! One mutex guards it; no lock is held across an `.await`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+use cronfleet_core::run::bounded_output;
+use cronfleet_proto::v1::CoordinatorMessage;
+use tokio::sync::mpsc;
+
+use crate::workers::{WorkerDirectory, WorkerInfo, WorkerState};
+
+/// Where messages for one worker connection go.
+pub(crate) type WorkerSender = mpsc::Sender<Result<CoordinatorMessage, tonic::Status>>;
+
+#[derive(Debug)]
+struct Connection {
+    /// Distinguishes a reconnect from the connection it replaced.
+    id: u64,
+    info: WorkerInfo,
+    runs: HashSet<i64>,
+    sender: WorkerSender,
+    /// When it was last given a run (a sequence number): equally loaded workers take
+    /// turns, so the load spreads even when every run ends before the next starts.
+    last_assigned: u64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    next_connection: u64,
+    assignments: u64,
+    connected: HashMap<String, Connection>,
+    last_seen: HashMap<String, DateTime<Utc>>,
+    /// The log tail of each running run, from its RunLog chunks.
+    outputs: HashMap<i64, String>,
+}
+
+/// Why no worker could take a run: shown on the pending run.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum NoWorker {
+    NoHandler(String),
+    NoLabels(String, BTreeMap<String, String>),
+    AllBusy(String, usize),
+}
+
+impl std::fmt::Display for NoWorker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NoWorker::NoHandler(handler) => {
+                write!(f, "no connected worker offers handler \"{handler}\"")
+            }
+            NoWorker::NoLabels(handler, labels) => {
+                let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                write!(
+                    f,
+                    "no connected worker offering handler \"{handler}\" has the labels {}",
+                    labels.join(",")
+                )
+            }
+            NoWorker::AllBusy(handler, count) => write!(
+                f,
+                "all {count} workers offering handler \"{handler}\" are at capacity"
+            ),
+        }
+    }
+}
+
+/// A worker chosen for a run, with its capacity already reserved.
+#[derive(Debug)]
+pub(crate) struct Reservation {
+    pub node_id: String,
+    pub sender: WorkerSender,
+}
+
+#[derive(Debug, Default)]
+pub struct Registry {
+    state: Mutex<State>,
+}
+
+impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain data behind: keep using it.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Adds a connection, replacing (and closing) an older one of the same node.
+    /// Returns the connection id.
+    pub(crate) fn connect(
+        &self,
+        info: WorkerInfo,
+        runs: HashSet<i64>,
+        sender: WorkerSender,
+    ) -> u64 {
+        let mut state = self.lock();
+        state.next_connection += 1;
+        let id = state.next_connection;
+        state
+            .last_seen
+            .insert(info.node_id.clone(), info.connected_at);
+        state.connected.insert(
+            info.node_id.clone(),
+            Connection {
+                id,
+                info,
+                runs,
+                sender,
+                last_assigned: 0,
+            },
+        );
+        id
+    }
+
+    /// Removes a connection, unless a newer one of the same node replaced it.
+    pub(crate) fn disconnect(&self, node_id: &str, connection: u64) {
+        let mut state = self.lock();
+        if state
+            .connected
+            .get(node_id)
+            .is_some_and(|c| c.id == connection)
+        {
+            state.connected.remove(node_id);
+        }
+    }
+
+    /// Drops every connection (the streams end): on losing leadership or shutting down.
+    pub(crate) fn disconnect_all(&self) -> Vec<WorkerSender> {
+        let mut state = self.lock();
+        state.connected.drain().map(|(_, c)| c.sender).collect()
+    }
+
+    pub(crate) fn heard_from(&self, node_id: &str, now: DateTime<Utc>) {
+        let mut state = self.lock();
+        state.last_seen.insert(node_id.to_owned(), now);
+        if let Some(connection) = state.connected.get_mut(node_id) {
+            connection.info.last_heartbeat_at = now;
+        }
+    }
+
+    pub(crate) fn set_draining(&self, node_id: &str) {
+        if let Some(connection) = self.lock().connected.get_mut(node_id) {
+            connection.info.state = WorkerState::Draining;
+        }
+    }
+
+    /// When the node was last heard from, connected or not.
+    pub(crate) fn last_seen(&self, node_id: &str) -> Option<DateTime<Utc>> {
+        self.lock().last_seen.get(node_id).copied()
+    }
+
+    pub(crate) fn is_connected(&self, node_id: &str) -> bool {
+        self.lock().connected.contains_key(node_id)
+    }
+
+    /// Connected workers not heard from since `before`: their streams are half dead.
+    pub(crate) fn silent_since(&self, before: DateTime<Utc>) -> Vec<(String, u64)> {
+        self.lock()
+            .connected
+            .values()
+            .filter(|c| c.info.last_heartbeat_at < before)
+            .map(|c| (c.info.node_id.clone(), c.id))
+            .collect()
+    }
+
+    /// Picks the least-loaded connected worker that offers `handler`, carries all of
+    /// `labels` and has free capacity, and reserves a slot on it for `run_id`.
+    pub(crate) fn reserve(
+        &self,
+        run_id: i64,
+        handler: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<Reservation, NoWorker> {
+        let mut state = self.lock();
+        state.assignments += 1;
+        let sequence = state.assignments;
+        let offering: Vec<&mut Connection> = state
+            .connected
+            .values_mut()
+            .filter(|c| c.info.state == WorkerState::Connected)
+            .filter(|c| c.info.handlers.iter().any(|h| h == handler))
+            .collect();
+        if offering.is_empty() {
+            return Err(NoWorker::NoHandler(handler.to_owned()));
+        }
+        let matching: Vec<&mut Connection> = offering
+            .into_iter()
+            .filter(|c| labels.iter().all(|(k, v)| c.info.labels.get(k) == Some(v)))
+            .collect();
+        if matching.is_empty() {
+            return Err(NoWorker::NoLabels(handler.to_owned(), labels.clone()));
+        }
+        let count = matching.len();
+        // Least loaded: the lowest share of capacity in use, then the fewest runs, then the
+        // one that waited longest for work.
+        let chosen = matching
+            .into_iter()
+            .filter(|c| (c.runs.len() as u64) < u64::from(c.info.capacity))
+            .min_by(|a, b| {
+                let load = |c: &Connection| c.runs.len() as f64 / f64::from(c.info.capacity.max(1));
+                load(a)
+                    .total_cmp(&load(b))
+                    .then(a.runs.len().cmp(&b.runs.len()))
+                    .then(a.last_assigned.cmp(&b.last_assigned))
+            })
+            .ok_or_else(|| NoWorker::AllBusy(handler.to_owned(), count))?;
+        chosen.runs.insert(run_id);
+        chosen.last_assigned = sequence;
+        chosen.info.busy = u32::try_from(chosen.runs.len()).unwrap_or(u32::MAX);
+        Ok(Reservation {
+            node_id: chosen.info.node_id.clone(),
+            sender: chosen.sender.clone(),
+        })
+    }
+
+    /// Frees the slot a run held on a worker (it finished, was lost, or never started).
+    pub(crate) fn release(&self, node_id: &str, run_id: i64) {
+        let mut state = self.lock();
+        state.outputs.remove(&run_id);
+        if let Some(connection) = state.connected.get_mut(node_id) {
+            connection.runs.remove(&run_id);
+            connection.info.busy = u32::try_from(connection.runs.len()).unwrap_or(u32::MAX);
+        }
+    }
+
+    /// The sender of the worker holding `run_id`, if it is connected.
+    pub(crate) fn sender_of(&self, node_id: &str) -> Option<WorkerSender> {
+        self.lock().connected.get(node_id).map(|c| c.sender.clone())
+    }
+
+    /// Appends to a run's log tail, keeping the last `MAX_OUTPUT_BYTES`.
+    pub(crate) fn append_output(&self, run_id: i64, text: &str) {
+        let mut state = self.lock();
+        let output = state.outputs.entry(run_id).or_default();
+        output.push_str(text);
+        if output.len() > 2 * cronfleet_core::run::MAX_OUTPUT_BYTES {
+            *output = bounded_output(output).to_owned();
+        }
+    }
+
+    pub(crate) fn take_output(&self, run_id: i64) -> Option<String> {
+        self.lock()
+            .outputs
+            .remove(&run_id)
+            .map(|output| bounded_output(&output).to_owned())
+    }
+}
+
+impl WorkerDirectory for Registry {
+    fn workers(&self) -> Vec<WorkerInfo> {
+        let mut workers: Vec<WorkerInfo> = self
+            .lock()
+            .connected
+            .values()
+            .map(|c| c.info.clone())
+            .collect();
+        workers.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+        workers
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn worker(
+        node_id: &str,
+        handlers: &[&str],
+        capacity: u32,
+        labels: &[(&str, &str)],
+    ) -> WorkerInfo {
+        WorkerInfo {
+            node_id: node_id.to_owned(),
+            handlers: handlers.iter().map(|h| (*h).to_owned()).collect(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            capacity,
+            busy: 0,
+            connected_at: DateTime::UNIX_EPOCH,
+            last_heartbeat_at: DateTime::UNIX_EPOCH,
+            state: WorkerState::Connected,
+            version: String::new(),
+        }
+    }
+
+    fn registry_with(workers: Vec<WorkerInfo>) -> Registry {
+        let registry = Registry::default();
+        for info in workers {
+            let (sender, _) = mpsc::channel(1);
+            registry.connect(info, HashSet::new(), sender);
+        }
+        registry
+    }
+
+    #[test]
+    fn the_least_loaded_matching_worker_is_chosen() {
+        let registry = registry_with(vec![
+            worker("a", &["noop"], 2, &[]),
+            worker("b", &["noop"], 4, &[]),
+        ]);
+        let none = BTreeMap::new();
+        let picks: Vec<String> = (0..6)
+            .map(|run| registry.reserve(run, "noop", &none).unwrap().node_id)
+            .collect();
+        // b has twice the capacity, so it takes twice the runs.
+        assert_eq!(picks.iter().filter(|p| *p == "a").count(), 2);
+        assert_eq!(picks.iter().filter(|p| *p == "b").count(), 4);
+        assert_eq!(
+            registry.reserve(6, "noop", &none).unwrap_err().to_string(),
+            "all 2 workers offering handler \"noop\" are at capacity"
+        );
+        registry.release("a", 0);
+        assert_eq!(registry.reserve(7, "noop", &none).unwrap().node_id, "a");
+    }
+
+    #[test]
+    fn idle_workers_take_turns() {
+        let registry = registry_with(vec![
+            worker("a", &["noop"], 4, &[]),
+            worker("b", &["noop"], 4, &[]),
+        ]);
+        let none = BTreeMap::new();
+        let picks: Vec<String> = (0..4)
+            .map(|run| {
+                let node = registry.reserve(run, "noop", &none).unwrap().node_id;
+                registry.release(&node, run);
+                node
+            })
+            .collect();
+        assert_eq!(picks.iter().filter(|p| *p == "a").count(), 2, "{picks:?}");
+        assert_eq!(picks.iter().filter(|p| *p == "b").count(), 2, "{picks:?}");
+    }
+
+    #[test]
+    fn handlers_and_labels_must_match_and_say_why_not() {
+        let registry = registry_with(vec![worker("eu", &["shell"], 1, &[("region", "eu")])]);
+        let us = BTreeMap::from([("region".to_owned(), "us".to_owned())]);
+        assert_eq!(
+            registry
+                .reserve(1, "http", &BTreeMap::new())
+                .unwrap_err()
+                .to_string(),
+            "no connected worker offers handler \"http\""
+        );
+        assert_eq!(
+            registry.reserve(1, "shell", &us).unwrap_err().to_string(),
+            "no connected worker offering handler \"shell\" has the labels region=us"
+        );
+        let eu = BTreeMap::from([("region".to_owned(), "eu".to_owned())]);
+        assert_eq!(registry.reserve(1, "shell", &eu).unwrap().node_id, "eu");
+    }
+
+    #[test]
+    fn draining_workers_take_nothing_new() {
+        let registry = registry_with(vec![worker("a", &["noop"], 4, &[])]);
+        registry.set_draining("a");
+        assert!(registry.reserve(1, "noop", &BTreeMap::new()).is_err());
+    }
+
+    #[test]
+    fn a_reconnect_replaces_the_old_connection_and_last_seen_survives() {
+        let registry = Registry::default();
+        let (sender, _) = mpsc::channel(1);
+        let old = registry.connect(
+            worker("a", &["noop"], 1, &[]),
+            HashSet::new(),
+            sender.clone(),
+        );
+        let new = registry.connect(worker("a", &["noop"], 1, &[]), HashSet::new(), sender);
+        registry.disconnect("a", old);
+        assert!(
+            registry.is_connected("a"),
+            "the old connection's end does not remove the new one"
+        );
+        let seen = DateTime::UNIX_EPOCH + chrono::TimeDelta::seconds(5);
+        registry.heard_from("a", seen);
+        registry.disconnect("a", new);
+        assert!(!registry.is_connected("a"));
+        assert_eq!(registry.last_seen("a"), Some(seen));
+    }
+}

@@ -1,0 +1,283 @@
+//! Starting and stopping a coordinator: its gRPC services (worker protocol and admin
+//! API), its HTTP health endpoints, and the leadership loop that runs the leader's loops
+//! for as long as each term lasts.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::get;
+use cronfleet_proto::v1::worker_service_server::WorkerServiceServer;
+use cronfleet_proto::v1::{CoordinatorMessage, Drain, coordinator_message};
+use cronfleet_store::Store;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::admin::AdminServices;
+use crate::clock::Clock;
+use crate::config::CoordinatorConfig;
+use crate::election::Election;
+use crate::gateway::WorkerGateway;
+use crate::leader::{Role, Shared, Term, run_dispatcher, run_monitor, run_scheduler};
+use crate::registry::Registry;
+use crate::wake::Wakeup;
+use crate::workers::WorkerDirectory;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinatorError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("grpc server failed: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    #[error("http server failed: {0}")]
+    Http(#[source] std::io::Error),
+}
+
+/// A running coordinator.
+#[derive(Debug)]
+pub struct CoordinatorHandle {
+    /// Where the gRPC services listen (the port is the real one when 0 was asked for).
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    shutdown: CancellationToken,
+    role: watch::Receiver<Role>,
+    tasks: JoinSet<Result<(), CoordinatorError>>,
+}
+
+impl CoordinatorHandle {
+    /// Whether this coordinator leads now, and under which epoch.
+    pub fn leader_epoch(&self) -> Option<i64> {
+        match &*self.role.borrow() {
+            Role::Leader(term) => Some(term.epoch),
+            Role::Follower => None,
+        }
+    }
+
+    /// Asks the coordinator to stop: it stops dispatching, tells its workers to drain
+    /// and reconnect, and resigns leadership.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Waits until the coordinator has stopped (after [`CoordinatorHandle::shutdown`], or a
+    /// fatal error).
+    pub async fn wait(mut self) -> Result<(), CoordinatorError> {
+        let mut outcome = Ok(());
+        while let Some(joined) = self.tasks.join_next().await {
+            match joined {
+                Ok(Err(error)) if outcome.is_ok() => {
+                    self.shutdown.cancel();
+                    outcome = Err(error);
+                }
+                Err(panic) => error!(%panic, "a coordinator task panicked"),
+                _ => {}
+            }
+        }
+        outcome
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, CoordinatorError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| CoordinatorError::Bind { addr, source })
+}
+
+/// Starts a coordinator. It serves until [`CoordinatorHandle::shutdown`].
+pub async fn start(
+    config: CoordinatorConfig,
+    store: Arc<dyn Store>,
+    election: Arc<dyn Election>,
+    clock: Arc<dyn Clock>,
+) -> Result<CoordinatorHandle, CoordinatorError> {
+    config.validate().map_err(CoordinatorError::Config)?;
+    let grpc_listener = bind(config.grpc_addr).await?;
+    let grpc_addr = grpc_listener
+        .local_addr()
+        .map_err(|source| CoordinatorError::Bind {
+            addr: config.grpc_addr,
+            source,
+        })?;
+    let http_listener = bind(config.http_addr).await?;
+    let http_addr = http_listener
+        .local_addr()
+        .map_err(|source| CoordinatorError::Bind {
+            addr: config.http_addr,
+            source,
+        })?;
+
+    let (role, role_receiver) = watch::channel(Role::Follower);
+    let registry = Arc::new(Registry::default());
+    let scheduler_wake = Wakeup::default();
+    let shared = Arc::new(Shared {
+        config,
+        store: Arc::clone(&store),
+        clock: Arc::clone(&clock),
+        election,
+        registry: Arc::clone(&registry),
+        scheduler_wake: scheduler_wake.clone(),
+        dispatcher_wake: Wakeup::default(),
+        role,
+    });
+    let shutdown = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+
+    let directory: Arc<dyn WorkerDirectory> = registry;
+    let admin = AdminServices::new(Arc::clone(&store), clock, scheduler_wake, directory)
+        .with_dispatch_wakeup(shared.dispatcher_wake.clone());
+    let (jobs, runs, cluster) = admin.routes();
+    let grpc = tonic::transport::Server::builder()
+        .add_service(WorkerServiceServer::new(WorkerGateway::new(Arc::clone(
+            &shared,
+        ))))
+        .add_service(jobs)
+        .add_service(runs)
+        .add_service(cluster)
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(grpc_listener),
+            shutdown.clone().cancelled_owned(),
+        );
+    tasks.spawn(async move { grpc.await.map_err(CoordinatorError::from) });
+
+    let health = health_routes(Arc::clone(&shared));
+    let http_shutdown = shutdown.clone();
+    tasks.spawn(async move {
+        axum::serve(http_listener, health)
+            .with_graceful_shutdown(http_shutdown.cancelled_owned())
+            .await
+            .map_err(CoordinatorError::Http)
+    });
+
+    tasks.spawn(lead_while_elected(Arc::clone(&shared), shutdown.clone()));
+    info!(node = %shared.config.node_id, %grpc_addr, %http_addr, "coordinator started");
+    Ok(CoordinatorHandle {
+        grpc_addr,
+        http_addr,
+        shutdown,
+        role: role_receiver,
+        tasks,
+    })
+}
+
+/// `/healthz`: the process serves. `/readyz`: it can reach its store.
+fn health_routes(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let shared = Arc::clone(&shared);
+                async move {
+                    match shared.store.epoch().await {
+                        Ok(_) => (StatusCode::OK, "ready".to_owned()),
+                        Err(error) => (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            format!("store unavailable: {error}"),
+                        ),
+                    }
+                }
+            }),
+        )
+}
+
+/// Campaigns, leads for as long as the term lasts, steps down, campaigns again — until
+/// shutdown.
+async fn lead_while_elected(
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) -> Result<(), CoordinatorError> {
+    loop {
+        let leadership = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            won = shared.election.campaign() => won,
+        };
+        let leadership = match leadership {
+            Ok(leadership) => leadership,
+            Err(error) => {
+                warn!(%error, "campaign failed; trying again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        // Raise the epoch before doing anything: from now on the store refuses every
+        // statement of an earlier leader.
+        match shared.store.raise_epoch(leadership.epoch).await {
+            Ok(current) if current == leadership.epoch => {}
+            Ok(current) => {
+                warn!(
+                    ours = leadership.epoch,
+                    current, "a newer leader already raised the epoch"
+                );
+                let _ = shared.election.resign(&leadership).await;
+                continue;
+            }
+            Err(error) => {
+                warn!(%error, "cannot raise the epoch; giving the leadership back");
+                let _ = shared.election.resign(&leadership).await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        }
+        let term = Term {
+            epoch: leadership.epoch,
+            since: shared.clock.now(),
+            ended: leadership.lost.clone(),
+        };
+        info!(epoch = term.epoch, node = %shared.config.node_id, "leading");
+        shared.role.send_replace(Role::Leader(term.clone()));
+        let mut loops = JoinSet::new();
+        loops.spawn(run_scheduler(Arc::clone(&shared), term.clone()));
+        loops.spawn(run_dispatcher(Arc::clone(&shared), term.clone()));
+        loops.spawn(run_monitor(Arc::clone(&shared), term.clone()));
+
+        let shutting_down = tokio::select! {
+            () = shutdown.cancelled() => true,
+            () = term.ended.cancelled() => false,
+        };
+        // Stop leasing and dispatching first, then let the workers go.
+        term.ended.cancel();
+        shared.role.send_replace(Role::Follower);
+        while loops.join_next().await.is_some() {}
+        drain_workers(
+            &shared,
+            if shutting_down {
+                "coordinator shutting down"
+            } else {
+                "leadership lost"
+            },
+        );
+        if shutting_down {
+            if let Err(error) = shared.election.resign(&leadership).await {
+                warn!(%error, "resigning failed");
+            }
+            info!(epoch = term.epoch, "stopped leading: shutdown");
+            return Ok(());
+        }
+        warn!(epoch = term.epoch, "stopped leading: leadership lost");
+    }
+}
+
+/// Tells every worker to take nothing new from this node, then ends their streams so they
+/// reconnect (to the next leader).
+fn drain_workers(shared: &Shared, reason: &str) {
+    for sender in shared.registry.disconnect_all() {
+        let drain = Drain {
+            reason: reason.to_owned(),
+        };
+        let _ = sender.try_send(Ok(CoordinatorMessage {
+            kind: Some(coordinator_message::Kind::Drain(drain)),
+        }));
+    }
+}

@@ -1,0 +1,274 @@
+//! `shell`: `{"script": "…"}` run by `/bin/sh -c`, its stdout and stderr streamed as the
+//! run's log, in a process group of its own that the run owns entirely.
+//!
+//! Process-group design:
+//! - Each run first starts a small `sh` **watchdog** in a new process group (W), then the
+//!   script in that same group. Starting the watchdog first means there is no moment at
+//!   which the script runs unwatched, even if the worker is killed between the two spawns.
+//! - The watchdog polls the worker with `kill -0` every 200 ms (and checks that it is
+//!   still the watchdog's parent, because a SIGKILLed worker that nobody has reaped yet
+//!   still answers `kill -0`). Once the worker is gone it SIGKILLs group W — itself and
+//!   every process of the script. That is how a script cannot outlive a `kill -9`ed worker
+//!   without `unsafe` (`PR_SET_PDEATHSIG` needs `pre_exec`, and fires when the spawning
+//!   *thread* exits anyway). It ignores SIGTERM so that stopping the script gracefully
+//!   does not take the watchdog down first.
+//! - Cancel or deadline: SIGTERM to group W, SIGKILL after the kill grace.
+//! - When the script exits, whatever it left behind in the group is SIGKILLed with the
+//!   watchdog: a run's processes end with the run (a background job still running would
+//!   be the job running concurrently with its next run).
+//! - If the handler's future is dropped (abandoned by the worker), the group is SIGKILLed.
+
+use std::io::{self, ErrorKind};
+use std::os::fd::OwnedFd;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::SecondsFormat;
+use rustix::process::{Pid, Signal};
+use tokio::io::AsyncReadExt;
+use tokio::net::unix::pipe;
+use tokio::process::{Child, Command};
+
+use super::args::Args;
+use crate::output::Utf8Chunks;
+use crate::{Handler, HandlerError, Outcome, RunContext};
+
+const EXAMPLE: &str = r#"{"script": "pg_dump mydb > /backups/mydb.sql"}"#;
+
+/// Runs as `sh -c WATCHDOG cronfleet-watchdog WORKER_PID`; see the module docs.
+const WATCHDOG: &str = r#"
+trap '' TERM INT HUP
+worker=$1
+set -f
+while kill -0 "$worker" 2>/dev/null; do
+    if read -r stat < "/proc/$$/stat"; then
+        set -- ${stat##*)}
+        [ "$2" = "$worker" ] || break
+    fi
+    sleep 0.2
+done
+kill -KILL 0
+"#;
+
+/// After the script exits and its group is killed, how long to wait for the rest of its
+/// output. Only a process that left the group (`setsid`) can keep the pipe open longer.
+const OUTPUT_DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Runs `args.script` with `/bin/sh -c`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ShellHandler;
+
+#[async_trait]
+impl Handler for ShellHandler {
+    async fn run(&self, ctx: RunContext) -> Result<Outcome, HandlerError> {
+        let script = parse(ctx.args())?;
+        let group = ProcessGroup::start().map_err(|error| {
+            HandlerError::new(format!("cannot start the process watchdog (sh): {error}"))
+        })?;
+        let (reader, writer) = io::pipe()?;
+        let mut child = {
+            let mut command = Command::new("/bin/sh");
+            command
+                .arg("-c")
+                .arg(script)
+                .env("CRONFLEET_JOB", ctx.job())
+                .env("CRONFLEET_RUN_ID", ctx.run_id().to_string())
+                .env(
+                    "CRONFLEET_SLOT",
+                    ctx.slot().to_rfc3339_opts(SecondsFormat::AutoSi, true),
+                )
+                .env("CRONFLEET_ATTEMPT", ctx.attempt().to_string())
+                .stdin(Stdio::null())
+                .stdout(writer.try_clone()?)
+                .stderr(writer)
+                .process_group(group.pgid.as_raw_nonzero().get());
+            command
+                .spawn()
+                .map_err(|error| HandlerError::new(format!("cannot start /bin/sh: {error}")))?
+            // `command`, and with it our copies of the pipe's write end, is dropped here:
+            // the pipe ends when the script's processes are gone.
+        };
+        let output = pipe::Receiver::from_owned_fd(OwnedFd::from(reader))?;
+        let mut streaming = tokio::spawn(stream_output(output, ctx.clone()));
+
+        let status = wait_or_stop(&mut child, &ctx, &group).await;
+        group.finish().await;
+        if tokio::time::timeout(OUTPUT_DRAIN_TIMEOUT, &mut streaming)
+            .await
+            .is_err()
+        {
+            streaming.abort();
+            ctx.log("\n[a process outside the run's process group still holds its output open: stopped reading]\n");
+        }
+        let status = status.map_err(|error| {
+            HandlerError::new(format!("cannot wait for the script: {error}"))
+        })?;
+        match describe_failure(status) {
+            None => Ok(Outcome::success()),
+            Some(failure) => Err(HandlerError::new(failure)),
+        }
+    }
+}
+
+fn parse(args: &serde_json::Value) -> Result<&str, HandlerError> {
+    let args = Args::new("shell", args, &["script"], EXAMPLE)?;
+    let value = args
+        .get("script")
+        .ok_or_else(|| args.missing("script", EXAMPLE))?;
+    match args.string("script")? {
+        Some(script) if !script.trim().is_empty() => Ok(script),
+        _ => Err(args.invalid("script", "a non-empty string of shell commands", value)),
+    }
+}
+
+/// Waits for the script; on cancellation SIGTERM to the group, SIGKILL after the grace.
+async fn wait_or_stop(
+    child: &mut Child,
+    ctx: &RunContext,
+    group: &ProcessGroup,
+) -> io::Result<ExitStatus> {
+    tokio::select! {
+        status = child.wait() => return status,
+        () = ctx.cancelled() => {}
+    }
+    group.signal(Signal::TERM);
+    match tokio::time::timeout(ctx.kill_grace(), child.wait()).await {
+        Ok(status) => status,
+        Err(_) => {
+            group.signal(Signal::KILL);
+            child.wait().await
+        }
+    }
+}
+
+/// Streams the script's output into the run's log until every writer is gone.
+async fn stream_output(mut output: pipe::Receiver, ctx: RunContext) {
+    let mut buffer = vec![0u8; 8 * 1024];
+    let mut text = Utf8Chunks::default();
+    loop {
+        match output.read(&mut buffer).await {
+            Ok(0) => break,
+            Ok(read) => ctx.log(text.decode(&buffer[..read])),
+            Err(error) if error.kind() == ErrorKind::Interrupted => {}
+            Err(error) => {
+                ctx.log(format!("\n[cannot read the script's output: {error}]\n"));
+                break;
+            }
+        }
+    }
+    ctx.log(text.finish());
+}
+
+/// `None` for success, else why the script failed.
+fn describe_failure(status: ExitStatus) -> Option<String> {
+    match (status.code(), status.signal()) {
+        (Some(0), _) => None,
+        (Some(code), _) => Some(format!("exit status {code}")),
+        (None, Some(signal)) => Some(match signal_name(signal) {
+            Some(name) => format!("killed by signal {signal} ({name})"),
+            None => format!("killed by signal {signal}"),
+        }),
+        (None, None) => Some(format!("ended abnormally ({status})")),
+    }
+}
+
+fn signal_name(signal: i32) -> Option<&'static str> {
+    Some(match signal {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        6 => "SIGABRT",
+        9 => "SIGKILL",
+        11 => "SIGSEGV",
+        13 => "SIGPIPE",
+        15 => "SIGTERM",
+        _ => return None,
+    })
+}
+
+/// The run's process group, led by its watchdog. Dropping it SIGKILLs the group.
+struct ProcessGroup {
+    pgid: Pid,
+    watchdog: Child,
+    /// Set once the group is dead and its leader reaped: its id may then be reused by an
+    /// unrelated process group, which must never be signalled.
+    finished: bool,
+}
+
+impl ProcessGroup {
+    fn start() -> io::Result<ProcessGroup> {
+        let watchdog = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(WATCHDOG)
+            .arg("cronfleet-watchdog")
+            .arg(std::process::id().to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()?;
+        let pgid = watchdog
+            .id()
+            .and_then(|id| i32::try_from(id).ok())
+            .and_then(Pid::from_raw)
+            .ok_or_else(|| io::Error::other("the watchdog has no process id"))?;
+        Ok(ProcessGroup {
+            pgid,
+            watchdog,
+            finished: false,
+        })
+    }
+
+    fn signal(&self, signal: Signal) {
+        if !self.finished {
+            // ESRCH (nobody left in the group) is what we want anyway.
+            let _ = rustix::process::kill_process_group(self.pgid, signal);
+        }
+    }
+
+    /// SIGKILLs whatever is left in the group, watchdog included, and reaps the watchdog.
+    async fn finish(mut self) {
+        self.signal(Signal::KILL);
+        let _ = self.watchdog.wait().await;
+        self.finished = true;
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        // Reached without `finish` only when the handler's future is dropped mid-run.
+        self.signal(Signal::KILL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn script_must_be_a_non_empty_string() {
+        assert_eq!(parse(&json!({"script": "echo hi"})).unwrap(), "echo hi");
+        let error = |args| parse(&args).unwrap_err().to_string();
+        assert!(error(json!({})).contains("args.script is required"));
+        assert!(error(json!({"script": "  "})).contains("args.script must be a non-empty string"));
+        assert!(error(json!({"script": ["ls"]})).contains("args.script must be a string"));
+        assert!(error(json!({"script": "ls", "cwd": "/"})).contains("unknown field \"cwd\""));
+    }
+
+    #[test]
+    fn failures_name_the_exit_status_or_signal() {
+        assert_eq!(describe_failure(ExitStatus::from_raw(0)), None);
+        assert_eq!(
+            describe_failure(ExitStatus::from_raw(3 << 8)).as_deref(),
+            Some("exit status 3")
+        );
+        assert_eq!(
+            describe_failure(ExitStatus::from_raw(9)).as_deref(),
+            Some("killed by signal 9 (SIGKILL)")
+        );
+    }
+}

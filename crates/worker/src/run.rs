@@ -1,0 +1,115 @@
+//! Executing one run: the handler in its own task, stopped at the deadline or on request,
+//! abandoned if it does not stop, and exactly one `RunFinished` at the end.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::task::JoinError;
+use tracing::{Instrument, info_span, warn};
+
+use crate::context::RunContext;
+use crate::error::HandlerError;
+use crate::handler::{Handler, Outcome};
+use crate::shared::{Shared, StopReason};
+
+/// How much longer than the kill grace a stopped handler may take to return: a shell
+/// handler needs the grace, then a moment to SIGKILL and reap its processes.
+pub(crate) const HANDLER_EXIT_MARGIN: Duration = Duration::from_secs(2);
+
+/// Runs `handler` for `ctx` and reports the result. `args_error` is set when the args
+/// could not be parsed: the run fails without calling the handler.
+pub(crate) async fn execute(
+    shared: Arc<Shared>,
+    ctx: RunContext,
+    handler: Arc<dyn Handler>,
+    args_error: Option<String>,
+) {
+    let run = ctx.entry();
+    let span = info_span!("run", run_id = run.run_id, job = %run.job, worker = %shared.config.node_id);
+    let result = match args_error {
+        Some(error) => Err(HandlerError::new(error)),
+        None => supervise(&shared, ctx.clone(), handler, span).await,
+    };
+    let run = ctx.entry();
+    let finished = run.finished(result);
+    shared.finish_run(run, finished);
+}
+
+async fn supervise(
+    shared: &Shared,
+    ctx: RunContext,
+    handler: Arc<dyn Handler>,
+    span: tracing::Span,
+) -> Result<Outcome, HandlerError> {
+    let run = ctx.entry();
+    let token = run.token.clone();
+    let deadline = run.deadline;
+    // The deadline is wall-clock time from the coordinator; waiting uses the monotonic
+    // clock from now on.
+    let until_deadline = deadline.map(|deadline| {
+        let left = (deadline - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+        tokio::time::Instant::now() + left
+    });
+    if let (Some(deadline), Some(at)) = (deadline, until_deadline)
+        && at <= tokio::time::Instant::now()
+    {
+        // Already late (a slow dispatch): do not start work that must stop at once.
+        run.stop(StopReason::DeadlinePassed(deadline));
+        return Err(HandlerError::new("the deadline had passed before the run started"));
+    }
+
+    let run_for_task = ctx.clone();
+    let mut task = tokio::spawn(async move { handler.run(run_for_task).await }.instrument(span));
+    let deadline_reached = async {
+        match until_deadline {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        joined = &mut task => return joined_result(joined),
+        () = deadline_reached => {
+            if let Some(deadline) = deadline {
+                run.stop(StopReason::DeadlinePassed(deadline));
+            }
+        }
+        () = token.cancelled() => {}
+    }
+    let patience = shared.config.kill_grace + HANDLER_EXIT_MARGIN;
+    match tokio::time::timeout(patience, &mut task).await {
+        Ok(joined) => joined_result(joined),
+        Err(_) => {
+            // Dropping the handler's future is all that can be done without its help;
+            // the stock shell handler kills its process group when dropped.
+            task.abort();
+            warn!(
+                run_id = run.run_id,
+                job = %run.job,
+                worker = %shared.config.node_id,
+                patience_ms = patience.as_millis() as u64,
+                "handler ignored cancellation: abandoned"
+            );
+            Err(HandlerError::new(format!(
+                "the handler did not stop within {} ms of being told to and was abandoned",
+                patience.as_millis()
+            )))
+        }
+    }
+}
+
+fn joined_result(joined: Result<Result<Outcome, HandlerError>, JoinError>) -> Result<Outcome, HandlerError> {
+    match joined {
+        Ok(result) => result,
+        Err(error) if error.is_panic() => {
+            let panic = error.into_panic();
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|text| (*text).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a non-text panic payload".to_owned());
+            Err(HandlerError::new(format!("handler panicked: {message}")))
+        }
+        Err(_) => Err(HandlerError::new("handler task was cancelled")),
+    }
+}

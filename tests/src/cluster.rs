@@ -1,0 +1,342 @@
+//! A cluster sandbox of real processes on loopback: `cronfleet coordinator` and
+//! `cronfleet worker` processes started from the built binary, the CLI run against them,
+//! and a ledger that shell jobs write to, so tests can prove from outside that no job
+//! ever ran twice at once.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::cronfleet_binary;
+
+/// A child process that is killed when dropped; its output goes to a log file.
+#[derive(Debug)]
+pub struct Process {
+    pub name: String,
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Process {
+    pub fn spawn(name: &str, args: &[String], log_dir: &Path) -> Process {
+        let log = log_dir.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).expect("create the process log");
+        let child = Command::new(cronfleet_binary())
+            .args(args)
+            .env("RUST_LOG", "info,cronfleet=debug")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("log file"))
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot start {name}: {error}"));
+        Process {
+            name: name.to_owned(),
+            child,
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `kill -9`: no chance to clean up.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM: a graceful stop.
+    pub fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+    }
+
+    /// Waits for the process to exit on its own.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A free loopback address.
+pub fn free_addr() -> SocketAddr {
+    let port = cronfleet_testkit::free_port().expect("a free port");
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// The status and body of `GET path` on a plain HTTP/1.1 server, if it answers.
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+    Some((status, body))
+}
+
+/// Polls `condition` until it holds or `timeout` passes; says what was awaited if not.
+pub fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if condition() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+/// What a CLI call printed.
+#[derive(Debug)]
+pub struct CliOutput {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// A coordinator process and where it listens.
+#[derive(Debug)]
+pub struct CoordinatorNode {
+    pub process: Process,
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+}
+
+impl CoordinatorNode {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.grpc)
+    }
+}
+
+/// A worker process.
+#[derive(Debug)]
+pub struct WorkerNode {
+    pub process: Process,
+    pub node_id: String,
+    pub http: SocketAddr,
+}
+
+/// Coordinators and workers over one database, plus a scratch directory for logs and
+/// ledgers.
+#[derive(Debug)]
+pub struct Cluster {
+    pub database_url: String,
+    pub dir: tempfile::TempDir,
+    pub coordinators: Vec<CoordinatorNode>,
+    pub workers: Vec<WorkerNode>,
+}
+
+impl Cluster {
+    pub fn new(database_url: &str) -> Cluster {
+        Cluster {
+            database_url: database_url.to_owned(),
+            dir: tempfile::Builder::new()
+                .prefix("cronfleet-e2e-")
+                .tempdir()
+                .expect("temp dir"),
+            coordinators: Vec::new(),
+            workers: Vec::new(),
+        }
+    }
+
+    /// Starts a coordinator and waits until it serves.
+    pub fn start_coordinator(&mut self, node_id: &str, extra: &[&str]) -> &CoordinatorNode {
+        let (grpc, http) = (free_addr(), free_addr());
+        let mut args: Vec<String> = [
+            "coordinator",
+            "--database-url",
+            &self.database_url,
+            "--grpc",
+            &grpc.to_string(),
+            "--http",
+            &http.to_string(),
+            "--node-id",
+            node_id,
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        let process = Process::spawn(node_id, &args, self.dir.path());
+        wait_for(&format!("coordinator {node_id} to be ready"), Duration::from_secs(20), || {
+            http_get(http, "/readyz").is_some_and(|(status, _)| status == 200)
+        });
+        self.coordinators.push(CoordinatorNode { process, grpc, http });
+        self.coordinators.last().expect("just pushed")
+    }
+
+    /// Starts a worker against every coordinator and waits until it is registered.
+    pub fn start_worker(&mut self, node_id: &str, handlers: &str, capacity: u32) -> &WorkerNode {
+        let http = free_addr();
+        let coordinators: Vec<String> = self.coordinators.iter().map(CoordinatorNode::url).collect();
+        let args: Vec<String> = [
+            "worker",
+            "--coordinator",
+            &coordinators.join(","),
+            "--handlers",
+            handlers,
+            "--capacity",
+            &capacity.to_string(),
+            "--node-id",
+            node_id,
+            "--http",
+            &http.to_string(),
+            "--drain-timeout",
+            "5s",
+            "--kill-grace",
+            "1s",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        let process = Process::spawn(node_id, &args, self.dir.path());
+        wait_for(&format!("worker {node_id} to register"), Duration::from_secs(20), || {
+            http_get(http, "/readyz").is_some_and(|(status, _)| status == 200)
+        });
+        self.workers.push(WorkerNode {
+            process,
+            node_id: node_id.to_owned(),
+            http,
+        });
+        self.workers.last().expect("just pushed")
+    }
+
+    /// Runs a client command against the first coordinator.
+    pub fn cli(&self, args: &[&str]) -> CliOutput {
+        let server = self.coordinators.first().expect("a coordinator").url();
+        let output = Command::new(cronfleet_binary())
+            .args(args)
+            .args(["--server", &server])
+            .output()
+            .expect("run the cli");
+        CliOutput {
+            success: output.status.success(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// Runs a client command with `-o json` and returns its output; panics on failure.
+    pub fn cli_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut with_json = args.to_vec();
+        with_json.extend(["-o", "json"]);
+        let output = self.cli(&with_json);
+        assert!(output.success, "cronfleet {args:?} failed: {}", output.stderr);
+        serde_json::from_str(&output.stdout)
+            .unwrap_or_else(|error| panic!("cronfleet {args:?} printed no JSON ({error}): {}", output.stdout))
+    }
+
+    /// The runs of a job, oldest first.
+    pub fn runs_of(&self, job: &str) -> Vec<serde_json::Value> {
+        let runs = self.cli_json(&["runs", "--job", job, "--limit", "10000"]);
+        let mut runs = runs.as_array().expect("a JSON array").clone();
+        runs.sort_by_key(|run| run["id"].as_i64());
+        runs
+    }
+
+    /// A ledger file for shell jobs to write to.
+    pub fn ledger_path(&self) -> PathBuf {
+        self.dir.path().join("ledger")
+    }
+
+    /// Every process's log, for a failing test's message.
+    pub fn logs(&self) -> String {
+        self.coordinators
+            .iter()
+            .map(|c| &c.process)
+            .chain(self.workers.iter().map(|w| &w.process))
+            .map(|p| format!("----- {} -----\n{}", p.name, p.log_text()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// A shell script for a job that records when each run starts and ends in `ledger`, and
+/// sleeps `seconds` in between.
+pub fn ledger_script(ledger: &Path, seconds: f64) -> String {
+    let ledger = ledger.display();
+    format!(
+        "echo \"start $CRONFLEET_JOB $CRONFLEET_RUN_ID $(date +%s.%N)\" >> {ledger}; \
+         sleep {seconds}; \
+         echo \"end $CRONFLEET_JOB $CRONFLEET_RUN_ID $(date +%s.%N)\" >> {ledger}"
+    )
+}
+
+/// One run's interval in the ledger; `end` is `None` for a run that never finished (its
+/// process was killed).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LedgerEntry {
+    pub job: String,
+    pub run: i64,
+    pub start: f64,
+    pub end: Option<f64>,
+}
+
+/// Reads a ledger written by [`ledger_script`].
+pub fn read_ledger(ledger: &Path) -> Vec<LedgerEntry> {
+    let text = std::fs::read_to_string(ledger).unwrap_or_default();
+    let mut entries: BTreeMap<i64, LedgerEntry> = BTreeMap::new();
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [kind, job, run, at] = fields[..] else { continue };
+        let (Ok(run), Ok(at)) = (run.parse::<i64>(), at.parse::<f64>()) else { continue };
+        match kind {
+            "start" => {
+                entries.insert(run, LedgerEntry { job: job.to_owned(), run, start: at, end: None });
+            }
+            "end" => {
+                if let Some(entry) = entries.get_mut(&run) {
+                    entry.end = Some(at);
+                }
+            }
+            _ => {}
+        }
+    }
+    entries.into_values().collect()
+}
+
+/// Panics if two runs of one job overlap in time. A run with no end (killed) counts as
+/// running until `killed_at` if given, else until the next run of its job starts.
+pub fn assert_no_overlap(entries: &[LedgerEntry], killed_at: Option<f64>) {
+    let mut by_job: BTreeMap<&str, Vec<&LedgerEntry>> = BTreeMap::new();
+    for entry in entries {
+        by_job.entry(entry.job.as_str()).or_default().push(entry);
+    }
+    for (job, mut runs) in by_job {
+        runs.sort_by(|a, b| a.start.total_cmp(&b.start));
+        for pair in runs.windows(2) {
+            let end = pair[0].end.or(killed_at).unwrap_or(pair[1].start);
+            assert!(
+                end <= pair[1].start,
+                "job {job}: run {} ({} → {end}) overlaps run {} (starts {})",
+                pair[0].run,
+                pair[0].start,
+                pair[1].run,
+                pair[1].start
+            );
+        }
+    }
+}
