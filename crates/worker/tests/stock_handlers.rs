@@ -3,7 +3,6 @@
 
 mod support;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -14,7 +13,7 @@ use cronfleet_proto::v1::worker_message::Kind as FromWorker;
 use cronfleet_worker::Worker;
 use cronfleet_worker::handlers::StockHandler;
 use serde_json::json;
-use support::{Background, Event, Harness, Role, WAIT, assign, outcome};
+use support::{Background, Event, Harness, Role, WAIT, alive, assign, outcome, read_pid};
 
 /// A registered worker with the shell and http handlers and a short kill grace.
 async fn setup(kill_grace: Duration) -> (Harness, Background) {
@@ -29,35 +28,6 @@ async fn setup(kill_grace: Duration) -> (Harness, Background) {
     let running = Background::spawn(move |shutdown| worker.run(shutdown));
     harness.expect_register().await;
     (harness, running)
-}
-
-/// Whether process `pid` is running. A zombie is not: it is dead and only waits for its
-/// parent (possibly init) to collect its exit status.
-fn alive(pid: i32) -> bool {
-    let Some(pid) = rustix::process::Pid::from_raw(pid) else {
-        return false;
-    };
-    if rustix::process::test_kill_process(pid).is_err() {
-        return false;
-    }
-    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.as_raw_nonzero()))
-        .unwrap_or_default();
-    let state = stat.rsplit_once(") ").map(|(_, rest)| rest.chars().next());
-    !matches!(state, Some(Some('Z')) | None)
-}
-
-/// Reads the pid a script wrote to `path`, waiting for it to appear.
-async fn read_pid(path: &Path) -> i32 {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Ok(text) = std::fs::read_to_string(path)
-            && let Ok(pid) = text.trim().parse()
-        {
-            return pid;
-        }
-        assert!(Instant::now() < deadline, "{} was never written", path.display());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test]

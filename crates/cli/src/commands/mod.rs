@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod coordinator;
+pub mod dev;
 pub mod job;
 pub mod output;
 pub mod run;
@@ -19,6 +20,8 @@ use clap::Subcommand;
 /// Every top-level subcommand.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run everything in one process with a SQLite store: the quickest way to try cronfleet.
+    Dev(dev::DevCommand),
     /// Run a coordinator (leases due jobs and dispatches them while it leads).
     Coordinator(coordinator::CoordinatorCommand),
     /// Define, inspect, change, pause, trigger and delete jobs.
@@ -38,6 +41,7 @@ pub enum Command {
 impl Command {
     pub fn run(self) -> anyhow::Result<()> {
         match self {
+            Command::Dev(command) => command.run(),
             Command::Coordinator(command) => command.run(),
             Command::Job(command) => command.run(),
             Command::Runs(command) => command.run(),

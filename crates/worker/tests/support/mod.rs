@@ -12,6 +12,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -118,36 +119,11 @@ impl WorkerService for Service {
             let mut tx = Some(tx);
             while let Ok(Some(message)) = inbound.message().await {
                 let Some(kind) = message.kind else { continue };
-                let _ = shared.events.send(Event::Message {
-                    conn,
-                    at: Instant::now(),
-                    kind: kind.clone(),
-                });
-                if shared.silent.load(Ordering::SeqCst) {
-                    if let (FromWorker::Register(_), Some(tx)) = (&kind, &tx) {
-                        shared.unanswered.lock().unwrap().push((conn, tx.clone()));
-                    }
-                    continue;
-                }
-                match kind {
-                    FromWorker::Register(_) => {
-                        let stays_open = tx
-                            .as_ref()
-                            .is_some_and(|open| answer_register(&shared, conn, open));
-                        if !stays_open {
-                            tx = None; // NotLeader: close the stream
-                        }
-                    }
-                    FromWorker::Heartbeat(_) => {
-                        let role = shared.role.lock().unwrap().clone();
-                        if let (Some(tx), Role::Leader { epoch, .. }) = (&tx, role) {
-                            let _ = tx.send(Ok(message_of(ToWorker::LeaseRenewed(
-                                LeaseRenewed { epoch },
-                            ))));
-                        }
-                    }
-                    _ => {}
-                }
+                let at = Instant::now();
+                answer(&shared, conn, &kind, &mut tx);
+                // Recorded after the answer, so a test that saw `Register` can send to the
+                // registered stream at once.
+                let _ = shared.events.send(Event::Message { conn, at, kind });
             }
             let mut current = shared.current.lock().unwrap();
             if current.as_ref().is_some_and(|(id, _)| *id == conn) {
@@ -160,13 +136,39 @@ impl WorkerService for Service {
     }
 }
 
+/// What a coordinator in the harness's role answers to `kind` on stream `conn`; `tx` is
+/// dropped to close the stream.
+fn answer(shared: &Shared, conn: u64, kind: &FromWorker, tx: &mut Option<Sender>) {
+    if shared.silent.load(Ordering::SeqCst) {
+        if let (FromWorker::Register(_), Some(tx)) = (kind, &tx) {
+            shared.unanswered.lock().unwrap().push((conn, tx.clone()));
+        }
+        return;
+    }
+    match kind {
+        FromWorker::Register(_) => {
+            let stays_open = tx
+                .as_ref()
+                .is_some_and(|open| answer_register(shared, conn, open));
+            if !stays_open {
+                *tx = None; // NotLeader: close the stream
+            }
+        }
+        FromWorker::Heartbeat(_) => {
+            let role = shared.role.lock().unwrap().clone();
+            if let (Some(tx), Role::Leader { epoch, .. }) = (&tx, role) {
+                let _ = tx.send(Ok(message_of(ToWorker::LeaseRenewed(LeaseRenewed {
+                    epoch,
+                }))));
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Answers a `Register` on stream `conn` as the role says; `false` when the stream must
 /// close (`NotLeader`).
-fn answer_register(
-    shared: &Shared,
-    conn: u64,
-    tx: &mpsc::UnboundedSender<Result<CoordinatorMessage, Status>>,
-) -> bool {
+fn answer_register(shared: &Shared, conn: u64, tx: &Sender) -> bool {
     let role = shared.role.lock().unwrap().clone();
     match role {
         Role::NotLeader { leader_url } => {
@@ -482,6 +484,35 @@ pub fn assign(run_id: i64, handler: &str, args: serde_json::Value) -> Assign {
 /// The outcome of a `RunFinished`.
 pub fn outcome(finished: &RunFinished) -> RunOutcome {
     RunOutcome::try_from(finished.outcome).expect("a known outcome")
+}
+
+/// Whether process `pid` is running. A zombie is not: it is dead and only waits for its
+/// parent (possibly init) to collect its exit status.
+pub fn alive(pid: i32) -> bool {
+    let Some(pid) = rustix::process::Pid::from_raw(pid) else {
+        return false;
+    };
+    if rustix::process::test_kill_process(pid).is_err() {
+        return false;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.as_raw_nonzero()))
+        .unwrap_or_default();
+    let state = stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next());
+    !matches!(state, Some('Z') | None)
+}
+
+/// Reads the pid a script wrote to `path`, waiting (up to [`WAIT`]) for it to appear.
+pub async fn read_pid(path: &Path) -> i32 {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path)
+            && let Ok(pid) = text.trim().parse()
+        {
+            return pid;
+        }
+        assert!(Instant::now() < deadline, "{} was never written", path.display());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Something running in the background until told to stop (a worker's `run`).
