@@ -89,11 +89,19 @@ pub fn free_addr() -> SocketAddr {
 pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     let status = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+    let body = response
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
     Some((status, body))
 }
 
@@ -181,17 +189,24 @@ impl Cluster {
         .collect();
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         let process = Process::spawn(node_id, &args, self.dir.path());
-        wait_for(&format!("coordinator {node_id} to be ready"), Duration::from_secs(20), || {
-            http_get(http, "/readyz").is_some_and(|(status, _)| status == 200)
+        wait_for(
+            &format!("coordinator {node_id} to be ready"),
+            Duration::from_secs(20),
+            || http_get(http, "/readyz").is_some_and(|(status, _)| status == 200),
+        );
+        self.coordinators.push(CoordinatorNode {
+            process,
+            grpc,
+            http,
         });
-        self.coordinators.push(CoordinatorNode { process, grpc, http });
         self.coordinators.last().expect("just pushed")
     }
 
     /// Starts a worker against every coordinator and waits until it is registered.
     pub fn start_worker(&mut self, node_id: &str, handlers: &str, capacity: u32) -> &WorkerNode {
         let http = free_addr();
-        let coordinators: Vec<String> = self.coordinators.iter().map(CoordinatorNode::url).collect();
+        let coordinators: Vec<String> =
+            self.coordinators.iter().map(CoordinatorNode::url).collect();
         let args: Vec<String> = [
             "worker",
             "--coordinator",
@@ -213,9 +228,11 @@ impl Cluster {
         .map(|s| (*s).to_owned())
         .collect();
         let process = Process::spawn(node_id, &args, self.dir.path());
-        wait_for(&format!("worker {node_id} to register"), Duration::from_secs(20), || {
-            http_get(http, "/readyz").is_some_and(|(status, _)| status == 200)
-        });
+        wait_for(
+            &format!("worker {node_id} to register"),
+            Duration::from_secs(20),
+            || http_get(http, "/readyz").is_some_and(|(status, _)| status == 200),
+        );
         self.workers.push(WorkerNode {
             process,
             node_id: node_id.to_owned(),
@@ -244,9 +261,17 @@ impl Cluster {
         let mut with_json = args.to_vec();
         with_json.extend(["-o", "json"]);
         let output = self.cli(&with_json);
-        assert!(output.success, "cronfleet {args:?} failed: {}", output.stderr);
-        serde_json::from_str(&output.stdout)
-            .unwrap_or_else(|error| panic!("cronfleet {args:?} printed no JSON ({error}): {}", output.stdout))
+        assert!(
+            output.success,
+            "cronfleet {args:?} failed: {}",
+            output.stderr
+        );
+        serde_json::from_str(&output.stdout).unwrap_or_else(|error| {
+            panic!(
+                "cronfleet {args:?} printed no JSON ({error}): {}",
+                output.stdout
+            )
+        })
     }
 
     /// The runs of a job, oldest first.
@@ -301,11 +326,23 @@ pub fn read_ledger(ledger: &Path) -> Vec<LedgerEntry> {
     let mut entries: BTreeMap<i64, LedgerEntry> = BTreeMap::new();
     for line in text.lines() {
         let fields: Vec<&str> = line.split_whitespace().collect();
-        let [kind, job, run, at] = fields[..] else { continue };
-        let (Ok(run), Ok(at)) = (run.parse::<i64>(), at.parse::<f64>()) else { continue };
+        let [kind, job, run, at] = fields[..] else {
+            continue;
+        };
+        let (Ok(run), Ok(at)) = (run.parse::<i64>(), at.parse::<f64>()) else {
+            continue;
+        };
         match kind {
             "start" => {
-                entries.insert(run, LedgerEntry { job: job.to_owned(), run, start: at, end: None });
+                entries.insert(
+                    run,
+                    LedgerEntry {
+                        job: job.to_owned(),
+                        run,
+                        start: at,
+                        end: None,
+                    },
+                );
             }
             "end" => {
                 if let Some(entry) = entries.get_mut(&run) {

@@ -8,9 +8,9 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cronfleet_e2e::cluster::{
-    assert_no_overlap, http_get, ledger_script, read_ledger, wait_for, Cluster,
+    Cluster, assert_no_overlap, http_get, ledger_script, read_ledger, wait_for,
 };
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 /// Shorter than the defaults (6 s / 3 s / 1 s) so the fault tests finish sooner; the
 /// ratios that make them safe are the same.
@@ -24,18 +24,28 @@ const FAST_FAILURE_DETECTION: &[&str] = &[
 ];
 
 fn seconds_now() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
 }
 
 fn create(cluster: &Cluster, name: &str, args: &[&str]) {
     let mut command = vec!["job", "create", name];
     command.extend_from_slice(args);
     let output = cluster.cli(&command);
-    assert!(output.success, "job create {name} failed: {}\n{}", output.stderr, cluster.logs());
+    assert!(
+        output.success,
+        "job create {name} failed: {}\n{}",
+        output.stderr,
+        cluster.logs()
+    );
 }
 
 fn states(runs: &[Value]) -> Vec<&str> {
-    runs.iter().map(|run| run["state"].as_str().unwrap_or("?")).collect()
+    runs.iter()
+        .map(|run| run["state"].as_str().unwrap_or("?"))
+        .collect()
 }
 
 fn process_alive(pid: &str) -> bool {
@@ -50,13 +60,27 @@ async fn two_workers_share_a_one_second_job_and_every_run_is_recorded() {
     cluster.start_worker("w1", "noop,sleep", 2);
     cluster.start_worker("w2", "noop,sleep", 2);
 
-    create(&cluster, "tick", &["--handler", "sleep", "--every", "1s", "--args", r#"{"ms": 200}"#]);
+    create(
+        &cluster,
+        "tick",
+        &[
+            "--handler",
+            "sleep",
+            "--every",
+            "1s",
+            "--args",
+            r#"{"ms": 200}"#,
+        ],
+    );
     std::thread::sleep(Duration::from_millis(10_500));
     assert!(cluster.cli(&["job", "pause", "tick"]).success);
     std::thread::sleep(Duration::from_millis(800));
 
     let runs = cluster.runs_of("tick");
-    let succeeded: Vec<&Value> = runs.iter().filter(|run| run["state"] == "succeeded").collect();
+    let succeeded: Vec<&Value> = runs
+        .iter()
+        .filter(|run| run["state"] == "succeeded")
+        .collect();
     assert!(
         (9..=12).contains(&succeeded.len()),
         "about ten runs in ten seconds, got {:?}\n{}",
@@ -66,12 +90,26 @@ async fn two_workers_share_a_one_second_job_and_every_run_is_recorded() {
     let mut slots = BTreeSet::new();
     for run in &succeeded {
         for field in ["slot", "worker", "started_at", "finished_at"] {
-            assert!(!run[field].is_null(), "run {} has no {field}: {run}", run["id"]);
+            assert!(
+                !run[field].is_null(),
+                "run {} has no {field}: {run}",
+                run["id"]
+            );
         }
-        assert!(slots.insert(run["slot"].as_str().unwrap().to_owned()), "slot run twice: {run}");
+        assert!(
+            slots.insert(run["slot"].as_str().unwrap().to_owned()),
+            "slot run twice: {run}"
+        );
     }
-    let workers: BTreeSet<&str> = succeeded.iter().filter_map(|run| run["worker"].as_str()).collect();
-    assert_eq!(workers, BTreeSet::from(["w1", "w2"]), "the load spreads over both workers");
+    let workers: BTreeSet<&str> = succeeded
+        .iter()
+        .filter_map(|run| run["worker"].as_str())
+        .collect();
+    assert_eq!(
+        workers,
+        BTreeSet::from(["w1", "w2"]),
+        "the load spreads over both workers"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -83,8 +121,25 @@ async fn a_job_slower_than_its_interval_never_overlaps_itself() {
     cluster.start_worker("w2", "shell", 4);
     let ledger = cluster.ledger_path();
     let args = json!({ "script": ledger_script(&ledger, 2.5) }).to_string();
-    create(&cluster, "slow-skip", &["--handler", "shell", "--every", "1s", "--args", &args]);
-    create(&cluster, "slow-queue", &["--handler", "shell", "--every", "1s", "--overlap", "queue", "--args", &args]);
+    create(
+        &cluster,
+        "slow-skip",
+        &["--handler", "shell", "--every", "1s", "--args", &args],
+    );
+    create(
+        &cluster,
+        "slow-queue",
+        &[
+            "--handler",
+            "shell",
+            "--every",
+            "1s",
+            "--overlap",
+            "queue",
+            "--args",
+            &args,
+        ],
+    );
     std::thread::sleep(Duration::from_secs(9));
     for job in ["slow-skip", "slow-queue"] {
         assert!(cluster.cli(&["job", "pause", job]).success);
@@ -92,13 +147,27 @@ async fn a_job_slower_than_its_interval_never_overlaps_itself() {
     std::thread::sleep(Duration::from_secs(6));
 
     let entries = read_ledger(&ledger);
-    assert!(entries.len() >= 4, "the jobs ran: {entries:?}\n{}", cluster.logs());
-    assert!(entries.iter().all(|entry| entry.end.is_some()), "every run finished: {entries:?}");
+    assert!(
+        entries.len() >= 4,
+        "the jobs ran: {entries:?}\n{}",
+        cluster.logs()
+    );
+    assert!(
+        entries.iter().all(|entry| entry.end.is_some()),
+        "every run finished: {entries:?}"
+    );
     assert_no_overlap(&entries, None);
     let skip_runs = cluster.runs_of("slow-skip");
-    assert!(states(&skip_runs).contains(&"skipped"), "busy slots are recorded as skipped: {:?}", states(&skip_runs));
+    assert!(
+        states(&skip_runs).contains(&"skipped"),
+        "busy slots are recorded as skipped: {:?}",
+        states(&skip_runs)
+    );
     let job = cluster.cli_json(&["job", "get", "slow-skip"]);
-    assert!(job["overlap_skipped_count"].as_u64().unwrap_or(0) > 0, "{job}");
+    assert!(
+        job["overlap_skipped_count"].as_u64().unwrap_or(0) > 0,
+        "{job}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -110,32 +179,79 @@ async fn a_killed_worker_loses_its_run_which_runs_again_elsewhere_without_overla
     cluster.start_worker("w2", "shell", 1);
     let ledger = cluster.ledger_path();
     let pids = cluster.dir.path().join("pids");
-    let script = format!("echo $$ >> {}; {}", pids.display(), ledger_script(&ledger, 30.0));
-    create(&cluster, "long", &["--handler", "shell", "--every", "1h", "--args", &json!({ "script": script }).to_string()]);
+    let script = format!(
+        "echo $$ >> {}; {}",
+        pids.display(),
+        ledger_script(&ledger, 30.0)
+    );
+    create(
+        &cluster,
+        "long",
+        &[
+            "--handler",
+            "shell",
+            "--every",
+            "1h",
+            "--args",
+            &json!({ "script": script }).to_string(),
+        ],
+    );
 
     let mut first = Value::Null;
     wait_for("the run to start", Duration::from_secs(15), || {
-        first = cluster.runs_of("long").into_iter().next().unwrap_or(Value::Null);
+        first = cluster
+            .runs_of("long")
+            .into_iter()
+            .next()
+            .unwrap_or(Value::Null);
         first["state"] == "running"
     });
-    wait_for("the script to write its pid", Duration::from_secs(5), || pids.exists());
+    wait_for(
+        "the script to write its pid",
+        Duration::from_secs(5),
+        || pids.exists(),
+    );
     let victim = first["worker"].as_str().unwrap().to_owned();
     let script_pid = std::fs::read_to_string(&pids).unwrap().trim().to_owned();
-    let index = cluster.workers.iter().position(|w| w.node_id == victim).unwrap();
+    let index = cluster
+        .workers
+        .iter()
+        .position(|w| w.node_id == victim)
+        .unwrap();
     cluster.workers[index].process.kill();
     let killed_at = seconds_now();
 
-    wait_for("the killed worker's script to die", Duration::from_secs(5), || !process_alive(&script_pid));
+    wait_for(
+        "the killed worker's script to die",
+        Duration::from_secs(5),
+        || !process_alive(&script_pid),
+    );
     let mut runs = Vec::new();
-    wait_for("the run to be lost and run again", Duration::from_secs(20), || {
-        runs = cluster.runs_of("long");
-        runs.len() == 2 && runs[0]["state"] == "lost" && runs[1]["state"] == "running"
-    });
+    wait_for(
+        "the run to be lost and run again",
+        Duration::from_secs(20),
+        || {
+            runs = cluster.runs_of("long");
+            runs.len() == 2 && runs[0]["state"] == "lost" && runs[1]["state"] == "running"
+        },
+    );
     assert_eq!(runs[0]["slot"], runs[1]["slot"], "the same slot runs again");
     assert_eq!(runs[1]["attempt"], 2);
-    assert_ne!(runs[1]["worker"].as_str(), Some(victim.as_str()), "on the other worker");
-    assert!(runs[0]["error"].as_str().unwrap_or("").contains(&victim), "{}", runs[0]);
-    wait_for("the second run to write the ledger", Duration::from_secs(5), || read_ledger(&ledger).len() == 2);
+    assert_ne!(
+        runs[1]["worker"].as_str(),
+        Some(victim.as_str()),
+        "on the other worker"
+    );
+    assert!(
+        runs[0]["error"].as_str().unwrap_or("").contains(&victim),
+        "{}",
+        runs[0]
+    );
+    wait_for(
+        "the second run to write the ledger",
+        Duration::from_secs(5),
+        || read_ledger(&ledger).len() == 2,
+    );
     // The killed run's script died within a second of its worker.
     assert_no_overlap(&read_ledger(&ledger), Some(killed_at + 1.0));
 }
@@ -147,19 +263,48 @@ async fn a_run_waits_visibly_for_a_worker_with_its_handler() {
     cluster.start_coordinator("c1", &[]);
     cluster.start_worker("w-noop", "noop", 2);
     let health = format!("http://{}/healthz", cluster.coordinators[0].http);
-    create(&cluster, "ping", &["--handler", "http", "--every", "1h", "--args", &json!({ "url": health }).to_string()]);
+    create(
+        &cluster,
+        "ping",
+        &[
+            "--handler",
+            "http",
+            "--every",
+            "1h",
+            "--args",
+            &json!({ "url": health }).to_string(),
+        ],
+    );
 
     let mut run = Value::Null;
-    wait_for("the run to wait with a reason", Duration::from_secs(10), || {
-        run = cluster.runs_of("ping").into_iter().next().unwrap_or(Value::Null);
-        run["state"] == "pending" && !run["pending_reason"].is_null()
-    });
-    assert_eq!(run["pending_reason"], "no connected worker offers handler \"http\"");
+    wait_for(
+        "the run to wait with a reason",
+        Duration::from_secs(10),
+        || {
+            run = cluster
+                .runs_of("ping")
+                .into_iter()
+                .next()
+                .unwrap_or(Value::Null);
+            run["state"] == "pending" && !run["pending_reason"].is_null()
+        },
+    );
+    assert_eq!(
+        run["pending_reason"],
+        "no connected worker offers handler \"http\""
+    );
 
     cluster.start_worker("w-http", "http", 2);
-    wait_for("the run to succeed once a worker offers http", Duration::from_secs(10), || {
-        cluster.runs_of("ping").first().is_some_and(|run| run["state"] == "succeeded")
-    });
+    wait_for(
+        "the run to succeed once a worker offers http",
+        Duration::from_secs(10),
+        || {
+            cluster
+                .runs_of("ping")
+                .first()
+                .is_some_and(|run| run["state"] == "succeeded")
+        },
+    );
     let run = &cluster.runs_of("ping")[0];
     assert_eq!(run["worker"], "w-http");
     assert!(http_get(cluster.workers[1].http, "/healthz").is_some_and(|(status, _)| status == 200));
@@ -167,7 +312,9 @@ async fn a_run_waits_visibly_for_a_worker_with_its_handler() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn restarting_postgres_loses_no_run_and_leaves_none_stuck() {
-    let mut postgres = cronfleet_testkit::PostgresServer::start().await.expect("postgres");
+    let mut postgres = cronfleet_testkit::PostgresServer::start()
+        .await
+        .expect("postgres");
     let url = postgres.create_database().await.expect("database");
     let mut cluster = Cluster::new(&url);
     cluster.start_coordinator("c1", &[]);
@@ -186,9 +333,18 @@ async fn restarting_postgres_loses_no_run_and_leaves_none_stuck() {
     let runs = cluster.runs_of("steady");
     let open: Vec<&Value> = runs
         .iter()
-        .filter(|run| matches!(run["state"].as_str(), Some("pending" | "dispatched" | "running")))
+        .filter(|run| {
+            matches!(
+                run["state"].as_str(),
+                Some("pending" | "dispatched" | "running")
+            )
+        })
         .collect();
-    assert!(open.is_empty(), "no run is stuck: {open:?}\n{}", cluster.logs());
+    assert!(
+        open.is_empty(),
+        "no run is stuck: {open:?}\n{}",
+        cluster.logs()
+    );
     // Every slot from the first to the last is accounted for: run, skipped or missed.
     let mut covered = 0u64;
     for run in &runs {
@@ -198,7 +354,9 @@ async fn restarting_postgres_loses_no_run_and_leaves_none_stuck() {
             _ => 1,
         };
     }
-    let first = chrono::DateTime::parse_from_rfc3339(runs.first().unwrap()["slot"].as_str().unwrap()).unwrap();
+    let first =
+        chrono::DateTime::parse_from_rfc3339(runs.first().unwrap()["slot"].as_str().unwrap())
+            .unwrap();
     let last_slot = runs
         .iter()
         .filter_map(|run| run["last_slot"].as_str().or(run["slot"].as_str()))
@@ -206,6 +364,18 @@ async fn restarting_postgres_loses_no_run_and_leaves_none_stuck() {
         .max()
         .unwrap();
     let slots = (last_slot - first).num_seconds() as u64 + 1;
-    assert_eq!(covered, slots, "every slot is run or accounted for: {:?}", states(&runs));
-    assert!(runs.iter().filter(|run| run["state"] == "succeeded").count() >= 6, "{:?}", states(&runs));
+    assert_eq!(
+        covered,
+        slots,
+        "every slot is run or accounted for: {:?}",
+        states(&runs)
+    );
+    assert!(
+        runs.iter()
+            .filter(|run| run["state"] == "succeeded")
+            .count()
+            >= 6,
+        "{:?}",
+        states(&runs)
+    );
 }

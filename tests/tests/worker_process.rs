@@ -90,15 +90,20 @@ fn http_port() -> u16 {
 /// `GET path` on 127.0.0.1:`port`: the status code, or `None` if nothing answers.
 async fn get_status(port: u16, path: &str) -> Option<u16> {
     let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-        let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()?;
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
         stream.write_all(request.as_bytes()).await.ok()?;
         let mut response = Vec::new();
         stream.read_to_end(&mut response).await.ok()?;
         let response = String::from_utf8_lossy(&response);
         response.split_whitespace().nth(1)?.parse().ok()
     };
-    tokio::time::timeout(Duration::from_secs(5), exchange).await.ok()?
+    tokio::time::timeout(Duration::from_secs(5), exchange)
+        .await
+        .ok()?
 }
 
 /// Polls `GET path` until it answers `status`, for at most `within`.
@@ -149,12 +154,16 @@ async fn a_sigkilled_worker_takes_its_shell_scripts_with_it() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let gone_after = killed.elapsed();
+    eprintln!("the script's processes were gone {gone_after:?} after the worker's SIGKILL");
     assert!(
         gone_after <= Duration::from_millis(1_200),
         "the script's processes should be gone within ~1s of the worker, took {gone_after:?}"
     );
     let status = worker.exit_within(WAIT).await;
-    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9));
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -173,7 +182,10 @@ async fn sigterm_lets_a_running_run_finish_then_exits_0() {
     worker.signal(Signal::TERM);
     let (_, finished) = harness.expect_finished_within(1, WAIT).await;
     assert_eq!(outcome(&finished), RunOutcome::Succeeded, "{finished:?}");
-    assert!(assigned.elapsed() >= Duration::from_millis(900), "the run was not cut short");
+    assert!(
+        assigned.elapsed() >= Duration::from_millis(900),
+        "the run was not cut short"
+    );
     harness.expect_disconnected(conn).await;
     let status = worker.exit_within(WAIT).await;
     assert_eq!(status.code(), Some(0), "log:\n{}", worker.log());
@@ -191,14 +203,22 @@ async fn readyz_follows_the_registration_and_healthz_the_process() {
     let mut worker = WorkerProcess::start(&harness.url(), port, &[]);
 
     wait_for_status(port, "/healthz", 200, WAIT).await;
-    assert_eq!(get_status(port, "/readyz").await, Some(503), "no leader yet");
+    assert_eq!(
+        get_status(port, "/readyz").await,
+        Some(503),
+        "no leader yet"
+    );
 
     harness.set_role(Role::leader(1));
     wait_for_status(port, "/readyz", 200, WAIT).await;
 
     harness.stop();
     wait_for_status(port, "/readyz", 503, WAIT).await;
-    assert_eq!(get_status(port, "/healthz").await, Some(200), "alive all the same");
+    assert_eq!(
+        get_status(port, "/healthz").await,
+        Some(200),
+        "alive all the same"
+    );
 
     worker.signal(Signal::TERM);
     assert_eq!(worker.exit_within(WAIT).await.code(), Some(0));
@@ -225,14 +245,23 @@ fn bad_flags_are_named_with_what_would_be_valid() {
     fails(&[], &["--coordinator"]);
     fails(
         &["--coordinator", url, "--handlers", "shell,bash"],
-        &["unknown stock handler \"bash\"", "valid handlers are shell, http, noop, sleep"],
+        &[
+            "unknown stock handler \"bash\"",
+            "valid handlers are shell, http, noop, sleep",
+        ],
     );
     fails(
         &["--coordinator", url, "--labels", "zone=eu,gpu"],
         &["--labels", "\"gpu\" is not a key=value pair"],
     );
-    fails(&["--coordinator", url, "--capacity", "0"], &["--capacity", "at least 1"]);
-    fails(&["--coordinator", url, "--drain-timeout", "soon"], &["--drain-timeout", "soon"]);
+    fails(
+        &["--coordinator", url, "--capacity", "0"],
+        &["--capacity", "at least 1"],
+    );
+    fails(
+        &["--coordinator", url, "--drain-timeout", "soon"],
+        &["--drain-timeout", "soon"],
+    );
     fails(
         &["--coordinator", "127.0.0.1:50051"],
         &["--coordinator", "\"127.0.0.1:50051\"", "http://"],

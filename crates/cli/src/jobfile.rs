@@ -68,7 +68,11 @@ impl JobDefinition {
         v1::JobSpec {
             name: self.name.clone(),
             handler: self.handler.clone(),
-            args_json: self.args.as_ref().map(ToString::to_string).unwrap_or_default(),
+            args_json: self
+                .args
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
             schedule: Some(v1::Schedule {
                 kind,
                 tz: self.tz.clone().unwrap_or_default(),
@@ -97,7 +101,11 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/jobs.yaml");
         let jobs = load(&path).unwrap();
         assert_eq!(jobs.len(), 5);
-        let report = jobs.iter().find(|job| job.name == "nightly-report").unwrap().to_spec();
+        let report = jobs
+            .iter()
+            .find(|job| job.name == "nightly-report")
+            .unwrap()
+            .to_spec();
         assert_eq!(
             report.schedule.unwrap().kind,
             Some(v1::schedule::Kind::Cron("30 2 * * *".to_owned()))
@@ -108,7 +116,11 @@ mod tests {
     fn unknown_fields_are_rejected_with_their_line() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("jobs.yaml");
-        std::fs::write(&path, "jobs:\n  - name: a\n    handler: noop\n    evry: 5m\n").unwrap();
+        std::fs::write(
+            &path,
+            "jobs:\n  - name: a\n    handler: noop\n    evry: 5m\n",
+        )
+        .unwrap();
         let error = load(&path).unwrap_err().to_string();
         assert!(error.contains("unknown field `evry`"), "{error}");
         assert!(error.contains("line 4"), "{error}");

@@ -1,6 +1,6 @@
 //! Waiting for the signals that ask a server process to stop.
 
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{SignalKind, signal};
 
 /// Returns on SIGTERM (Kubernetes, systemd) or SIGINT (Ctrl-C).
 pub async fn until_terminated() {

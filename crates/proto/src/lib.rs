@@ -39,6 +39,12 @@ mod tests {
     fn timestamps_round_trip() {
         let time = DateTime::from_timestamp(1_800_000_000, 123_456_789).unwrap();
         assert_eq!(datetime(&timestamp(time)), Some(time));
-        assert_eq!(datetime(&prost_types::Timestamp { seconds: 0, nanos: -1 }), None);
+        assert_eq!(
+            datetime(&prost_types::Timestamp {
+                seconds: 0,
+                nanos: -1
+            }),
+            None
+        );
     }
 }

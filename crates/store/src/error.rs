@@ -42,9 +42,7 @@ pub enum StoreError {
     /// A stored value that cronfleet cannot read back (edited by hand, or a bug).
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
-    #[error(
-        "invalid database URL \"{0}\": expected postgres://USER@HOST:PORT/DB or sqlite:PATH"
-    )]
+    #[error("invalid database URL \"{0}\": expected postgres://USER@HOST:PORT/DB or sqlite:PATH")]
     InvalidUrl(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),

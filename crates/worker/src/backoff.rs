@@ -48,7 +48,10 @@ mod tests {
         let mut step = INITIAL_BACKOFF;
         for _ in 0..10 {
             let delay = backoff.next_delay();
-            assert!(delay >= step / 2 && delay <= step, "{delay:?} for step {step:?}");
+            assert!(
+                delay >= step / 2 && delay <= step,
+                "{delay:?} for step {step:?}"
+            );
             step = (step * 2).min(MAX_BACKOFF);
         }
         assert!(backoff.next_delay() <= MAX_BACKOFF);

@@ -154,10 +154,19 @@ async fn session(shared: &Arc<Shared>, url: &str, exit: &CancellationToken) -> (
         }
         Ok(Err(status)) => return (false, SessionEnd::Failed(describe_status(&status))),
         Ok(Ok(None)) => {
-            return (false, SessionEnd::Failed("the coordinator closed the stream before answering Register".to_owned()));
+            return (
+                false,
+                SessionEnd::Failed(
+                    "the coordinator closed the stream before answering Register".to_owned(),
+                ),
+            );
         }
-        Ok(Ok(Some(CoordinatorMessage { kind: Some(Incoming::Registered(registered)) }))) => registered,
-        Ok(Ok(Some(CoordinatorMessage { kind: Some(Incoming::NotLeader(not_leader)) }))) => {
+        Ok(Ok(Some(CoordinatorMessage {
+            kind: Some(Incoming::Registered(registered)),
+        }))) => registered,
+        Ok(Ok(Some(CoordinatorMessage {
+            kind: Some(Incoming::NotLeader(not_leader)),
+        }))) => {
             return (false, not_leader_end(not_leader));
         }
         Ok(Ok(Some(other))) => {
@@ -170,18 +179,19 @@ async fn session(shared: &Arc<Shared>, url: &str, exit: &CancellationToken) -> (
             );
         }
     };
-    let (mut settings, lease_lost) = match shared.on_registered(id, url, &tx, &queued_log_bytes, &registered) {
-        Ok(registration) => registration,
-        Err(highest) => {
-            return (
-                false,
-                SessionEnd::NoLeader(format!(
-                    "deposed leader: its epoch {} is older than epoch {highest} seen before",
-                    registered.epoch
-                )),
-            );
-        }
-    };
+    let (mut settings, lease_lost) =
+        match shared.on_registered(id, url, &tx, &queued_log_bytes, &registered) {
+            Ok(registration) => registration,
+            Err(highest) => {
+                return (
+                    false,
+                    SessionEnd::NoLeader(format!(
+                        "deposed leader: its epoch {} is older than epoch {highest} seen before",
+                        registered.epoch
+                    )),
+                );
+            }
+        };
     info!(
         worker = %shared.config.node_id,
         coordinator = %url,
@@ -193,7 +203,12 @@ async fn session(shared: &Arc<Shared>, url: &str, exit: &CancellationToken) -> (
     );
     let end = serve(
         shared,
-        Session { id, url, tx: &tx, queued_log_bytes: &queued_log_bytes },
+        Session {
+            id,
+            url,
+            tx: &tx,
+            queued_log_bytes: &queued_log_bytes,
+        },
         &mut inbound,
         &mut settings,
         &lease_lost,

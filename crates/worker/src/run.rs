@@ -17,6 +17,9 @@ use crate::shared::{Shared, StopReason};
 /// handler needs the grace, then a moment to SIGKILL and reap its processes.
 pub(crate) const HANDLER_EXIT_MARGIN: Duration = Duration::from_secs(2);
 
+/// How long to wait for an abandoned handler's future to be dropped.
+const ABANDON_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Runs `handler` for `ctx` and reports the result. `args_error` is set when the args
 /// could not be parsed: the run fails without calling the handler.
 pub(crate) async fn execute(
@@ -26,7 +29,8 @@ pub(crate) async fn execute(
     args_error: Option<String>,
 ) {
     let run = ctx.entry();
-    let span = info_span!("run", run_id = run.run_id, job = %run.job, worker = %shared.config.node_id);
+    let span =
+        info_span!("run", run_id = run.run_id, job = %run.job, worker = %shared.config.node_id);
     let result = match args_error {
         Some(error) => Err(HandlerError::new(error)),
         None => supervise(&shared, ctx.clone(), handler, span).await,
@@ -56,7 +60,9 @@ async fn supervise(
     {
         // Already late (a slow dispatch): do not start work that must stop at once.
         run.stop(StopReason::DeadlinePassed(deadline));
-        return Err(HandlerError::new("the deadline had passed before the run started"));
+        return Err(HandlerError::new(
+            "the deadline had passed before the run started",
+        ));
     }
 
     let run_for_task = ctx.clone();
@@ -81,8 +87,11 @@ async fn supervise(
         Ok(joined) => joined_result(joined),
         Err(_) => {
             // Dropping the handler's future is all that can be done without its help;
-            // the stock shell handler kills its process group when dropped.
+            // the stock shell handler kills its process group when dropped. The drop
+            // happens on the task's next poll: wait for it, so that RunFinished never
+            // precedes it (unless the handler blocks its thread, hence the bound).
             task.abort();
+            let _ = tokio::time::timeout(ABANDON_TIMEOUT, task).await;
             warn!(
                 run_id = run.run_id,
                 job = %run.job,
@@ -98,7 +107,9 @@ async fn supervise(
     }
 }
 
-fn joined_result(joined: Result<Result<Outcome, HandlerError>, JoinError>) -> Result<Outcome, HandlerError> {
+fn joined_result(
+    joined: Result<Result<Outcome, HandlerError>, JoinError>,
+) -> Result<Outcome, HandlerError> {
     match joined {
         Ok(result) => result,
         Err(error) if error.is_panic() => {

@@ -15,8 +15,8 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, Utc};
 use cronfleet_proto::v1::worker_message::Kind as Outgoing;
 use cronfleet_proto::v1::{
-    Assign, Heartbeat, HeldRun, Register, Registered, RunFinished, RunLog, RunOutcome,
-    RunProgress, RunStarted, RunStatus, WorkerMessage,
+    Assign, Heartbeat, HeldRun, Register, Registered, RunFinished, RunLog, RunOutcome, RunProgress,
+    RunStarted, RunStatus, WorkerMessage,
 };
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
@@ -393,7 +393,10 @@ impl Shared {
     /// meanwhile: the session must end rather than act on the message.
     pub(crate) fn renew_lease(&self, session: u64) -> bool {
         let mut state = lock(&self.state);
-        let ours = state.link.as_ref().is_some_and(|link| link.session == session);
+        let ours = state
+            .link
+            .as_ref()
+            .is_some_and(|link| link.session == session);
         match &mut state.lease {
             Some(lease) if ours => {
                 lease.last_heard = Instant::now();
@@ -421,7 +424,11 @@ impl Shared {
     /// lease holds; their messages wait for the next link.
     pub(crate) fn unlink(&self, session: u64) {
         let mut state = lock(&self.state);
-        if state.link.as_ref().is_some_and(|link| link.session == session) {
+        if state
+            .link
+            .as_ref()
+            .is_some_and(|link| link.session == session)
+        {
             state.link = None;
             state.registration = None;
             self.publish(&state);
@@ -450,7 +457,7 @@ impl Shared {
         if state.runs.contains_key(&assign.run_id) {
             return AssignDecision::Duplicate;
         }
-        let rejection = if assign.epoch < -1 {
+        let rejection = if assign.epoch < state.highest_epoch {
             Some(format!(
                 "stale epoch {}: this worker has seen epoch {}, so the assign comes from a deposed leader",
                 assign.epoch, state.highest_epoch
@@ -501,7 +508,10 @@ impl Shared {
         let slot = match assign.slot.as_ref().and_then(cronfleet_proto::datetime) {
             Some(slot) => slot,
             None => {
-                warn!(run_id = assign.run_id, "assign without a valid slot: using now");
+                warn!(
+                    run_id = assign.run_id,
+                    "assign without a valid slot: using now"
+                );
                 Utc::now()
             }
         };
@@ -604,7 +614,10 @@ impl Shared {
             let chunk = if chunk.is_empty() { rest } else { chunk };
             rest = &rest[chunk.len()..];
             if link.queued_log_bytes.load(Ordering::Relaxed) > MAX_QUEUED_LOG_BYTES {
-                debug!(run_id = run.run_id, "log stream backed up: chunk kept in the output tail only");
+                debug!(
+                    run_id = run.run_id,
+                    "log stream backed up: chunk kept in the output tail only"
+                );
                 continue;
             }
             link.queued_log_bytes
@@ -655,7 +668,8 @@ impl Shared {
             lease_ttl_ms = lease.ttl.as_millis() as u64,
             "lease lost: no word from the coordinator; cancelling every run"
         );
-        for _run in state.runs.values() {
+        for run in state.runs.values() {
+            run.stop(StopReason::LeaseLost(lease.ttl));
         }
         self.publish(&state);
         None

@@ -103,7 +103,9 @@ impl Worker {
             shared.stop_all(&StopReason::ShuttingDown(drain_timeout));
             // Every run task gives up on its handler after this long.
             let patience = shared.config.kill_grace + HANDLER_EXIT_MARGIN + Duration::from_secs(1);
-            status.wait_for(patience, |status| status.running == 0).await;
+            status
+                .wait_for(patience, |status| status.running == 0)
+                .await;
         }
         if status
             .wait_for(REPORT_TIMEOUT, |status| status.unreported == 0)
@@ -144,7 +146,11 @@ impl std::fmt::Debug for WorkerBuilder {
             .field("labels", &self.labels)
             .field(
                 "handlers",
-                &self.handlers.iter().map(|(name, _)| name).collect::<Vec<_>>(),
+                &self
+                    .handlers
+                    .iter()
+                    .map(|(name, _)| name)
+                    .collect::<Vec<_>>(),
             )
             .field("drain_timeout", &self.drain_timeout)
             .field("kill_grace", &self.kill_grace)
@@ -218,7 +224,8 @@ impl WorkerBuilder {
     /// Registers one of the stock handlers (`shell`, `http`, `noop`, `sleep`) under its
     /// own name.
     pub fn stock_handler(mut self, stock: StockHandler) -> Self {
-        self.handlers.push((stock.name().to_owned(), stock.handler()));
+        self.handlers
+            .push((stock.name().to_owned(), stock.handler()));
         self
     }
 
@@ -300,7 +307,9 @@ fn validate_url(url: &str) -> Result<(), WorkerError> {
         url: url.to_owned(),
         reason: reason.to_owned(),
     };
-    let uri: http::Uri = url.parse().map_err(|error: http::uri::InvalidUri| invalid(&error.to_string()))?;
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|error: http::uri::InvalidUri| invalid(&error.to_string()))?;
     match uri.scheme_str() {
         Some("http" | "https") => {}
         Some(_) => return Err(invalid("the scheme must be http or https")),
@@ -333,7 +342,11 @@ mod tests {
     #[test]
     fn defaults_build() {
         let worker = noop().build().unwrap();
-        assert!(worker.node_id().ends_with(&format!("-{}", std::process::id())));
+        assert!(
+            worker
+                .node_id()
+                .ends_with(&format!("-{}", std::process::id()))
+        );
         assert_eq!(worker.shared.config.capacity, DEFAULT_CAPACITY);
         assert_eq!(worker.shared.config.drain_timeout, DEFAULT_DRAIN_TIMEOUT);
     }
@@ -350,9 +363,7 @@ mod tests {
             error(noop().handler_fn("noop", |_ctx| async { Ok(()) }))
                 .contains("\"noop\" is registered twice")
         );
-        assert!(
-            error(Worker::builder().coordinators(["http://h:1"])).contains("no handlers")
-        );
+        assert!(error(Worker::builder().coordinators(["http://h:1"])).contains("no handlers"));
         let labels = BTreeMap::from([(String::new(), "x".to_owned())]);
         assert!(error(noop().labels(labels)).contains("label keys"));
     }

@@ -115,11 +115,14 @@ async fn heartbeats_arrive_at_the_interval_and_list_running_runs_with_progress()
             Event::Message {
                 kind: FromWorker::RunProgress(progress),
                 ..
-            } => Some(progress.clone()),
+            } => Some(*progress),
             _ => None,
         })
         .await;
-    assert_eq!((progress.run_id, progress.done, progress.remaining), (1, 3, 7));
+    assert_eq!(
+        (progress.run_id, progress.done, progress.remaining),
+        (1, 3, 7)
+    );
     let running = harness
         .wait_for("Heartbeat with the run", WAIT, |event| match event {
             Event::Message {
@@ -199,9 +202,7 @@ async fn logs_progress_remaining_failures_and_panics_are_reported() {
                 ctx.log(format!("job {} attempt {}\n", ctx.job(), ctx.attempt()));
                 Ok(())
             })
-            .handler_fn("explicit", |_ctx| async {
-                Ok(Outcome::with_remaining(42))
-            })
+            .handler_fn("explicit", |_ctx| async { Ok(Outcome::with_remaining(42)) })
             .handler_fn("broken", |ctx| async move {
                 ctx.log("trying\n");
                 Err::<(), _>(HandlerError::new("the ledger is locked"))
@@ -236,9 +237,15 @@ async fn logs_progress_remaining_failures_and_panics_are_reported() {
         })
         .await;
     assert_eq!(outcome(&finished), RunOutcome::Succeeded);
-    assert_eq!(logged, "line 1\njob job-21 attempt 1\n", "RunLog chunks, in order, before RunFinished");
+    assert_eq!(
+        logged, "line 1\njob job-21 attempt 1\n",
+        "RunLog chunks, in order, before RunFinished"
+    );
     assert_eq!(finished.output, logged);
-    assert_eq!(finished.remaining, 10, "the last progress report's remaining work");
+    assert_eq!(
+        finished.remaining, 10,
+        "the last progress report's remaining work"
+    );
 
     harness.assign(assign(22, "explicit", json!({})));
     assert_eq!(harness.expect_finished(22).await.remaining, 42);
@@ -255,7 +262,11 @@ async fn logs_progress_remaining_failures_and_panics_are_reported() {
     harness.expect_started(24).await;
     let finished = harness.expect_finished(24).await;
     assert_eq!(outcome(&finished), RunOutcome::Failed);
-    assert!(finished.error.starts_with("args are not valid JSON"), "{}", finished.error);
+    assert!(
+        finished.error.starts_with("args are not valid JSON"),
+        "{}",
+        finished.error
+    );
 
     harness.assign(assign(25, "panics", json!({})));
     let finished = harness.expect_finished(25).await;
@@ -278,7 +289,11 @@ async fn the_deadline_times_a_run_out() {
     let finished = harness.expect_finished(31).await;
     let took = assigned.elapsed();
     assert_eq!(outcome(&finished), RunOutcome::TimedOut, "{finished:?}");
-    assert!(finished.error.starts_with("deadline "), "{}", finished.error);
+    assert!(
+        finished.error.starts_with("deadline "),
+        "{}",
+        finished.error
+    );
     assert!(
         took >= Duration::from_millis(350) && took < Duration::from_secs(2),
         "a 400ms deadline took {took:?}"
@@ -307,8 +322,45 @@ async fn cancel_stops_a_run() {
     harness.cancel(41, "operator asked");
     let finished = harness.expect_finished(41).await;
     assert_eq!(outcome(&finished), RunOutcome::Cancelled);
-    assert_eq!(finished.error, "cancelled by the coordinator: operator asked");
+    assert_eq!(
+        finished.error,
+        "cancelled by the coordinator: operator asked"
+    );
     assert!(cancelled.elapsed() < Duration::from_secs(1));
+}
+
+#[tokio::test]
+async fn a_handler_that_ignores_cancellation_is_abandoned_after_the_grace() {
+    let mut harness = Harness::start(Role::leader(1)).await;
+    let _worker = start(
+        worker_for(&harness)
+            .kill_grace(Duration::from_millis(200))
+            .handler_fn("stubborn", |_ctx| async {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                Ok(())
+            }),
+    );
+    harness.expect_register().await;
+
+    harness.assign(assign(45, "stubborn", json!({})));
+    harness.expect_started(45).await;
+    let cancelled = Instant::now();
+    harness.cancel(45, "enough");
+    let finished = harness.expect_finished(45).await;
+    let took = cancelled.elapsed();
+    assert_eq!(outcome(&finished), RunOutcome::Cancelled);
+    assert_eq!(finished.error, "cancelled by the coordinator: enough");
+    // The grace (200ms) plus the worker's 2s margin for handlers that clean up.
+    assert!(
+        took >= Duration::from_millis(2_000) && took < Duration::from_secs(4),
+        "abandoned after {took:?}"
+    );
+    harness.assign(assign(46, "noop", json!({})));
+    assert_eq!(
+        outcome(&harness.expect_finished(46).await),
+        RunOutcome::Succeeded,
+        "the abandoned run's slot is free again"
+    );
 }
 
 #[tokio::test]
@@ -335,7 +387,10 @@ async fn an_assign_from_a_deposed_leader_is_rejected() {
     current.epoch = 5;
     harness.assign(current);
     harness.expect_started(52).await;
-    assert_eq!(outcome(&harness.expect_finished(52).await), RunOutcome::Succeeded);
+    assert_eq!(
+        outcome(&harness.expect_finished(52).await),
+        RunOutcome::Succeeded
+    );
 }
 
 #[tokio::test]
@@ -371,12 +426,21 @@ async fn a_full_worker_rejects_more_runs() {
     };
     assert_eq!(finished.run_id, 72);
     assert_eq!(outcome(&finished), RunOutcome::Rejected);
-    assert_eq!(finished.error, "no free capacity: all 1 slots of this worker are busy");
+    assert_eq!(
+        finished.error,
+        "no free capacity: all 1 slots of this worker are busy"
+    );
 
     harness.cancel(71, "");
-    assert_eq!(outcome(&harness.expect_finished(71).await), RunOutcome::Cancelled);
+    assert_eq!(
+        outcome(&harness.expect_finished(71).await),
+        RunOutcome::Cancelled
+    );
     harness.assign(assign(73, "noop", json!({})));
-    assert_eq!(outcome(&harness.expect_finished(73).await), RunOutcome::Succeeded);
+    assert_eq!(
+        outcome(&harness.expect_finished(73).await),
+        RunOutcome::Succeeded
+    );
 }
 
 #[tokio::test]
@@ -402,7 +466,10 @@ async fn a_non_leader_redirects_the_worker_to_the_leader() {
     let mut run = assign(81, "noop", json!({}));
     run.epoch = 3;
     leader.assign(run);
-    assert_eq!(outcome(&leader.expect_finished(81).await), RunOutcome::Succeeded);
+    assert_eq!(
+        outcome(&leader.expect_finished(81).await),
+        RunOutcome::Succeeded
+    );
 }
 
 #[tokio::test]
@@ -423,7 +490,10 @@ async fn without_a_known_leader_the_worker_backs_off_and_retries() {
     let gaps: Vec<Duration> = attempts.windows(2).map(|pair| pair[1] - pair[0]).collect();
     // 100ms, 200ms, 400ms steps with jitter in [half, full]: growing, never a hot loop.
     assert!(gaps[0] >= Duration::from_millis(40), "{gaps:?}");
-    assert!(gaps[2] >= Duration::from_millis(180), "backoff grows: {gaps:?}");
+    assert!(
+        gaps[2] >= Duration::from_millis(180),
+        "backoff grows: {gaps:?}"
+    );
     assert!(!status.is_registered());
 
     harness.set_role(Role::leader(1));
@@ -471,7 +541,10 @@ async fn a_silent_coordinator_makes_the_worker_fence_its_runs() {
     harness.expect_started(91).await;
     // Heartbeats are answered while the coordinator speaks: no fencing.
     tokio::time::sleep(Duration::from_millis(900)).await;
-    assert!(cancelled_rx.try_recv().is_err(), "cancelled while the lease was renewed");
+    assert!(
+        cancelled_rx.try_recv().is_err(),
+        "cancelled while the lease was renewed"
+    );
 
     harness.set_silent(true);
     let silent_since = Instant::now();
@@ -497,7 +570,13 @@ async fn a_silent_coordinator_makes_the_worker_fence_its_runs() {
             _ => None,
         })
         .await;
-    assert_eq!(register.held_runs, [HeldRun { run_id: 91, epoch: 1 }]);
+    assert_eq!(
+        register.held_runs,
+        [HeldRun {
+            run_id: 91,
+            epoch: 1
+        }]
+    );
     harness.set_silent(false);
     let (finished_on, finished) = harness.expect_finished_within(91, WAIT).await;
     assert_eq!(finished_on, conn);
@@ -522,7 +601,13 @@ async fn runs_survive_a_reconnect_and_report_on_the_new_stream() {
 
     let (second, register) = harness.expect_register().await;
     assert_ne!(second, first);
-    assert_eq!(register.held_runs, [HeldRun { run_id: 101, epoch: 7 }]);
+    assert_eq!(
+        register.held_runs,
+        [HeldRun {
+            run_id: 101,
+            epoch: 7
+        }]
+    );
     assert_eq!(register.highest_epoch, 7);
     let (finished_on, finished) = harness.expect_finished_within(101, WAIT).await;
     assert_eq!(finished_on, second, "reported on the new stream");
@@ -544,7 +629,13 @@ async fn drain_makes_the_worker_reconnect_keeping_its_runs() {
     }));
     harness.expect_disconnected(first).await;
     let (second, register) = harness.expect_register().await;
-    assert_eq!(register.held_runs, [HeldRun { run_id: 111, epoch: 2 }]);
+    assert_eq!(
+        register.held_runs,
+        [HeldRun {
+            run_id: 111,
+            epoch: 2
+        }]
+    );
     let (finished_on, finished) = harness.expect_finished_within(111, WAIT).await;
     assert_eq!(finished_on, second);
     assert_eq!(outcome(&finished), RunOutcome::Succeeded);
@@ -563,12 +654,18 @@ async fn shutdown_lets_running_runs_finish_and_takes_nothing_new() {
     harness.assign(assign(122, "noop", json!({})));
     let rejected = harness.expect_finished(122).await;
     assert_eq!(outcome(&rejected), RunOutcome::Rejected);
-    assert_eq!(rejected.error, "worker is shutting down: it takes no new runs");
+    assert_eq!(
+        rejected.error,
+        "worker is shutting down: it takes no new runs"
+    );
 
     let finished = harness.expect_finished(121).await;
     assert_eq!(outcome(&finished), RunOutcome::Succeeded);
     let took = stopping.await.unwrap();
-    assert!(took >= Duration::from_millis(400), "waited for the run: {took:?}");
+    assert!(
+        took >= Duration::from_millis(400),
+        "waited for the run: {took:?}"
+    );
     assert!(took < Duration::from_secs(3), "and no longer: {took:?}");
     harness.expect_disconnected(conn).await;
 }

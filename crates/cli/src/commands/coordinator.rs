@@ -16,16 +16,28 @@ use crate::logging;
 /// Run a coordinator: it leases due jobs and dispatches them to workers while it leads,
 /// and serves the admin API (`--grpc`) and health checks (`--http`) in any case.
 #[derive(Debug, Args)]
-#[command(after_help = "Example:\n  cronfleet coordinator --database-url postgres://cronfleet@db:5432/cronfleet \\\n      --grpc 0.0.0.0:50051 --http 0.0.0.0:8080 --advertise-url http://10.0.0.7:50051")]
+#[command(
+    after_help = "Example:\n  cronfleet coordinator --database-url postgres://cronfleet@db:5432/cronfleet \\\n      --grpc 0.0.0.0:50051 --http 0.0.0.0:8080 --advertise-url http://10.0.0.7:50051"
+)]
 pub struct CoordinatorCommand {
     /// The store: postgres://USER[:PASSWORD]@HOST:PORT/DB, or sqlite:PATH for one node.
     #[arg(long, env = "CRONFLEET_DATABASE_URL", value_name = "URL")]
     database_url: String,
     /// Where the gRPC services (worker protocol, admin API) listen.
-    #[arg(long, env = "CRONFLEET_GRPC", default_value = "127.0.0.1:50051", value_name = "ADDR")]
+    #[arg(
+        long,
+        env = "CRONFLEET_GRPC",
+        default_value = "127.0.0.1:50051",
+        value_name = "ADDR"
+    )]
     grpc: SocketAddr,
     /// Where /healthz and /readyz are served.
-    #[arg(long, env = "CRONFLEET_HTTP", default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    #[arg(
+        long,
+        env = "CRONFLEET_HTTP",
+        default_value = "127.0.0.1:8080",
+        value_name = "ADDR"
+    )]
     http: SocketAddr,
     /// How workers and clients reach this node [default: http://<--grpc>].
     #[arg(long, env = "CRONFLEET_ADVERTISE_URL", value_name = "URL")]
@@ -90,7 +102,9 @@ impl CoordinatorCommand {
                     .unwrap_or_else(|| format!("http://{}", config.grpc_addr)),
             };
             let election = Arc::new(LocalElection::new(Arc::clone(&store), me));
-            let handle = cronfleet_coordinator::start(config, store, election, Arc::new(SystemClock)).await?;
+            let handle =
+                cronfleet_coordinator::start(config, store, election, Arc::new(SystemClock))
+                    .await?;
             crate::signals::until_terminated().await;
             handle.shutdown();
             handle.wait().await?;

@@ -24,16 +24,33 @@ use crate::{jobfile, logging, signals};
 /// Run cronfleet on this machine alone: the scheduler, its API and workers in one process,
 /// with its data in a SQLite file. Stop it with Ctrl-C; start it again and it carries on.
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  cronfleet dev\n  cronfleet dev --workers 4 --jobs examples/jobs.yaml\n\nThen, in another terminal:\n  cronfleet job create hello --handler shell --every 10s --args '{\"script\": \"echo hello\"}'\n  cronfleet runs --job hello")]
+#[command(
+    after_help = "Examples:\n  cronfleet dev\n  cronfleet dev --workers 4 --jobs examples/jobs.yaml\n\nThen, in another terminal:\n  cronfleet job create hello --handler shell --every 10s --args '{\"script\": \"echo hello\"}'\n  cronfleet runs --job hello"
+)]
 pub struct DevCommand {
     /// Where the SQLite database lives (created if missing).
-    #[arg(long, env = "CRONFLEET_DATA_DIR", default_value = ".cronfleet", value_name = "DIR")]
+    #[arg(
+        long,
+        env = "CRONFLEET_DATA_DIR",
+        default_value = ".cronfleet",
+        value_name = "DIR"
+    )]
     data_dir: PathBuf,
     /// Where the gRPC API (and the workers' protocol) listens.
-    #[arg(long, env = "CRONFLEET_GRPC", default_value = "127.0.0.1:50051", value_name = "ADDR")]
+    #[arg(
+        long,
+        env = "CRONFLEET_GRPC",
+        default_value = "127.0.0.1:50051",
+        value_name = "ADDR"
+    )]
     grpc: SocketAddr,
     /// Where /healthz and /readyz are served.
-    #[arg(long, env = "CRONFLEET_HTTP", default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    #[arg(
+        long,
+        env = "CRONFLEET_HTTP",
+        default_value = "127.0.0.1:8080",
+        value_name = "ADDR"
+    )]
     http: SocketAddr,
     /// How many in-process workers to run (each with capacity 4 and every stock handler).
     #[arg(long, env = "CRONFLEET_DEV_WORKERS", default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=64), value_name = "N")]
@@ -52,8 +69,12 @@ impl DevCommand {
         logging::init();
         // A bad job file stops us before anything starts.
         let jobs = self.jobs.as_deref().map(jobfile::load).transpose()?;
-        std::fs::create_dir_all(&self.data_dir)
-            .with_context(|| format!("cannot create the data directory {}", self.data_dir.display()))?;
+        std::fs::create_dir_all(&self.data_dir).with_context(|| {
+            format!(
+                "cannot create the data directory {}",
+                self.data_dir.display()
+            )
+        })?;
         let database = self.data_dir.join("cronfleet.db");
         tokio::runtime::Runtime::new()?.block_on(async move {
             let store = Arc::new(

@@ -108,7 +108,10 @@ fn parse_capacity(text: &str) -> Result<u32, String> {
     match text.trim().parse::<u32>() {
         Ok(0) => Err("must be at least 1 (how many runs execute at once)".to_owned()),
         Ok(capacity) => Ok(capacity),
-        Err(_) => Err(format!("{text:?} is not a whole number from 1 to {}", u32::MAX)),
+        Err(_) => Err(format!(
+            "{text:?} is not a whole number from 1 to {}",
+            u32::MAX
+        )),
     }
 }
 
@@ -118,7 +121,11 @@ fn parse_handlers(text: &str) -> Result<HandlerList, WorkerError> {
 
 fn parse_labels(text: &str) -> Result<Labels, String> {
     let mut labels = BTreeMap::new();
-    for pair in text.split(',').map(str::trim).filter(|pair| !pair.is_empty()) {
+    for pair in text
+        .split(',')
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty())
+    {
         let Some((key, value)) = pair.split_once('=') else {
             return Err(format!(
                 "{pair:?} is not a key=value pair (e.g. --labels zone=eu-1,gpu=true)"
@@ -141,9 +148,7 @@ fn parse_labels(text: &str) -> Result<Labels, String> {
 /// The flag a configuration error is about, so the message names it.
 fn flag_of(error: &WorkerError) -> &'static str {
     match error {
-        WorkerError::NoCoordinators | WorkerError::InvalidCoordinatorUrl { .. } => {
-            "--coordinator"
-        }
+        WorkerError::NoCoordinators | WorkerError::InvalidCoordinatorUrl { .. } => "--coordinator",
         WorkerError::ZeroCapacity => "--capacity",
         WorkerError::EmptyNodeId => "--node-id",
         WorkerError::InvalidLabel { .. } => "--labels",
@@ -180,7 +185,8 @@ impl WorkerCommand {
             let listener = tokio::net::TcpListener::bind(http)
                 .await
                 .with_context(|| format!("--http {http}: cannot listen"))?;
-            let probes = tokio::spawn(axum::serve(listener, health_router(worker.status())).into_future());
+            let probes =
+                tokio::spawn(axum::serve(listener, health_router(worker.status())).into_future());
             tracing::info!(worker = %worker.node_id(), %http, "serving /healthz and /readyz");
             // Runs until SIGTERM / SIGINT, then drains.
             worker.run(signals::until_terminated()).await;

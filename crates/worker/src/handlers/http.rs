@@ -82,7 +82,9 @@ impl Handler for HttpHandler {
             let text = String::from_utf8_lossy(&body);
             ctx.log(&text);
             if truncated {
-                ctx.log(format!("\n[body truncated after {BODY_PREVIEW_BYTES} bytes]\n"));
+                ctx.log(format!(
+                    "\n[body truncated after {BODY_PREVIEW_BYTES} bytes]\n"
+                ));
             }
             Ok::<_, reqwest::Error>(status)
         };
@@ -115,12 +117,18 @@ impl Handler for HttpHandler {
 fn parse(args: &Value) -> Result<Request, HandlerError> {
     let args = Args::new("http", args, &FIELDS, EXAMPLE)?;
 
-    let url_value = args.get("url").ok_or_else(|| args.missing("url", EXAMPLE))?;
+    let url_value = args
+        .get("url")
+        .ok_or_else(|| args.missing("url", EXAMPLE))?;
     let url_text = args
         .string("url")?
         .ok_or_else(|| args.invalid("url", "a string", url_value))?;
     let url = Url::parse(url_text).map_err(|error| {
-        args.invalid("url", &format!("an absolute http(s) URL ({error})"), url_value)
+        args.invalid(
+            "url",
+            &format!("an absolute http(s) URL ({error})"),
+            url_value,
+        )
     })?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(args.invalid("url", "an http:// or https:// URL", url_value));
@@ -149,9 +157,9 @@ fn parse(args: &Value) -> Result<Request, HandlerError> {
                         &Value::String(name.clone()),
                     )
                 })?;
-                let text = value.as_str().ok_or_else(|| {
-                    args.invalid(&format!("headers.{name}"), "a string", value)
-                })?;
+                let text = value
+                    .as_str()
+                    .ok_or_else(|| args.invalid(&format!("headers.{name}"), "a string", value))?;
                 let header_value = HeaderValue::from_str(text).map_err(|_| {
                     args.invalid(
                         &format!("headers.{name}"),
@@ -181,7 +189,11 @@ fn parse(args: &Value) -> Result<Request, HandlerError> {
                 .filter(|code| (100..=599).contains(code))
                 .and_then(|code| u16::try_from(code).ok())
                 .ok_or_else(|| {
-                    args.invalid("expect_status", "an HTTP status code from 100 to 599", value)
+                    args.invalid(
+                        "expect_status",
+                        "an HTTP status code from 100 to 599",
+                        value,
+                    )
                 })?,
         ),
     };
@@ -229,14 +241,16 @@ mod tests {
                 .contains("args.headers.X-N must be a string, got 1")
         );
         assert!(
-            error(json!({"url": "http://h", "expect_status": 700}))
-                .contains("args.expect_status must be an HTTP status code from 100 to 599, got 700")
+            error(json!({"url": "http://h", "expect_status": 700})).contains(
+                "args.expect_status must be an HTTP status code from 100 to 599, got 700"
+            )
         );
-        assert!(error(json!({"url": "http://h", "body": {}})).contains("args.body must be a string"));
         assert!(
-            error(json!({"url": "http://h", "timeout": 5}))
-                .contains("unknown field \"timeout\" (valid fields: url, method, headers, body, expect_status)")
+            error(json!({"url": "http://h", "body": {}})).contains("args.body must be a string")
         );
+        assert!(error(json!({"url": "http://h", "timeout": 5})).contains(
+            "unknown field \"timeout\" (valid fields: url, method, headers, body, expect_status)"
+        ));
     }
 
     #[test]

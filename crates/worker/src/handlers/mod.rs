@@ -65,7 +65,11 @@ impl StockHandler {
     /// least one required, unknown names an error listing the valid ones.
     pub fn parse_list(list: &str) -> Result<Vec<StockHandler>, WorkerError> {
         let mut handlers = Vec::new();
-        for name in list.split(',').map(str::trim).filter(|name| !name.is_empty()) {
+        for name in list
+            .split(',')
+            .map(str::trim)
+            .filter(|name| !name.is_empty())
+        {
             let handler = name.parse()?;
             if !handlers.contains(&handler) {
                 handlers.push(handler);
@@ -114,7 +118,9 @@ mod tests {
             StockHandler::parse_list(" shell, http,shell ").unwrap(),
             [StockHandler::Shell, StockHandler::Http]
         );
-        let error = StockHandler::parse_list("noop,bash").unwrap_err().to_string();
+        let error = StockHandler::parse_list("noop,bash")
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             error,
             "unknown stock handler \"bash\": valid handlers are shell, http, noop, sleep"

@@ -102,9 +102,8 @@ impl Handler for ShellHandler {
             streaming.abort();
             ctx.log("\n[a process outside the run's process group still holds its output open: stopped reading]\n");
         }
-        let status = status.map_err(|error| {
-            HandlerError::new(format!("cannot wait for the script: {error}"))
-        })?;
+        let status = status
+            .map_err(|error| HandlerError::new(format!("cannot wait for the script: {error}")))?;
         match describe_failure(status) {
             None => Ok(Outcome::success()),
             Some(failure) => Err(HandlerError::new(failure)),

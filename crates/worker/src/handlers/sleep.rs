@@ -41,7 +41,10 @@ mod tests {
 
     #[test]
     fn ms_must_be_a_non_negative_integer() {
-        assert_eq!(parse(&json!({"ms": 250})).unwrap(), Duration::from_millis(250));
+        assert_eq!(
+            parse(&json!({"ms": 250})).unwrap(),
+            Duration::from_millis(250)
+        );
         assert_eq!(parse(&json!({"ms": 0})).unwrap(), Duration::ZERO);
         let error = |args| parse(&args).unwrap_err().to_string();
         assert_eq!(

@@ -21,8 +21,8 @@ use cronfleet_proto::v1::coordinator_message::Kind as ToWorker;
 use cronfleet_proto::v1::worker_message::Kind as FromWorker;
 use cronfleet_proto::v1::worker_service_server::{WorkerService, WorkerServiceServer};
 use cronfleet_proto::v1::{
-    Assign, Cancel, CoordinatorMessage, LeaseRenewed, NotLeader, Register, Registered,
-    RunFinished, RunOutcome, RunStarted, WorkerMessage,
+    Assign, Cancel, CoordinatorMessage, LeaseRenewed, NotLeader, Register, Registered, RunFinished,
+    RunOutcome, RunStarted, WorkerMessage,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -283,7 +283,8 @@ impl Harness {
         }
         let current = self.shared.current.lock().unwrap();
         let (_, tx) = current.as_ref().expect("a registered worker to send to");
-        tx.send(Ok(message_of(kind))).expect("the worker's stream is open");
+        tx.send(Ok(message_of(kind)))
+            .expect("the worker's stream is open");
     }
 
     /// Sends an `Assign`.
@@ -383,7 +384,7 @@ impl Harness {
             Event::Message {
                 kind: FromWorker::RunStarted(started),
                 ..
-            } if started.run_id == run_id => Some(started.clone()),
+            } if started.run_id == run_id => Some(*started),
             Event::Message {
                 kind: FromWorker::RunFinished(finished),
                 ..
@@ -449,9 +450,13 @@ pub fn describe(event: &Event) -> String {
         Event::Disconnected { conn } => format!("disconnected #{conn}"),
         Event::Message { conn, kind, .. } => match kind {
             FromWorker::Register(_) => format!("Register #{conn}"),
-            FromWorker::Heartbeat(beat) => format!("Heartbeat({} running) #{conn}", beat.running.len()),
+            FromWorker::Heartbeat(beat) => {
+                format!("Heartbeat({} running) #{conn}", beat.running.len())
+            }
             FromWorker::RunStarted(started) => format!("RunStarted({}) #{conn}", started.run_id),
-            FromWorker::RunProgress(progress) => format!("RunProgress({}) #{conn}", progress.run_id),
+            FromWorker::RunProgress(progress) => {
+                format!("RunProgress({}) #{conn}", progress.run_id)
+            }
             FromWorker::RunLog(log) => format!("RunLog({}, {:?}) #{conn}", log.run_id, log.text),
             FromWorker::RunFinished(finished) => format!(
                 "RunFinished({}, {:?}, {:?}) #{conn}",
@@ -474,7 +479,9 @@ pub fn assign(run_id: i64, handler: &str, args: serde_json::Value) -> Assign {
         attempt: 1,
         handler: handler.to_owned(),
         args_json: args.to_string(),
-        deadline: Some(cronfleet_proto::timestamp(now + chrono::Duration::minutes(1))),
+        deadline: Some(cronfleet_proto::timestamp(
+            now + chrono::Duration::minutes(1),
+        )),
         epoch: 1,
         trigger: "schedule".to_owned(),
         trace_context: Default::default(),
@@ -495,10 +502,25 @@ pub fn alive(pid: i32) -> bool {
     if rustix::process::test_kill_process(pid).is_err() {
         return false;
     }
-    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.as_raw_nonzero()))
-        .unwrap_or_default();
-    let state = stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next());
+    let stat =
+        std::fs::read_to_string(format!("/proc/{}/stat", pid.as_raw_nonzero())).unwrap_or_default();
+    let state = stat
+        .rsplit_once(") ")
+        .and_then(|(_, rest)| rest.chars().next());
     !matches!(state, Some('Z') | None)
+}
+
+/// Whether process `pid` is gone within 500 ms. SIGKILL is asynchronous: a killed process
+/// still shows as running until the kernel has torn it down, a moment later.
+pub async fn gone_soon(pid: i32) -> bool {
+    let deadline = Instant::now() + Duration::from_millis(500);
+    while alive(pid) {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    true
 }
 
 /// Reads the pid a script wrote to `path`, waiting (up to [`WAIT`]) for it to appear.
@@ -510,7 +532,11 @@ pub async fn read_pid(path: &Path) -> i32 {
         {
             return pid;
         }
-        assert!(Instant::now() < deadline, "{} was never written", path.display());
+        assert!(
+            Instant::now() < deadline,
+            "{} was never written",
+            path.display()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -1,0 +1,123 @@
+//! `cronfleet dev` end to end: one process with SQLite, the local leader and in-process
+//! workers runs shell jobs, loads a job file, and carries on after a restart.
+
+use std::time::Duration;
+
+use cronfleet_e2e::cluster::{
+    Process, assert_no_overlap, free_addr, http_get, ledger_script, read_ledger, wait_for,
+};
+use cronfleet_e2e::cronfleet_binary;
+use serde_json::{Value, json};
+
+struct Dev {
+    process: Process,
+    server: String,
+}
+
+fn start_dev(
+    data_dir: &std::path::Path,
+    jobs: Option<&std::path::Path>,
+    log_dir: &std::path::Path,
+    name: &str,
+) -> Dev {
+    let (grpc, http) = (free_addr(), free_addr());
+    let mut args = vec![
+        "dev".to_owned(),
+        "--data-dir".to_owned(),
+        data_dir.display().to_string(),
+        "--grpc".to_owned(),
+        grpc.to_string(),
+        "--http".to_owned(),
+        http.to_string(),
+        "--workers".to_owned(),
+        "2".to_owned(),
+    ];
+    if let Some(jobs) = jobs {
+        args.extend(["--jobs".to_owned(), jobs.display().to_string()]);
+    }
+    let process = Process::spawn(name, &args, log_dir);
+    wait_for("cronfleet dev to be ready", Duration::from_secs(20), || {
+        http_get(http, "/readyz").is_some_and(|(status, _)| status == 200)
+    });
+    Dev {
+        process,
+        server: format!("http://{grpc}"),
+    }
+}
+
+fn cli_json(server: &str, args: &[&str]) -> Value {
+    let output = std::process::Command::new(cronfleet_binary())
+        .args(args)
+        .args(["--server", server, "-o", "json"])
+        .output()
+        .expect("run the cli");
+    assert!(
+        output.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("json")
+}
+
+#[test]
+fn dev_mode_runs_jobs_from_a_file_without_overlap_and_survives_a_restart() {
+    let scratch = tempfile::tempdir().unwrap();
+    let data_dir = scratch.path().join("data");
+    let ledger = scratch.path().join("ledger");
+    let jobs = scratch.path().join("jobs.yaml");
+    let script = ledger_script(&ledger, 1.5);
+    std::fs::write(
+        &jobs,
+        format!(
+            "jobs:\n  - name: chunk\n    handler: shell\n    every: 1s\n    args:\n      script: {}\n  - name: tick\n    handler: noop\n    every: 1s\n",
+            json!(script)
+        ),
+    )
+    .unwrap();
+
+    let mut dev = start_dev(&data_dir, Some(&jobs), scratch.path(), "dev-1");
+    std::thread::sleep(Duration::from_secs(5));
+    let names: Vec<String> = cli_json(&dev.server, &["job", "list"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|job| job["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["chunk", "tick"]);
+    let ticks = cli_json(
+        &dev.server,
+        &["runs", "--job", "tick", "--state", "succeeded"],
+    );
+    assert!(
+        ticks.as_array().unwrap().len() >= 3,
+        "{ticks}\n{}",
+        dev.process.log_text()
+    );
+
+    // A graceful stop, then a restart on the same data: the jobs are still there and run.
+    dev.process.terminate();
+    assert!(
+        dev.process
+            .wait_exit(Duration::from_secs(15))
+            .is_some_and(|status| status.success())
+    );
+    let before = ledger_runs(&ledger);
+    let dev = start_dev(&data_dir, Some(&jobs), scratch.path(), "dev-2");
+    wait_for(
+        "chunk runs after the restart",
+        Duration::from_secs(10),
+        || ledger_runs(&ledger) > before,
+    );
+    let chunk = cli_json(&dev.server, &["job", "get", "chunk"]);
+    assert_eq!(
+        chunk["version"], 1,
+        "loading the file again left the job as it was"
+    );
+    assert!(dev.process.log_text().contains("job chunk exists"));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_no_overlap(&read_ledger(&ledger), None);
+}
+
+fn ledger_runs(ledger: &std::path::Path) -> usize {
+    read_ledger(ledger).len()
+}
