@@ -1,7 +1,6 @@
 //! `cronfleet coordinator`: a coordinator of a cluster, over PostgreSQL (or a SQLite file
 //! for a single node).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +10,7 @@ use cronfleet_coordinator::clock::SystemClock;
 use cronfleet_coordinator::{CoordinatorConfig, LeaderInfo, LocalElection};
 use cronfleet_core::duration::parse_fixed_duration;
 
+use super::server_args::ListenArgs;
 use crate::logging;
 
 /// Run a coordinator: it leases due jobs and dispatches them to workers while it leads,
@@ -23,22 +23,8 @@ pub struct CoordinatorCommand {
     /// The store: postgres://USER[:PASSWORD]@HOST:PORT/DB, or sqlite:PATH for one node.
     #[arg(long, env = "CRONFLEET_DATABASE_URL", value_name = "URL")]
     database_url: String,
-    /// Where the gRPC services (worker protocol, admin API) listen.
-    #[arg(
-        long,
-        env = "CRONFLEET_GRPC",
-        default_value = "127.0.0.1:50051",
-        value_name = "ADDR"
-    )]
-    grpc: SocketAddr,
-    /// Where /healthz and /readyz are served.
-    #[arg(
-        long,
-        env = "CRONFLEET_HTTP",
-        default_value = "127.0.0.1:8080",
-        value_name = "ADDR"
-    )]
-    http: SocketAddr,
+    #[command(flatten)]
+    listen: ListenArgs,
     /// How workers and clients reach this node [default: http://<--grpc>].
     #[arg(long, env = "CRONFLEET_ADVERTISE_URL", value_name = "URL")]
     advertise_url: Option<String>,
@@ -75,8 +61,8 @@ pub(crate) fn host_name() -> String {
 impl CoordinatorCommand {
     fn config(&self) -> CoordinatorConfig {
         let mut config = CoordinatorConfig::new(self.node_id.clone().unwrap_or_else(host_name));
-        config.grpc_addr = self.grpc;
-        config.http_addr = self.http;
+        config.grpc_addr = self.listen.grpc;
+        config.http_addr = self.listen.http;
         config.advertise_url = self.advertise_url.clone();
         config.worker_timeout = self.worker_timeout;
         config.lease_ttl = self.lease_ttl;

@@ -2,7 +2,6 @@
 //! store under `--data-dir`, an always-leader coordinator, and in-process workers with
 //! every stock handler, on the default ports.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -19,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic::transport::Endpoint;
 
+use super::server_args::ListenArgs;
 use crate::{jobfile, logging, signals};
 
 /// Run cronfleet on this machine alone: the scheduler, its API and workers in one process,
@@ -36,22 +36,8 @@ pub struct DevCommand {
         value_name = "DIR"
     )]
     data_dir: PathBuf,
-    /// Where the gRPC API (and the workers' protocol) listens.
-    #[arg(
-        long,
-        env = "CRONFLEET_GRPC",
-        default_value = "127.0.0.1:50051",
-        value_name = "ADDR"
-    )]
-    grpc: SocketAddr,
-    /// Where /healthz and /readyz are served.
-    #[arg(
-        long,
-        env = "CRONFLEET_HTTP",
-        default_value = "127.0.0.1:8080",
-        value_name = "ADDR"
-    )]
-    http: SocketAddr,
+    #[command(flatten)]
+    listen: ListenArgs,
     /// How many in-process workers to run (each with capacity 4 and every stock handler).
     #[arg(long, env = "CRONFLEET_DEV_WORKERS", default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=64), value_name = "N")]
     workers: u32,
@@ -83,9 +69,9 @@ impl DevCommand {
                     .with_context(|| format!("cannot open {}", database.display()))?,
             );
             let mut config = CoordinatorConfig::new("dev");
-            config.grpc_addr = self.grpc;
-            config.http_addr = self.http;
-            let url = format!("http://{}", self.grpc);
+            config.grpc_addr = self.listen.grpc;
+            config.http_addr = self.listen.http;
+            let url = format!("http://{}", self.listen.grpc);
             let me = LeaderInfo {
                 node_id: config.node_id.clone(),
                 url: url.clone(),
@@ -119,7 +105,7 @@ impl DevCommand {
             }
             eprintln!(
                 "cronfleet dev is running: API {url}, health http://{}/healthz, {} workers, data in {}",
-                self.http,
+                self.listen.http,
                 self.workers,
                 self.data_dir.display()
             );

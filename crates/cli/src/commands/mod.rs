@@ -12,6 +12,7 @@ pub mod output;
 pub mod run;
 pub mod runs;
 pub mod schedule;
+pub mod server_args;
 pub mod worker;
 pub mod workers;
 
