@@ -326,6 +326,11 @@ async fn restarting_postgres_loses_no_run_and_leaves_none_stuck() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     postgres.start_again().await.expect("start postgres again");
     std::thread::sleep(Duration::from_secs(4));
+    let log = cluster.coordinators[0].process.log_text();
+    assert!(
+        log.contains("will try again") || log.contains("store unavailable"),
+        "the coordinator saw the outage (else this test proves nothing):\n{log}"
+    );
     let paused = cluster.cli(&["job", "pause", "steady"]);
     assert!(paused.success, "{}", paused.stderr);
     std::thread::sleep(Duration::from_secs(3));

@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use cronfleet_core::lease::LeaseSettings;
+use cronfleet_core::policy::AutoPausePolicy;
+use cronfleet_store::FinishRules;
 
 /// Everything a coordinator needs to know besides its store and election.
 #[derive(Clone, Debug)]
@@ -33,6 +35,11 @@ pub struct CoordinatorConfig {
     pub lease: LeaseSettings,
     /// How many times a slot whose run was lost is run again.
     pub max_losses_per_slot: u32,
+    /// Retry backoff of jobs with `--retries`: the first delay, doubling up to the max.
+    pub retry_base_delay: Duration,
+    pub retry_max_delay: Duration,
+    /// When a job that keeps failing is paused.
+    pub auto_pause: AutoPausePolicy,
 }
 
 impl CoordinatorConfig {
@@ -51,6 +58,20 @@ impl CoordinatorConfig {
             dispatch_batch: 500,
             lease: LeaseSettings::default(),
             max_losses_per_slot: 3,
+            retry_base_delay: Duration::from_secs(1),
+            retry_max_delay: Duration::from_secs(300),
+            auto_pause: AutoPausePolicy::default(),
+        }
+    }
+
+    /// What follows the end of a run that reported `remaining` work left.
+    pub fn finish_rules(&self, remaining: u64) -> FinishRules {
+        FinishRules {
+            retry_base_delay: self.retry_base_delay,
+            retry_max_delay: self.retry_max_delay,
+            jitter: rand::random::<f64>(),
+            auto_pause: self.auto_pause,
+            remaining,
         }
     }
 
@@ -61,6 +82,12 @@ impl CoordinatorConfig {
                 "the worker lease ttl ({:?}) must be shorter than the worker timeout ({:?}), \
                  so that a lost worker has stopped its runs before they run elsewhere",
                 self.lease_ttl, self.worker_timeout
+            ));
+        }
+        if self.retry_base_delay > self.retry_max_delay {
+            return Err(format!(
+                "the retry base delay ({:?}) must not exceed the retry max delay ({:?})",
+                self.retry_base_delay, self.retry_max_delay
             ));
         }
         if self.heartbeat_interval >= self.lease_ttl {

@@ -14,7 +14,7 @@ use cronfleet_proto::v1::{
     CoordinatorMessage, LeaseRenewed, NotLeader, Register, Registered, RunFinished, RunOutcome,
     WorkerMessage, coordinator_message, worker_message,
 };
-use cronfleet_store::{RunTransition, StoreError};
+use cronfleet_store::{Finished, RunTransition, StoreError};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -283,16 +283,15 @@ async fn finish_run(shared: &Shared, term: &Term, node: &str, finished: RunFinis
     if let Some(output) = output {
         transition = transition.with_output(output);
     }
+    let rules = shared.config.finish_rules(finished.remaining);
     let result = retry_transient(term, || {
         shared
             .store
-            .transition_run(run_id, &transition, shared.clock.now())
+            .finish_run(run_id, &transition, &rules, shared.clock.now())
     })
     .await;
     match result {
-        Some(Ok(run)) => {
-            info!(run_id, job = %run.job_name, worker = %node, state = %run.state, "run finished");
-        }
+        Some(Ok(finished)) => log_finished(&finished, node),
         Some(Err(error)) => warn!(run_id, worker = %node, %error, "cannot record the run's result"),
         None => {}
     }
@@ -321,5 +320,20 @@ where
             () = tokio::time::sleep(pause) => {}
         }
         pause = (pause * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// Logs a run's end and what followed it.
+pub(crate) fn log_finished(finished: &Finished, node: &str) {
+    let run = &finished.run;
+    info!(run_id = run.id, job = %run.job_name, worker = %node, state = %run.state, slot = %run.slot, attempt = run.attempt, "run finished");
+    if let Some(retry) = &finished.retry {
+        info!(run_id = retry.id, job = %retry.job_name, attempt = retry.attempt, not_before = ?retry.not_before, "retry scheduled");
+    }
+    if let Some(next) = &finished.continuation {
+        info!(run_id = next.id, job = %next.job_name, "continuation scheduled: work remains");
+    }
+    if let Some(reason) = &finished.paused {
+        warn!(job = %run.job_name, reason, "job paused automatically");
     }
 }

@@ -28,6 +28,7 @@ use tracing::{debug, info, warn};
 use crate::clock::Clock;
 use crate::config::CoordinatorConfig;
 use crate::election::Election;
+use crate::gateway::log_finished;
 use crate::registry::{Registry, Reservation};
 use crate::wake::Wakeup;
 
@@ -177,7 +178,11 @@ pub(crate) async fn run_scheduler(shared: Arc<Shared>, term: Term) {
                         debug!(runs = lease.runs.len(), epoch = term.epoch, "leased");
                         shared.dispatcher_wake.wake();
                     }
+                    // Marked as sent, so the monitor's cancel delivery does not repeat it.
                     for run_id in lease.cancel_requested {
+                        if !shared.registry.first_cancel(run_id) {
+                            continue;
+                        }
                         shared
                             .send_cancel(
                                 run_id,
@@ -377,9 +382,15 @@ pub(crate) async fn run_monitor(shared: Arc<Shared>, term: Term) {
                     grace.num_seconds()
                 );
                 let transition = RunTransition::to(RunState::TimedOut).with_error(error.clone());
-                match shared.store.transition_run(run.id, &transition, now).await {
-                    Ok(_) => {
+                let rules = shared.config.finish_rules(0);
+                match shared
+                    .store
+                    .finish_run(run.id, &transition, &rules, now)
+                    .await
+                {
+                    Ok(finished) => {
                         warn!(run_id = run.id, job = %run.job_name, worker, "run timed out");
+                        log_finished(&finished, worker);
                         shared.registry.release(worker, run.id);
                         shared.send_cancel(run.id, Some(worker), &error).await;
                         shared.dispatcher_wake.wake();
@@ -389,6 +400,12 @@ pub(crate) async fn run_monitor(shared: Arc<Shared>, term: Term) {
                 continue;
             }
             if shared.registry.is_connected(worker) {
+                // An operator's cancel (from any replica) reaches the worker once.
+                if run.cancel_requested_at.is_some() && shared.registry.first_cancel(run.id) {
+                    shared
+                        .send_cancel(run.id, Some(worker), "cancelled by an operator")
+                        .await;
+                }
                 continue;
             }
             let last_seen = shared

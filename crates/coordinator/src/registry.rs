@@ -37,6 +37,8 @@ struct State {
     last_seen: HashMap<String, DateTime<Utc>>,
     /// The log tail of each running run, from its RunLog chunks.
     outputs: HashMap<i64, String>,
+    /// Runs whose operator cancel was sent to their worker.
+    cancels_sent: HashSet<i64>,
 }
 
 /// Why no worker could take a run: shown on the pending run.
@@ -217,10 +219,16 @@ impl Registry {
         })
     }
 
+    /// Whether an operator's cancel of `run_id` is still to be sent (true once).
+    pub(crate) fn first_cancel(&self, run_id: i64) -> bool {
+        self.lock().cancels_sent.insert(run_id)
+    }
+
     /// Frees the slot a run held on a worker (it finished, was lost, or never started).
     pub(crate) fn release(&self, node_id: &str, run_id: i64) {
         let mut state = self.lock();
         state.outputs.remove(&run_id);
+        state.cancels_sent.remove(&run_id);
         if let Some(connection) = state.connected.get_mut(node_id) {
             connection.runs.remove(&run_id);
             connection.info.busy = u32::try_from(connection.runs.len()).unwrap_or(u32::MAX);

@@ -6,10 +6,10 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use cronfleet_core::job::Job;
 use cronfleet_core::lease::{DueJob, LeaseSettings, SlotRange, plan_lease};
-use cronfleet_core::policy::OpenRuns;
+use cronfleet_core::policy::{OpenRuns, RetryPolicy};
 use cronfleet_core::run::{Run, RunState, Trigger, bounded_output};
 
-use crate::{RunTransition, StoreError};
+use crate::{FinishRules, RunTransition, StoreError};
 
 /// A row to insert into `runs`.
 #[derive(Debug)]
@@ -190,4 +190,74 @@ pub(crate) fn plan_transition(
             _ => StreakChange::Unchanged,
         },
     })
+}
+
+/// A run to create after another ended.
+#[derive(Debug)]
+pub(crate) struct FollowUp {
+    pub slot: DateTime<Utc>,
+    pub attempt: i32,
+    pub trigger: &'static str,
+    pub not_before: Option<DateTime<Utc>>,
+}
+
+/// What follows a run that ended in `state`, given its job as it is after the end
+/// (failure streak updated).
+#[derive(Debug, Default)]
+pub(crate) struct FinishPlan {
+    pub follow_up: Option<FollowUp>,
+    pub pause_reason: Option<String>,
+}
+
+pub(crate) fn plan_finish(
+    run: &Run,
+    state: RunState,
+    job: &Job,
+    rules: &FinishRules,
+    now: DateTime<Utc>,
+) -> FinishPlan {
+    match state {
+        RunState::Failed | RunState::TimedOut => {
+            // A job that keeps failing is paused rather than retried once more.
+            if !job.spec.paused {
+                if let Some(reason) = rules.auto_pause.pause_reason(job.failures, now) {
+                    return FinishPlan {
+                        follow_up: None,
+                        pause_reason: Some(reason),
+                    };
+                }
+            }
+            let retry = RetryPolicy {
+                retries: job.spec.retries,
+                base_delay: rules.retry_base_delay,
+                max_delay: rules.retry_max_delay,
+            };
+            let follow_up = retry.should_retry(run.attempt).then(|| {
+                let backoff = retry.backoff(run.attempt, rules.jitter);
+                FollowUp {
+                    slot: run.slot,
+                    attempt: i32::try_from(run.attempt + 1).unwrap_or(i32::MAX),
+                    trigger: Trigger::Retry.as_str(),
+                    not_before: Some(
+                        now + chrono::TimeDelta::from_std(backoff).unwrap_or_default(),
+                    ),
+                }
+            });
+            FinishPlan {
+                follow_up,
+                pause_reason: None,
+            }
+        }
+        RunState::Succeeded if rules.remaining > 0 => FinishPlan {
+            // At once, behind the runs already waiting (dispatch goes by priority, then age).
+            follow_up: Some(FollowUp {
+                slot: now,
+                attempt: 1,
+                trigger: Trigger::Continuation.as_str(),
+                not_before: None,
+            }),
+            pause_reason: None,
+        },
+        _ => FinishPlan::default(),
+    }
 }

@@ -162,6 +162,53 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Records a run's latest progress report.
     async fn record_progress(&self, id: i64, progress: Progress) -> Result<(), StoreError>;
+
+    /// Ends a run (a final `transition`) and, in the same transaction, applies what its
+    /// end calls for under the job's policies: a retry of a failed or timed-out run
+    /// (same slot, next attempt, after a backoff), a continuation of a success with work
+    /// left, or an automatic pause of a job that keeps failing.
+    async fn finish_run(
+        &self,
+        id: i64,
+        transition: &RunTransition,
+        rules: &FinishRules,
+        now: DateTime<Utc>,
+    ) -> Result<Finished, StoreError>;
+
+    /// An operator's cancel: a pending run is cancelled at once; an active one is marked
+    /// `cancel_requested_at` for the leader to stop on its worker. A finished run cannot be
+    /// cancelled.
+    async fn request_cancel(
+        &self,
+        id: i64,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Run, StoreError>;
+}
+
+/// The coordinator's settings that decide what follows a run's end.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FinishRules {
+    /// Retry backoff: the delay before the first retry, doubling, capped.
+    pub retry_base_delay: std::time::Duration,
+    pub retry_max_delay: std::time::Duration,
+    /// In [0, 1): spreads the retries of jobs that failed together.
+    pub jitter: f64,
+    pub auto_pause: cronfleet_core::policy::AutoPausePolicy,
+    /// Work the handler reported as left; a success with work left continues at once.
+    pub remaining: u64,
+}
+
+/// What [`Store::finish_run`] did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Finished {
+    pub run: Run,
+    /// The next attempt at the slot, when the run failed and the job has retries left.
+    pub retry: Option<Run>,
+    /// The next run of a batch, when the run succeeded with work left.
+    pub continuation: Option<Run>,
+    /// Why the job was paused, when this failure paused it.
+    pub paused: Option<String>,
 }
 
 /// The outcome of [`Store::create_manual_run`].

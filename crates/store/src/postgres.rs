@@ -10,17 +10,18 @@ use chrono::{DateTime, Utc};
 use cronfleet_core::job::{Job, JobSpec, check_schedule_has_a_future, first_slot};
 use cronfleet_core::lease::LeaseSettings;
 use cronfleet_core::policy::OpenRuns;
-use cronfleet_core::run::{Progress, Run, RunState, Trigger};
+use cronfleet_core::run::{IllegalTransition, Progress, Run, RunState, Trigger};
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 
 use crate::error::{duplicate_name, unique_violation};
-use crate::lease_writes::{StreakChange, plan_transition, plan_writes};
+use crate::lease_writes::{FollowUp, StreakChange, plan_finish, plan_transition, plan_writes};
 use crate::rows::{
     DispatchRow, JobRow, JobValues, RunRow, dispatchable_from_rows, jobs_from_rows, runs_from_rows,
 };
 use crate::{
-    DispatchableRun, Lease, ManualRun, RunFilter, RunOrder, RunTransition, Store, StoreError,
+    DispatchableRun, FinishRules, Finished, Lease, ManualRun, RunFilter, RunOrder, RunTransition,
+    Store, StoreError,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -91,6 +92,85 @@ async fn fetch_run(conn: &mut PgConnection, id: i64, lock: bool) -> Result<Run, 
         .fetch_optional(&mut *conn)
         .await?;
     row.ok_or(StoreError::RunNotFound(id))?.try_into()
+}
+
+/// Moves a run to another state inside a transaction, with what goes with the move (times,
+/// worker, output, the job's failure streak). Returns the run as it was before.
+async fn apply_transition(
+    conn: &mut PgConnection,
+    id: i64,
+    transition: &RunTransition,
+    now: DateTime<Utc>,
+) -> Result<Run, StoreError> {
+    let run = fetch_run(conn, id, true).await?;
+    let update = plan_transition(&run, transition, now)?;
+    sqlx::query(
+        "UPDATE runs SET state = $2, worker = $3, epoch = $4, dispatched_at = $5, started_at = $6, \
+         finished_at = $7, deadline = $8, error = $9, output = $10 WHERE id = $1",
+    )
+    .bind(id)
+    .bind(update.state)
+    .bind(&update.worker)
+    .bind(update.epoch)
+    .bind(update.dispatched_at)
+    .bind(update.started_at)
+    .bind(update.finished_at)
+    .bind(update.deadline)
+    .bind(&update.error)
+    .bind(&update.output)
+    .execute(&mut *conn)
+    .await
+    .map_err(|error| match unique_violation(&error) {
+        Some(_) => StoreError::JobBusy {
+            job: run.job_name.clone(),
+            run: id,
+        },
+        None => error.into(),
+    })?;
+    if update.job_last_run_at.is_some() || update.streak != StreakChange::Unchanged {
+        sqlx::query(
+            "UPDATE jobs SET last_run_at = COALESCE($2, last_run_at), \
+             failure_count = CASE $3 WHEN 'reset' THEN 0 WHEN 'failure' THEN failure_count + 1 \
+             ELSE failure_count END, \
+             first_failure_at = CASE $3 WHEN 'reset' THEN NULL \
+             WHEN 'failure' THEN COALESCE(first_failure_at, $4) ELSE first_failure_at END \
+             WHERE id = $1",
+        )
+        .bind(run.job_id)
+        .bind(update.job_last_run_at)
+        .bind(update.streak.as_str())
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(run)
+}
+
+async fn insert_follow_up(
+    conn: &mut PgConnection,
+    job_id: i64,
+    follow_up: &FollowUp,
+    epoch: i64,
+    now: DateTime<Utc>,
+) -> Result<Option<Run>, StoreError> {
+    let id: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO runs (job_id, slot, attempt, trigger, state, epoch, created_at, not_before) \
+         VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7) \
+         ON CONFLICT (job_id, slot, attempt) DO NOTHING RETURNING id",
+    )
+    .bind(job_id)
+    .bind(follow_up.slot)
+    .bind(follow_up.attempt)
+    .bind(follow_up.trigger)
+    .bind(epoch)
+    .bind(now)
+    .bind(follow_up.not_before)
+    .fetch_optional(&mut *conn)
+    .await?;
+    match id {
+        Some(id) => Ok(Some(fetch_run(conn, id, false).await?)),
+        None => Ok(None),
+    }
 }
 
 #[async_trait]
@@ -457,47 +537,7 @@ impl Store for PostgresStore {
         if let Some(epoch) = transition.epoch {
             check_epoch(&mut tx, epoch).await?;
         }
-        let run = fetch_run(&mut tx, id, true).await?;
-        let update = plan_transition(&run, transition, now)?;
-        sqlx::query(
-            "UPDATE runs SET state = $2, worker = $3, epoch = $4, dispatched_at = $5, started_at = $6, \
-             finished_at = $7, deadline = $8, error = $9, output = $10 WHERE id = $1",
-        )
-        .bind(id)
-        .bind(update.state)
-        .bind(&update.worker)
-        .bind(update.epoch)
-        .bind(update.dispatched_at)
-        .bind(update.started_at)
-        .bind(update.finished_at)
-        .bind(update.deadline)
-        .bind(&update.error)
-        .bind(&update.output)
-        .execute(&mut *tx)
-        .await
-        .map_err(|error| match unique_violation(&error) {
-            Some(_) => StoreError::JobBusy {
-                job: run.job_name.clone(),
-                run: id,
-            },
-            None => error.into(),
-        })?;
-        if update.job_last_run_at.is_some() || update.streak != StreakChange::Unchanged {
-            sqlx::query(
-                "UPDATE jobs SET last_run_at = COALESCE($2, last_run_at), \
-                 failure_count = CASE $3 WHEN 'reset' THEN 0 WHEN 'failure' THEN failure_count + 1 \
-                 ELSE failure_count END, \
-                 first_failure_at = CASE $3 WHEN 'reset' THEN NULL \
-                 WHEN 'failure' THEN COALESCE(first_failure_at, $4) ELSE first_failure_at END \
-                 WHERE id = $1",
-            )
-            .bind(run.job_id)
-            .bind(update.job_last_run_at)
-            .bind(update.streak.as_str())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
+        apply_transition(&mut tx, id, transition, now).await?;
         let run = fetch_run(&mut tx, id, false).await?;
         tx.commit().await?;
         Ok(run)
@@ -626,19 +666,8 @@ impl Store for PostgresStore {
     ) -> Result<Option<Run>, StoreError> {
         let mut tx = self.pool.begin().await?;
         check_epoch(&mut tx, epoch).await?;
-        let run = fetch_run(&mut tx, id, true).await?;
-        let update = plan_transition(
-            &run,
-            &RunTransition::to(RunState::Lost).with_error(reason),
-            now,
-        )?;
-        sqlx::query("UPDATE runs SET state = $2, finished_at = $3, error = $4 WHERE id = $1")
-            .bind(id)
-            .bind(update.state)
-            .bind(update.finished_at)
-            .bind(&update.error)
-            .execute(&mut *tx)
-            .await?;
+        let lost = RunTransition::to(RunState::Lost).with_error(reason);
+        let run = apply_transition(&mut tx, id, &lost, now).await?;
         let losses: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM runs WHERE job_id = $1 AND slot = $2 AND state = 'lost'",
         )
@@ -675,5 +704,95 @@ impl Store for PostgresStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    async fn finish_run(
+        &self,
+        id: i64,
+        transition: &RunTransition,
+        rules: &FinishRules,
+        now: DateTime<Utc>,
+    ) -> Result<Finished, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(epoch) = transition.epoch {
+            check_epoch(&mut tx, epoch).await?;
+        }
+        let before = apply_transition(&mut tx, id, transition, now).await?;
+        let row: JobRow = sqlx::query_as(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobs WHERE id = $1"
+        ))
+        .bind(before.job_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let job = Job::try_from(row)?;
+        let plan = plan_finish(&before, transition.to, &job, rules, now);
+        let follow_up = match &plan.follow_up {
+            Some(follow_up) => {
+                insert_follow_up(&mut tx, job.id, follow_up, before.epoch, now).await?
+            }
+            None => None,
+        };
+        if let Some(reason) = &plan.pause_reason {
+            sqlx::query(
+                "UPDATE jobs SET paused = TRUE, pause_note = $2, version = version + 1, updated_at = $3 \
+                 WHERE id = $1",
+            )
+            .bind(job.id)
+            .bind(reason)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let run = fetch_run(&mut tx, id, false).await?;
+        tx.commit().await?;
+        let (retry, continuation) = match follow_up {
+            Some(next) if next.trigger == Trigger::Continuation => (None, Some(next)),
+            other => (other, None),
+        };
+        Ok(Finished {
+            run,
+            retry,
+            continuation,
+            paused: plan.pause_reason,
+        })
+    }
+
+    async fn request_cancel(
+        &self,
+        id: i64,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Run, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let run = fetch_run(&mut tx, id, true).await?;
+        match run.state {
+            RunState::Pending => {
+                let cancel = RunTransition::to(RunState::Cancelled).with_error(reason);
+                apply_transition(&mut tx, id, &cancel, now).await?;
+            }
+            state if state.is_active() => {
+                sqlx::query(
+                    "UPDATE runs SET cancel_requested_at = COALESCE(cancel_requested_at, $2) WHERE id = $1",
+                )
+                .bind(id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            state => {
+                return Err(StoreError::IllegalTransition {
+                    id,
+                    source: IllegalTransition {
+                        from: state,
+                        to: RunState::Cancelled,
+                    },
+                });
+            }
+        }
+        let run = fetch_run(&mut tx, id, false).await?;
+        tx.commit().await?;
+        Ok(run)
     }
 }

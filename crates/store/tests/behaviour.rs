@@ -855,6 +855,209 @@ async fn lost_runs_are_retried_a_bounded_number_of_times(store: Arc<dyn Store>) 
     assert!(store.active_runs().await.unwrap().is_empty());
 }
 
+fn rules(remaining: u64) -> cronfleet_store::FinishRules {
+    cronfleet_store::FinishRules {
+        retry_base_delay: Duration::from_secs(2),
+        retry_max_delay: Duration::from_secs(60),
+        jitter: 1.0,
+        auto_pause: cronfleet_core::policy::AutoPausePolicy {
+            min_failures: 3,
+            min_span: Duration::from_secs(10),
+        },
+        remaining,
+    }
+}
+
+/// Leases the job's due slot at `at`, dispatches and starts it; returns the run id.
+async fn start_run(store: &dyn Store, at: DateTime<Utc>) -> i64 {
+    let run = store
+        .lease_due(at, EPOCH, 10, &settings())
+        .await
+        .unwrap()
+        .runs
+        .remove(0);
+    store
+        .transition_run(
+            run.id,
+            &RunTransition::dispatch("w", EPOCH, at + TimeDelta::hours(1)),
+            at,
+        )
+        .await
+        .unwrap();
+    store
+        .transition_run(run.id, &RunTransition::to(RunState::Running), at)
+        .await
+        .unwrap();
+    run.id
+}
+
+async fn failed_runs_are_retried_after_a_backoff(store: Arc<dyn Store>) {
+    leader(&*store).await;
+    let mut spec = every_second("flaky-retry");
+    spec.schedule = Schedule::every(Interval::Elapsed(TimeDelta::hours(1)), t(0), chrono_tz::UTC);
+    spec.retries = 1;
+    store.create_job(&spec, t(0)).await.unwrap();
+    let first = start_run(&*store, t(0)).await;
+    let failed = RunTransition::to(RunState::Failed).with_error("exit status 1");
+    let finished = store
+        .finish_run(first, &failed, &rules(0), t(1))
+        .await
+        .unwrap();
+    assert_eq!(finished.run.state, RunState::Failed);
+    let retry = finished.retry.expect("one retry left");
+    assert_eq!(
+        (retry.slot, retry.attempt, retry.trigger),
+        (t(0), 2, Trigger::Retry)
+    );
+    assert_eq!(
+        retry.not_before,
+        Some(t(3)),
+        "backoff of the first retry: base 2s, full jitter"
+    );
+    assert!(
+        store.dispatchable_runs(t(2), 10).await.unwrap().is_empty(),
+        "not before its backoff"
+    );
+    assert_eq!(
+        store.dispatchable_runs(t(3), 10).await.unwrap()[0].run.id,
+        retry.id
+    );
+    assert!(
+        store
+            .lease_due(t(3), EPOCH, 10, &settings())
+            .await
+            .unwrap()
+            .runs
+            .is_empty(),
+        "busy while a retry waits"
+    );
+
+    store
+        .transition_run(retry.id, &RunTransition::dispatch("w", EPOCH, t(60)), t(3))
+        .await
+        .unwrap();
+    let finished = store
+        .finish_run(retry.id, &failed, &rules(0), t(4))
+        .await
+        .unwrap();
+    assert_eq!(finished.retry, None, "retries exhausted");
+    assert_eq!(
+        store
+            .get_job("flaky-retry")
+            .await
+            .unwrap()
+            .failures
+            .failure_count,
+        2
+    );
+}
+
+async fn a_job_that_keeps_failing_is_paused(store: Arc<dyn Store>) {
+    leader(&*store).await;
+    store
+        .create_job(&every_second("broken"), t(0))
+        .await
+        .unwrap();
+    let failed = RunTransition::to(RunState::Failed).with_error("exit status 1");
+    let mut paused = None;
+    for second in [0, 5, 11] {
+        let id = start_run(&*store, t(second)).await;
+        paused = store
+            .finish_run(id, &failed, &rules(0), t(second))
+            .await
+            .unwrap()
+            .paused;
+    }
+    let reason = paused.expect("3 failures over 11 s pause the job");
+    assert!(
+        reason.starts_with("paused automatically: 3 consecutive failures"),
+        "{reason}"
+    );
+    let job = store.get_job("broken").await.unwrap();
+    assert!(job.spec.paused);
+    assert_eq!(job.spec.pause_note.as_deref(), Some(reason.as_str()));
+    assert!(
+        store
+            .lease_due(t(20), EPOCH, 10, &settings())
+            .await
+            .unwrap()
+            .runs
+            .is_empty()
+    );
+}
+
+async fn work_left_continues_at_once(store: Arc<dyn Store>) {
+    leader(&*store).await;
+    let mut spec = every_second("batch");
+    spec.schedule = Schedule::every(Interval::Elapsed(TimeDelta::hours(1)), t(0), chrono_tz::UTC);
+    store.create_job(&spec, t(0)).await.unwrap();
+    let id = start_run(&*store, t(0)).await;
+    let done = RunTransition::to(RunState::Succeeded);
+    let next = store
+        .finish_run(id, &done, &rules(40), t(1))
+        .await
+        .unwrap()
+        .continuation
+        .expect("work remains");
+    assert_eq!(
+        (next.trigger, next.slot, next.not_before),
+        (Trigger::Continuation, t(1), None)
+    );
+    store
+        .transition_run(next.id, &RunTransition::dispatch("w", EPOCH, t(60)), t(1))
+        .await
+        .unwrap();
+    let last = store
+        .finish_run(next.id, &done, &rules(0), t(2))
+        .await
+        .unwrap();
+    assert_eq!(last.continuation, None);
+}
+
+async fn cancels_stop_pending_runs_and_flag_running_ones(store: Arc<dyn Store>) {
+    leader(&*store).await;
+    let mut spec = every_second("cancel-me");
+    spec.catch_up.policy = CatchUpPolicy::All;
+    store.create_job(&spec, t(0)).await.unwrap();
+    let runs = store
+        .lease_due(t(1), EPOCH, 10, &settings())
+        .await
+        .unwrap()
+        .runs;
+    let (running, pending) = (runs[0].id, runs[1].id);
+    store
+        .transition_run(running, &RunTransition::dispatch("w", EPOCH, t(60)), t(1))
+        .await
+        .unwrap();
+
+    let cancelled = store
+        .request_cancel(pending, "wrong input", t(2))
+        .await
+        .unwrap();
+    assert_eq!(
+        (cancelled.state, cancelled.error.as_deref()),
+        (RunState::Cancelled, Some("wrong input"))
+    );
+    let flagged = store
+        .request_cancel(running, "wrong input", t(2))
+        .await
+        .unwrap();
+    assert_eq!(
+        flagged.state,
+        RunState::Dispatched,
+        "the worker stops it, then it ends"
+    );
+    assert_eq!(flagged.cancel_requested_at, Some(t(2)));
+    let again = store
+        .request_cancel(pending, "again", t(3))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        again.to_string(),
+        format!("run {pending}: a cancelled run cannot become cancelled")
+    );
+}
+
 macro_rules! on_both_backends {
     ($($scenario:ident),* $(,)?) => {
         mod postgres {
@@ -898,4 +1101,8 @@ on_both_backends!(
     a_run_at_a_later_time_waits_for_it,
     only_the_earliest_waiting_run_of_a_job_is_dispatchable,
     lost_runs_are_retried_a_bounded_number_of_times,
+    failed_runs_are_retried_after_a_backoff,
+    a_job_that_keeps_failing_is_paused,
+    work_left_continues_at_once,
+    cancels_stop_pending_runs_and_flag_running_ones,
 );

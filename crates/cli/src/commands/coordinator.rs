@@ -9,6 +9,7 @@ use clap::Args;
 use cronfleet_coordinator::clock::SystemClock;
 use cronfleet_coordinator::{CoordinatorConfig, LeaderInfo, LocalElection};
 use cronfleet_core::duration::parse_fixed_duration;
+use cronfleet_core::policy::AutoPausePolicy;
 
 use super::server_args::ListenArgs;
 use crate::logging;
@@ -47,6 +48,23 @@ pub struct CoordinatorCommand {
     /// How long past its deadline a silent run is declared timed out.
     #[arg(long, env = "CRONFLEET_TIMEOUT_GRACE", default_value = "10s", value_parser = parse_fixed_duration, value_name = "DUR")]
     timeout_grace: Duration,
+    /// A slot leased later than this after its time is late: the job's catch-up policy
+    /// decides whether it runs.
+    #[arg(long, env = "CRONFLEET_MISFIRE_THRESHOLD", default_value = "1s", value_parser = parse_fixed_duration, value_name = "DUR")]
+    misfire_threshold: Duration,
+    /// The delay before the first retry of a failed run (`--retries`); it doubles, with
+    /// jitter, up to --retry-max-delay.
+    #[arg(long, env = "CRONFLEET_RETRY_BASE_DELAY", default_value = "1s", value_parser = parse_fixed_duration, value_name = "DUR")]
+    retry_base_delay: Duration,
+    /// The longest delay between retries.
+    #[arg(long, env = "CRONFLEET_RETRY_MAX_DELAY", default_value = "5m", value_parser = parse_fixed_duration, value_name = "DUR")]
+    retry_max_delay: Duration,
+    /// Pause a job after this many consecutive failures (spanning --auto-pause-after).
+    #[arg(long, env = "CRONFLEET_AUTO_PAUSE_FAILURES", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    auto_pause_failures: u32,
+    /// … that span at least this long (Odoo pauses a cron failing 5 times over 7 days).
+    #[arg(long, env = "CRONFLEET_AUTO_PAUSE_AFTER", default_value = "7d", value_parser = parse_fixed_duration, value_name = "DUR")]
+    auto_pause_after: Duration,
 }
 
 /// The host name, for default node ids.
@@ -69,6 +87,13 @@ impl CoordinatorCommand {
         config.heartbeat_interval = self.heartbeat_interval;
         config.default_timeout = self.default_timeout;
         config.timeout_grace = self.timeout_grace;
+        config.lease.misfire_threshold = self.misfire_threshold;
+        config.retry_base_delay = self.retry_base_delay;
+        config.retry_max_delay = self.retry_max_delay;
+        config.auto_pause = AutoPausePolicy {
+            min_failures: self.auto_pause_failures,
+            min_span: self.auto_pause_after,
+        };
         config
     }
 

@@ -1,4 +1,5 @@
-//! `RunService`: one run, or the run history filtered by job, state and age.
+//! `RunService`: one run, the run history filtered by job, state and age, and cancelling
+//! a run.
 
 use cronfleet_proto::v1 as pb;
 use cronfleet_proto::v1::run_service_server::RunService;
@@ -44,5 +45,28 @@ impl RunService for AdminServices {
             })
         })
         .await
+    }
+
+    async fn cancel_run(
+        &self,
+        request: Request<pb::CancelRunRequest>,
+    ) -> Result<Response<pb::Run>, Status> {
+        let request = request.into_inner();
+        Call::run("CancelRun", request.id)
+            .answer(async {
+                let reason = if request.reason.is_empty() {
+                    "cancelled by an operator"
+                } else {
+                    request.reason.as_str()
+                };
+                let run = self
+                    .store()
+                    .request_cancel(request.id, reason, self.now())
+                    .await?;
+                // A cancelled pending run frees its job for the next one.
+                self.wake_dispatcher();
+                Ok(run_to_proto(&run))
+            })
+            .await
     }
 }
