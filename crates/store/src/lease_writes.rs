@@ -219,13 +219,13 @@ pub(crate) fn plan_finish(
     match state {
         RunState::Failed | RunState::TimedOut => {
             // A job that keeps failing is paused rather than retried once more.
-            if !job.spec.paused {
-                if let Some(reason) = rules.auto_pause.pause_reason(job.failures, now) {
-                    return FinishPlan {
-                        follow_up: None,
-                        pause_reason: Some(reason),
-                    };
-                }
+            if !job.spec.paused
+                && let Some(reason) = rules.auto_pause.pause_reason(job.failures, now)
+            {
+                return FinishPlan {
+                    follow_up: None,
+                    pause_reason: Some(reason),
+                };
             }
             let retry = RetryPolicy {
                 retries: job.spec.retries,
