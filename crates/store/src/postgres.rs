@@ -675,7 +675,8 @@ impl Store for PostgresStore {
         .bind(run.slot)
         .fetch_one(&mut *tx)
         .await?;
-        let next = if losses <= i64::from(max_losses) {
+        // A run someone asked to stop (an operator, a replacing run) is not run again.
+        let next = if losses <= i64::from(max_losses) && run.cancel_requested_at.is_none() {
             let next_id: i64 = sqlx::query_scalar(
                 "INSERT INTO runs (job_id, slot, attempt, trigger, state, epoch, created_at) \
                  SELECT $1, $2, max(attempt) + 1, $3, 'pending', $4, $5 FROM runs \
