@@ -11,6 +11,7 @@ pub mod admin;
 pub mod clock;
 pub mod config;
 pub mod election;
+pub mod etcd_election;
 mod gateway;
 mod leader;
 mod registry;
@@ -20,4 +21,5 @@ pub mod workers;
 
 pub use config::CoordinatorConfig;
 pub use election::{Election, LeaderInfo, Leadership, LocalElection};
+pub use etcd_election::EtcdElection;
 pub use server::{CoordinatorError, CoordinatorHandle, start};
