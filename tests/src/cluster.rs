@@ -21,9 +21,16 @@ pub struct Process {
 }
 
 impl Process {
+    /// Starts the `cronfleet` binary with `args`; its output is appended to
+    /// `log_dir/<name>.log` (a process started again under the same name continues the
+    /// same log).
     pub fn spawn(name: &str, args: &[String], log_dir: &Path) -> Process {
         let log = log_dir.join(format!("{name}.log"));
-        let file = std::fs::File::create(&log).expect("create the process log");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("open the process log");
         let child = Command::new(cronfleet_binary())
             .args(args)
             .env("RUST_LOG", "info,cronfleet=debug")
@@ -129,8 +136,11 @@ pub struct CliOutput {
 #[derive(Debug)]
 pub struct CoordinatorNode {
     pub process: Process,
+    pub node_id: String,
     pub grpc: SocketAddr,
     pub http: SocketAddr,
+    /// Its command line, to start it again ([`Cluster::restart_coordinator`]).
+    args: Vec<String>,
 }
 
 impl CoordinatorNode {
@@ -189,17 +199,36 @@ impl Cluster {
         .collect();
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         let process = Process::spawn(node_id, &args, self.dir.path());
-        wait_for(
-            &format!("coordinator {node_id} to be ready"),
-            Duration::from_secs(20),
-            || http_get(http, "/readyz").is_some_and(|(status, _)| status == 200),
-        );
+        wait_until_coordinator_ready(node_id, http);
         self.coordinators.push(CoordinatorNode {
             process,
+            node_id: node_id.to_owned(),
             grpc,
             http,
+            args,
         });
         self.coordinators.last().expect("just pushed")
+    }
+
+    /// Stops coordinator `index` gracefully (SIGTERM) and waits for it to exit; returns
+    /// its exit status, `None` if it was still running after 20 s.
+    pub fn stop_coordinator(&mut self, index: usize) -> Option<ExitStatus> {
+        let process = &mut self.coordinators[index].process;
+        process.terminate();
+        process.wait_exit(Duration::from_secs(20))
+    }
+
+    /// Starts coordinator `index` again, after a stop or a kill, exactly as it was
+    /// started: same node id, ports, database and flags (its log continues); waits until
+    /// it serves.
+    pub fn restart_coordinator(&mut self, index: usize) -> &CoordinatorNode {
+        let log_dir = self.dir.path().to_owned();
+        let node = &mut self.coordinators[index];
+        // Whatever is left of the old process goes first, so the ports are free.
+        node.process.kill();
+        node.process = Process::spawn(&node.node_id, &node.args, &log_dir);
+        wait_until_coordinator_ready(&node.node_id, node.http);
+        &self.coordinators[index]
     }
 
     /// Starts a worker against every coordinator and waits until it is registered.
@@ -299,15 +328,48 @@ impl Cluster {
     }
 }
 
+fn wait_until_coordinator_ready(node_id: &str, http: SocketAddr) {
+    wait_for(
+        &format!("coordinator {node_id} to be ready"),
+        Duration::from_secs(20),
+        || http_get(http, "/readyz").is_some_and(|(status, _)| status == 200),
+    );
+}
+
 /// A shell script for a job that records when each run starts and ends in `ledger`, and
 /// sleeps `seconds` in between.
 pub fn ledger_script(ledger: &Path, seconds: f64) -> String {
-    let ledger = ledger.display();
     format!(
-        "echo \"start $CRONFLEET_JOB $CRONFLEET_RUN_ID $(date +%s.%N)\" >> {ledger}; \
-         sleep {seconds}; \
-         echo \"end $CRONFLEET_JOB $CRONFLEET_RUN_ID $(date +%s.%N)\" >> {ledger}"
+        "{}; sleep {seconds}; {}",
+        ledger_mark(ledger, "start"),
+        ledger_mark(ledger, "end")
     )
+}
+
+/// One shell command that appends a `start` or `end` line for the current run to
+/// `ledger`, for scripts that mark their start and end themselves (e.g. `end` in a
+/// `trap … TERM`, so a stopped run records when it really stopped). It contains no
+/// single quotes, so it can go inside a `trap '…'`.
+pub fn ledger_mark(ledger: &Path, kind: &str) -> String {
+    format!(
+        "echo \"{kind} $CRONFLEET_JOB $CRONFLEET_RUN_ID $(date +%s.%N)\" >> {}",
+        ledger.display()
+    )
+}
+
+/// Appends a `start` or `end` line for `run` of `job` to `ledger` now: what
+/// [`ledger_mark`] does, for handlers written in Rust.
+pub fn write_ledger(ledger: &Path, kind: &str, job: &str, run: i64) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_secs_f64();
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(ledger)
+        .expect("open the ledger");
+    writeln!(file, "{kind} {job} {run} {now:.9}").expect("write the ledger");
 }
 
 /// One run's interval in the ledger; `end` is `None` for a run that never finished (its

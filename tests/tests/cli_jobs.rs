@@ -537,8 +537,8 @@ async fn bad_input_fails_clearly_and_changes_nothing() {
         ),
         (
             create(&["--every", "5m", "--max-runs", "0"]),
-            FAILED,
-            vec!["invalid max_runs \"0\"", "at least 1"],
+            USAGE,
+            vec!["invalid value '0' for '--max-runs <N>'", "at least 1"],
         ),
         (
             create(&["--every", "5m", "--args", "{nope"]),
@@ -578,8 +578,8 @@ async fn bad_input_fails_clearly_and_changes_nothing() {
         ),
         (
             create(&["--every", "5m", "--retries", "101"]),
-            FAILED,
-            vec!["invalid retries \"101\"", "0 to 100"],
+            USAGE,
+            vec!["invalid value '101' for '--retries <N>'", "0 to 100"],
         ),
         (
             args(&[

@@ -37,7 +37,8 @@ impl PostgresStore {
     pub async fn connect(url: &str) -> Result<PostgresStore, StoreError> {
         let pool = PgPoolOptions::new()
             .max_connections(16)
-            .acquire_timeout(Duration::from_secs(10))
+            // Fail fast and retry (visibly) rather than block a loop through an outage.
+            .acquire_timeout(Duration::from_secs(3))
             .connect(url)
             .await?;
         MIGRATOR.run(&pool).await?;
@@ -406,9 +407,11 @@ impl Store for PostgresStore {
         let open: HashMap<i64, OpenRuns> = sqlx::query_as::<_, (i64, bool, i64)>(
             "SELECT job_id, bool_or(state <> 'pending'), count(*) FILTER (WHERE state = 'pending') \
              FROM runs WHERE job_id = ANY($1) AND state IN ('pending', 'dispatched', 'running') \
+             AND NOT (trigger = 'manual' AND not_before IS NOT NULL AND not_before > $2) \
              GROUP BY job_id",
         )
         .bind(&ids)
+        .bind(now)
         .fetch_all(&mut *tx)
         .await?
         .into_iter()
@@ -425,7 +428,8 @@ impl Store for PostgresStore {
             sqlx::query(
                 "UPDATE runs SET state = 'cancelled', finished_at = $2, \
                  error = 'replaced by a newer run (overlap policy replace)' \
-                 WHERE job_id = ANY($1) AND state = 'pending'",
+                 WHERE job_id = ANY($1) AND state = 'pending' \
+                 AND NOT (trigger = 'manual' AND not_before IS NOT NULL AND not_before > $2)",
             )
             .bind(&writes.cancel_pending_of)
             .bind(now)
@@ -553,9 +557,11 @@ impl Store for PostgresStore {
         let job = fetch_job_for_update(&mut tx, name).await?;
         let (active, waiting): (bool, Option<i64>) = sqlx::query_as(
             "SELECT EXISTS (SELECT 1 FROM runs WHERE job_id = $1 AND state IN ('dispatched', 'running')), \
-             (SELECT min(id) FROM runs WHERE job_id = $1 AND state = 'pending')",
+             (SELECT min(id) FROM runs WHERE job_id = $1 AND state = 'pending' \
+                 AND NOT (trigger = 'manual' AND not_before IS NOT NULL AND not_before > $2))",
         )
         .bind(job.id)
+        .bind(now)
         .fetch_one(&mut *tx)
         .await?;
         if let Some(run) = waiting {

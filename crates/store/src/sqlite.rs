@@ -417,9 +417,12 @@ impl Store for SqliteStore {
         let open: HashMap<i64, OpenRuns> = sqlx::query_as::<_, (i64, i64, i64)>(
             "SELECT job_id, max(state <> 'pending'), sum(state = 'pending') FROM runs \
              WHERE job_id IN (SELECT value FROM json_each(?1)) \
-             AND state IN ('pending', 'dispatched', 'running') GROUP BY job_id",
+             AND state IN ('pending', 'dispatched', 'running') \
+             AND NOT (trigger = 'manual' AND not_before IS NOT NULL AND not_before > ?2) \
+             GROUP BY job_id",
         )
         .bind(id_list(&ids))
+        .bind(ts(now))
         .fetch_all(&mut *tx)
         .await?
         .into_iter()
@@ -442,7 +445,8 @@ impl Store for SqliteStore {
             sqlx::query(
                 "UPDATE runs SET state = 'cancelled', finished_at = ?2, \
                  error = 'replaced by a newer run (overlap policy replace)' \
-                 WHERE job_id IN (SELECT value FROM json_each(?1)) AND state = 'pending'",
+                 WHERE job_id IN (SELECT value FROM json_each(?1)) AND state = 'pending' \
+                 AND NOT (trigger = 'manual' AND not_before IS NOT NULL AND not_before > ?2)",
             )
             .bind(id_list(&writes.cancel_pending_of))
             .bind(ts(now))
@@ -574,9 +578,11 @@ impl Store for SqliteStore {
         let job = fetch_job(&mut tx, name).await?;
         let (active, waiting): (bool, Option<i64>) = sqlx::query_as(
             "SELECT EXISTS (SELECT 1 FROM runs WHERE job_id = ?1 AND state IN ('dispatched', 'running')), \
-             (SELECT min(id) FROM runs WHERE job_id = ?1 AND state = 'pending')",
+             (SELECT min(id) FROM runs WHERE job_id = ?1 AND state = 'pending' \
+                 AND NOT (trigger = 'manual' AND not_before IS NOT NULL AND not_before > ?2))",
         )
         .bind(job.id)
+        .bind(ts(now))
         .fetch_one(&mut *tx)
         .await?;
         if let Some(run) = waiting {

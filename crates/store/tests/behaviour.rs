@@ -746,6 +746,50 @@ async fn a_run_at_a_later_time_waits_for_it(store: Arc<dyn Store>) {
     assert_eq!(store.dispatchable_runs(t(100), 10).await.unwrap().len(), 1);
 }
 
+async fn a_later_manual_run_does_not_block_the_schedule(store: Arc<dyn Store>) {
+    leader(&*store).await;
+    let mut spec = every_second("later-manual");
+    spec.overlap = OverlapPolicy::Replace;
+    store.create_job(&spec, t(0)).await.unwrap();
+    let manual = store
+        .create_manual_run("later-manual", t(100), t(0))
+        .await
+        .unwrap()
+        .run;
+    // The slot at t(0) runs: the manual run for t(100) neither makes the job busy nor is
+    // replaced by it.
+    let lease = store.lease_due(t(0), EPOCH, 10, &settings()).await.unwrap();
+    assert_eq!(lease.runs.len(), 1, "the regular slot is not skipped");
+    assert_eq!(
+        store.get_run(manual.id).await.unwrap().state,
+        RunState::Pending
+    );
+    assert_eq!(
+        store
+            .get_job("later-manual")
+            .await
+            .unwrap()
+            .overlap_skipped_count,
+        0
+    );
+    // Nor does it stop an immediate manual run.
+    store
+        .transition_run(
+            lease.runs[0].id,
+            &RunTransition::dispatch("w", EPOCH, t(60)),
+            t(0),
+        )
+        .await
+        .unwrap();
+    assert!(
+        store
+            .create_manual_run("later-manual", t(1), t(1))
+            .await
+            .unwrap()
+            .queued
+    );
+}
+
 async fn only_the_earliest_waiting_run_of_a_job_is_dispatchable(store: Arc<dyn Store>) {
     leader(&*store).await;
     let mut spec = every_second("ordered");
@@ -1099,6 +1143,7 @@ on_both_backends!(
     cron_jobs_lease_on_their_slots,
     manual_runs_queue_behind_the_current_one,
     a_run_at_a_later_time_waits_for_it,
+    a_later_manual_run_does_not_block_the_schedule,
     only_the_earliest_waiting_run_of_a_job_is_dispatchable,
     lost_runs_are_retried_a_bounded_number_of_times,
     failed_runs_are_retried_after_a_backoff,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use cronfleet_coordinator::clock::SystemClock;
-use cronfleet_coordinator::{CoordinatorConfig, LeaderInfo, LocalElection};
+use cronfleet_coordinator::{CoordinatorConfig, Election, EtcdElection, LeaderInfo, LocalElection};
 use cronfleet_core::duration::parse_fixed_duration;
 use cronfleet_core::policy::AutoPausePolicy;
 
@@ -26,6 +26,19 @@ pub struct CoordinatorCommand {
     database_url: String,
     #[command(flatten)]
     listen: ListenArgs,
+    /// etcd endpoints for leader election (several for an etcd cluster). Without them the
+    /// coordinator is the only one and always leads: run one coordinator per database.
+    #[arg(
+        long,
+        env = "CRONFLEET_ETCD_ENDPOINTS",
+        value_delimiter = ',',
+        value_name = "URL,…"
+    )]
+    etcd: Vec<String>,
+    /// The election lease: a leader that cannot renew it within this long steps down, and
+    /// a crashed leader is replaced after about this long (etcd grants at least 2s).
+    #[arg(long, env = "CRONFLEET_ELECTION_TTL", default_value = "2s", value_parser = parse_fixed_duration, value_name = "DUR")]
+    election_ttl: Duration,
     /// How workers and clients reach this node [default: http://<--grpc>].
     #[arg(long, env = "CRONFLEET_ADVERTISE_URL", value_name = "URL")]
     advertise_url: Option<String>,
@@ -112,7 +125,11 @@ impl CoordinatorCommand {
                     .clone()
                     .unwrap_or_else(|| format!("http://{}", config.grpc_addr)),
             };
-            let election = Arc::new(LocalElection::new(Arc::clone(&store), me));
+            let election: Arc<dyn Election> = if self.etcd.is_empty() {
+                Arc::new(LocalElection::new(Arc::clone(&store), me))
+            } else {
+                Arc::new(EtcdElection::connect(self.etcd.clone(), me, self.election_ttl).await?)
+            };
             let handle =
                 cronfleet_coordinator::start(config, store, election, Arc::new(SystemClock))
                     .await?;

@@ -177,13 +177,13 @@ struct JobFlags {
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     priority: Option<i32>,
     /// Stop after this many scheduled runs [default: unlimited].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = parse_max_runs)]
     max_runs: Option<u32>,
     /// Cancel a run after this long (e.g. 30s, 5m, 1h30m) [default: the coordinator's].
     #[arg(long, value_name = "DUR", allow_hyphen_values = true)]
     timeout: Option<String>,
     /// Extra attempts after a failure, with exponential backoff (0 to 100) [default: 0].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = parse_retries)]
     retries: Option<u32>,
     /// When a slot comes while the job still runs: skip, queue (one waiting run) or
     /// replace (cancel the current run) [default: skip].
@@ -516,4 +516,24 @@ mod tests {
         assert_eq!(schedule.kind, Some(pb::schedule::Kind::Every("1h".into())));
         assert_eq!(schedule.start, "", "a new interval starts now");
     }
+}
+
+/// `--retries`: a whole number the server accepts, said up front (clap's own message for
+/// `-1` would name neither the flag's range nor the value).
+fn parse_retries(text: &str) -> Result<u32, String> {
+    let max = cronfleet_core::job::MAX_RETRIES;
+    text.parse::<u32>()
+        .ok()
+        .filter(|retries| *retries <= max)
+        .ok_or_else(|| format!("expected a whole number from 0 to {max}"))
+}
+
+/// `--max-runs`: at least one run (leave it out for unlimited).
+fn parse_max_runs(text: &str) -> Result<u32, String> {
+    text.parse::<u32>()
+        .ok()
+        .filter(|runs| *runs >= 1)
+        .ok_or_else(|| {
+            "expected a whole number of at least 1 (leave it out for unlimited)".to_owned()
+        })
 }
