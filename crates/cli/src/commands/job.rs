@@ -454,6 +454,26 @@ fn check(spec: &pb::JobSpec, new_schedule: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--retries`: a whole number the server accepts, said up front (clap's own message for
+/// `-1` would name neither the flag's range nor the value).
+fn parse_retries(text: &str) -> Result<u32, String> {
+    let max = cronfleet_core::job::MAX_RETRIES;
+    text.parse::<u32>()
+        .ok()
+        .filter(|retries| *retries <= max)
+        .ok_or_else(|| format!("expected a whole number from 0 to {max}"))
+}
+
+/// `--max-runs`: at least one run (leave it out for unlimited).
+fn parse_max_runs(text: &str) -> Result<u32, String> {
+    text.parse::<u32>()
+        .ok()
+        .filter(|runs| *runs >= 1)
+        .ok_or_else(|| {
+            "expected a whole number of at least 1 (leave it out for unlimited)".to_owned()
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -516,24 +536,4 @@ mod tests {
         assert_eq!(schedule.kind, Some(pb::schedule::Kind::Every("1h".into())));
         assert_eq!(schedule.start, "", "a new interval starts now");
     }
-}
-
-/// `--retries`: a whole number the server accepts, said up front (clap's own message for
-/// `-1` would name neither the flag's range nor the value).
-fn parse_retries(text: &str) -> Result<u32, String> {
-    let max = cronfleet_core::job::MAX_RETRIES;
-    text.parse::<u32>()
-        .ok()
-        .filter(|retries| *retries <= max)
-        .ok_or_else(|| format!("expected a whole number from 0 to {max}"))
-}
-
-/// `--max-runs`: at least one run (leave it out for unlimited).
-fn parse_max_runs(text: &str) -> Result<u32, String> {
-    text.parse::<u32>()
-        .ok()
-        .filter(|runs| *runs >= 1)
-        .ok_or_else(|| {
-            "expected a whole number of at least 1 (leave it out for unlimited)".to_owned()
-        })
 }
