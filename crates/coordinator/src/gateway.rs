@@ -155,7 +155,11 @@ impl WorkerGateway {
             busy: u32::try_from(adopted.len()).unwrap_or(u32::MAX),
             connected_at: now,
             last_heartbeat_at: now,
-            state: WorkerState::Connected,
+            state: if register.draining {
+                WorkerState::Draining
+            } else {
+                WorkerState::Connected
+            },
             version: register.version,
         };
         info!(worker = %node, adopted = adopted.len(), handlers = ?info.handlers, capacity = info.capacity, "worker registered");
@@ -213,7 +217,10 @@ async fn handle_report(
         worker_message::Kind::Register(_) => {
             warn!(worker = %node, "ignoring a second register on one stream");
         }
-        worker_message::Kind::Heartbeat(_) => {
+        worker_message::Kind::Heartbeat(heartbeat) => {
+            if heartbeat.draining {
+                shared.registry.set_draining(node);
+            }
             let renewed = LeaseRenewed { epoch: term.epoch };
             let _ = sender.try_send(message(coordinator_message::Kind::LeaseRenewed(renewed)));
         }

@@ -322,6 +322,7 @@ impl Shared {
                 held_runs,
                 highest_epoch: state.highest_epoch,
                 version: self.config.version.clone(),
+                draining: !state.accepting,
             })),
         }
     }
@@ -438,11 +439,7 @@ impl Shared {
     /// The periodic heartbeat: every run executing now and its progress.
     pub(crate) fn heartbeat_message(&self) -> WorkerMessage {
         let state = lock(&self.state);
-        let mut running: Vec<RunStatus> = state.runs.values().map(|run| run.status()).collect();
-        running.sort_by_key(|run| run.run_id);
-        WorkerMessage {
-            kind: Some(Outgoing::Heartbeat(Heartbeat { running })),
-        }
+        heartbeat_of(&state)
     }
 
     /// Takes or refuses an `Assign`: refused (REJECTED) when the worker is draining, the
@@ -689,6 +686,11 @@ impl Shared {
     pub(crate) fn stop_accepting(&self) {
         let mut state = lock(&self.state);
         state.accepting = false;
+        // Say so at once (not at the next heartbeat), so the coordinator stops choosing
+        // this worker before it has to refuse a run.
+        if let Some(link) = &state.link {
+            let _ = link.tx.send(heartbeat_of(&state));
+        }
         self.publish(&state);
     }
 
@@ -698,6 +700,18 @@ impl Shared {
         for run in state.runs.values() {
             run.stop(reason.clone());
         }
+    }
+}
+
+/// A heartbeat: every run executing now with its progress, and whether the worker drains.
+fn heartbeat_of(state: &State) -> WorkerMessage {
+    let mut running: Vec<RunStatus> = state.runs.values().map(|run| run.status()).collect();
+    running.sort_by_key(|run| run.run_id);
+    WorkerMessage {
+        kind: Some(Outgoing::Heartbeat(Heartbeat {
+            running,
+            draining: !state.accepting,
+        })),
     }
 }
 
