@@ -5,19 +5,10 @@
 
 use std::time::{Duration, Instant};
 
-use cronfleet_e2e::cluster::{Cluster, assert_no_overlap, ledger_script, read_ledger, wait_for};
+use cronfleet_e2e::cluster::{
+    Cluster, FAST_FAILURE_DETECTION, assert_no_overlap, ledger_script, read_ledger, wait_for,
+};
 use serde_json::{Value, json};
-
-const FAST: &[&str] = &[
-    "--worker-timeout",
-    "3s",
-    "--lease-ttl",
-    "1500ms",
-    "--heartbeat-interval",
-    "500ms",
-    "--election-ttl",
-    "2s",
-];
 
 /// The index of the coordinator whose log says it leads now (the last "leading" or
 /// "stopped leading" line decides).
@@ -42,9 +33,9 @@ async fn the_leader_fails_over_on_kill_and_on_sigterm_without_overlap() {
     let etcd = cronfleet_testkit::EtcdServer::start().await.expect("etcd");
     let database = cronfleet_testkit::test_database().await.expect("database");
     let mut cluster = Cluster::new(database.url());
-    let mut args = FAST.to_vec();
     let endpoint = etcd.client_url();
-    args.extend(["--etcd", endpoint.as_str()]);
+    let mut args = FAST_FAILURE_DETECTION.to_vec();
+    args.extend(["--election-ttl", "2s", "--etcd", endpoint.as_str()]);
     cluster.start_coordinator("c1", &args);
     cluster.start_coordinator("c2", &args);
     cluster.start_worker("w1", "shell", 4);

@@ -10,34 +10,16 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use cronfleet_e2e::cluster::{
-    Cluster, assert_no_overlap, http_get, ledger_mark, ledger_script, read_ledger, wait_for,
-    write_ledger,
+    Cluster, FAST_FAILURE_DETECTION, assert_no_overlap, create, http_get, ledger_mark,
+    ledger_script, read_ledger, seconds_now, states, wait_for, write_ledger,
 };
 use cronfleet_worker::{HandlerError, Outcome, Worker};
 use serde_json::{Value, json};
 
-/// Shorter than the defaults (6 s / 3 s / 1 s) so failure detection is quicker; the ratios
-/// that make it safe are the same.
-const FAST_FAILURE_DETECTION: &[&str] = &[
-    "--worker-timeout",
-    "3s",
-    "--lease-ttl",
-    "1500ms",
-    "--heartbeat-interval",
-    "500ms",
-];
-
 // ------------------------------------------------------------------------------ helpers
-
-fn seconds_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-}
 
 /// An RFC 3339 time as seconds since the epoch.
 fn seconds(time: &Value) -> f64 {
@@ -55,18 +37,6 @@ fn rfc3339_in(delay: Duration) -> String {
     at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-fn create(cluster: &Cluster, name: &str, args: &[&str]) {
-    let mut command = vec!["job", "create", name];
-    command.extend_from_slice(args);
-    let output = cluster.cli(&command);
-    assert!(
-        output.success,
-        "job create {name} failed: {}\n{}",
-        output.stderr,
-        cluster.logs()
-    );
-}
-
 /// `--args` for a shell job.
 fn shell(script: &str) -> String {
     json!({ "script": script }).to_string()
@@ -78,12 +48,6 @@ fn job(cluster: &Cluster, name: &str) -> Value {
 
 fn run(cluster: &Cluster, id: &Value) -> Value {
     cluster.cli_json(&["run", "get", &id.to_string()])
-}
-
-fn states(runs: &[Value]) -> Vec<&str> {
-    runs.iter()
-        .map(|run| run["state"].as_str().unwrap_or("?"))
-        .collect()
 }
 
 fn with_state<'a>(runs: &'a [Value], state: &str) -> Vec<&'a Value> {

@@ -5,48 +5,13 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use cronfleet_e2e::cluster::{
-    Cluster, assert_no_overlap, http_get, ledger_script, read_ledger, wait_for,
+    Cluster, FAST_FAILURE_DETECTION, assert_no_overlap, create, http_get, ledger_script,
+    read_ledger, seconds_now, states, wait_for,
 };
 use serde_json::{Value, json};
-
-/// Shorter than the defaults (6 s / 3 s / 1 s) so the fault tests finish sooner; the
-/// ratios that make them safe are the same.
-const FAST_FAILURE_DETECTION: &[&str] = &[
-    "--worker-timeout",
-    "3s",
-    "--lease-ttl",
-    "1500ms",
-    "--heartbeat-interval",
-    "500ms",
-];
-
-fn seconds_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-}
-
-fn create(cluster: &Cluster, name: &str, args: &[&str]) {
-    let mut command = vec!["job", "create", name];
-    command.extend_from_slice(args);
-    let output = cluster.cli(&command);
-    assert!(
-        output.success,
-        "job create {name} failed: {}\n{}",
-        output.stderr,
-        cluster.logs()
-    );
-}
-
-fn states(runs: &[Value]) -> Vec<&str> {
-    runs.iter()
-        .map(|run| run["state"].as_str().unwrap_or("?"))
-        .collect()
-}
 
 fn process_alive(pid: &str) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
