@@ -457,6 +457,11 @@ async fn keep_alive(
         }
         KeepAliveEnd::Ended => {}
     }
+    // Dropping the election cancels `closed` before the term's `lost`, but this task may
+    // see `lost` first: a dropped (crashed) election must still revoke nothing.
+    if inner.closed.is_cancelled() {
+        return;
+    }
     if !term.resigning.load(Ordering::SeqCst)
         && let Err(error) = inner.revoke(term.lease).await
     {
