@@ -58,8 +58,22 @@ impl Process {
 
     /// SIGTERM: a graceful stop.
     pub fn terminate(&mut self) {
+        self.signal("TERM");
+    }
+
+    /// SIGSTOP: the process freezes (as in a long GC pause or a VM stall) without knowing.
+    pub fn freeze(&self) {
+        self.signal("STOP");
+    }
+
+    /// SIGCONT: a frozen process goes on where it stopped.
+    pub fn thaw(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, name: &str) {
         let _ = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
+            .args([&format!("-{name}"), &self.pid().to_string()])
             .status();
     }
 
@@ -83,6 +97,20 @@ impl Process {
 impl Drop for Process {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Runs a client command against the coordinator at `server`.
+pub fn cli_at(server: &str, args: &[&str]) -> CliOutput {
+    let output = Command::new(cronfleet_binary())
+        .args(args)
+        .args(["--server", server])
+        .output()
+        .expect("run the cli");
+    CliOutput {
+        success: output.status.success(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
 }
 
@@ -210,6 +238,16 @@ impl Cluster {
         self.coordinators.last().expect("just pushed")
     }
 
+    /// Starts coordinators `node_ids` electing their leader through etcd at `etcd`
+    /// (`URL,…`) with a 2 s election TTL, plus flags `extra`.
+    pub fn start_elected_coordinators(&mut self, node_ids: &[&str], etcd: &str, extra: &[&str]) {
+        let mut args = vec!["--election-ttl", "2s", "--etcd", etcd];
+        args.extend_from_slice(extra);
+        for node_id in node_ids {
+            self.start_coordinator(node_id, &args);
+        }
+    }
+
     /// Stops coordinator `index` gracefully (SIGTERM) and waits for it to exit; returns
     /// its exit status, `None` if it was still running after 20 s.
     pub fn stop_coordinator(&mut self, index: usize) -> Option<ExitStatus> {
@@ -233,9 +271,21 @@ impl Cluster {
 
     /// Starts a worker against every coordinator and waits until it is registered.
     pub fn start_worker(&mut self, node_id: &str, handlers: &str, capacity: u32) -> &WorkerNode {
-        let http = free_addr();
         let coordinators: Vec<String> =
             self.coordinators.iter().map(CoordinatorNode::url).collect();
+        self.start_worker_with(node_id, handlers, capacity, &coordinators)
+    }
+
+    /// Starts a worker that knows the coordinators at `coordinators` (e.g. through a
+    /// proxy) and waits until it is registered.
+    pub fn start_worker_with(
+        &mut self,
+        node_id: &str,
+        handlers: &str,
+        capacity: u32,
+        coordinators: &[String],
+    ) -> &WorkerNode {
+        let http = free_addr();
         let args: Vec<String> = [
             "worker",
             "--coordinator",
@@ -272,24 +322,24 @@ impl Cluster {
 
     /// Runs a client command against the first coordinator.
     pub fn cli(&self, args: &[&str]) -> CliOutput {
-        let server = self.coordinators.first().expect("a coordinator").url();
-        let output = Command::new(cronfleet_binary())
-            .args(args)
-            .args(["--server", &server])
-            .output()
-            .expect("run the cli");
-        CliOutput {
-            success: output.status.success(),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
+        self.cli_on(0, args)
+    }
+
+    /// Runs a client command against coordinator `index`.
+    pub fn cli_on(&self, index: usize, args: &[&str]) -> CliOutput {
+        cli_at(&self.coordinators[index].url(), args)
     }
 
     /// Runs a client command with `-o json` and returns its output; panics on failure.
     pub fn cli_json(&self, args: &[&str]) -> serde_json::Value {
+        self.cli_json_on(0, args)
+    }
+
+    /// [`Cluster::cli_json`] against coordinator `index`.
+    pub fn cli_json_on(&self, index: usize, args: &[&str]) -> serde_json::Value {
         let mut with_json = args.to_vec();
         with_json.extend(["-o", "json"]);
-        let output = self.cli(&with_json);
+        let output = self.cli_on(index, &with_json);
         assert!(
             output.success,
             "cronfleet {args:?} failed: {}",
@@ -303,9 +353,33 @@ impl Cluster {
         })
     }
 
+    /// `cronfleet status -o json` from coordinator `index`; `None` if it does not answer.
+    pub fn status_from(&self, index: usize) -> Option<serde_json::Value> {
+        let output = self.cli_on(index, &["status", "-o", "json"]);
+        if !output.success {
+            return None;
+        }
+        serde_json::from_str(&output.stdout).ok()
+    }
+
+    /// The index of the coordinator that the cluster's status names as the leader (asked
+    /// of each coordinator in turn until one answers), if there is one.
+    pub fn leader_index(&self) -> Option<usize> {
+        let status = (0..self.coordinators.len()).find_map(|index| self.status_from(index))?;
+        let leader = status["leader"]["node_id"].as_str()?;
+        self.coordinators
+            .iter()
+            .position(|node| node.node_id == leader)
+    }
+
     /// The runs of a job, oldest first.
     pub fn runs_of(&self, job: &str) -> Vec<serde_json::Value> {
-        let runs = self.cli_json(&["runs", "--job", job, "--limit", "10000"]);
+        self.runs_on(0, job)
+    }
+
+    /// [`Cluster::runs_of`], asked of coordinator `index`.
+    pub fn runs_on(&self, index: usize, job: &str) -> Vec<serde_json::Value> {
+        let runs = self.cli_json_on(index, &["runs", "--job", job, "--limit", "10000"]);
         let mut runs = runs.as_array().expect("a JSON array").clone();
         runs.sort_by_key(|run| run["id"].as_i64());
         runs

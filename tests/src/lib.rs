@@ -1,6 +1,8 @@
 //! End-to-end tests: drive the real `cronfleet` binary and real services.
 
 pub mod cluster;
+pub mod history;
+pub mod proxy;
 
 use std::path::PathBuf;
 

@@ -6,7 +6,6 @@
 //! Shell jobs write a ledger of when each run started and ended, which proves from outside
 //! that no job ever had two runs at once.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,20 +15,11 @@ use cronfleet_e2e::cluster::{
     Cluster, FAST_FAILURE_DETECTION, assert_no_overlap, create, http_get, ledger_mark,
     ledger_script, read_ledger, seconds_now, states, wait_for, write_ledger,
 };
+use cronfleet_e2e::history::{assert_every_slot_accounted_once, history, seconds};
 use cronfleet_worker::{HandlerError, Outcome, Worker};
 use serde_json::{Value, json};
 
 // ------------------------------------------------------------------------------ helpers
-
-/// An RFC 3339 time as seconds since the epoch.
-fn seconds(time: &Value) -> f64 {
-    let text = time
-        .as_str()
-        .unwrap_or_else(|| panic!("not a time: {time}"));
-    let time = chrono::DateTime::parse_from_rfc3339(text)
-        .unwrap_or_else(|error| panic!("not an RFC 3339 time ({error}): {text}"));
-    time.timestamp_micros() as f64 / 1e6
-}
 
 /// A time `delay` from now, as RFC 3339 (what `job run --at` takes).
 fn rfc3339_in(delay: Duration) -> String {
@@ -65,31 +55,6 @@ fn is_open(run: &Value) -> bool {
         run["state"].as_str(),
         Some("pending" | "dispatched" | "running")
     )
-}
-
-/// A job's run history, one line per run, for failure messages.
-fn history(runs: &[Value]) -> String {
-    runs.iter()
-        .map(|run| {
-            format!(
-                "  #{} {} trigger={} slot={} attempt={} slots={} last_slot={} worker={} started={} finished={} progress={}/{} error={}",
-                run["id"],
-                run["state"].as_str().unwrap_or("?"),
-                run["trigger"].as_str().unwrap_or("?"),
-                run["slot"].as_str().unwrap_or("-"),
-                run["attempt"],
-                run["slot_count"],
-                run["last_slot"].as_str().unwrap_or("-"),
-                run["worker"].as_str().unwrap_or("-"),
-                run["started_at"].as_str().unwrap_or("-"),
-                run["finished_at"].as_str().unwrap_or("-"),
-                run["progress_done"],
-                run["progress_remaining"],
-                run["error"].as_str().unwrap_or("-"),
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 /// Polls the runs of `job` until `condition` holds; returns them.
@@ -141,80 +106,6 @@ fn read_pids(file: &Path) -> Vec<String> {
         .split_whitespace()
         .map(str::to_owned)
         .collect()
-}
-
-/// DESIGN §2, invariants 2 and 3, on one job's history: every slot of its `every`
-/// schedule from the first to the last one seen is run, skipped or missed exactly once (a
-/// retry or a re-created lost run is a later attempt at a slot already counted; manual
-/// runs and continuations are not slots), a missed or skipped record's `slot_count` is
-/// the size of its range, and the job's `missed_count` and `overlap_skipped_count` are
-/// what its records add up to. Returns the number of slots.
-fn assert_every_slot_accounted_once(job: &Value, runs: &[Value], every: f64) -> usize {
-    let name = job["name"].as_str().unwrap_or("?");
-    let slot_runs: Vec<&Value> = runs
-        .iter()
-        .filter(|run| run["attempt"] == 1)
-        .filter(|run| !matches!(run["trigger"].as_str(), Some("manual" | "continuation")))
-        .collect();
-    let Some(first) = slot_runs
-        .iter()
-        .map(|run| seconds(&run["slot"]))
-        .min_by(f64::total_cmp)
-    else {
-        panic!("job {name} has no slots:\n{}", history(runs));
-    };
-    let index = |time: f64| -> i64 { ((time - first) / every).round() as i64 };
-    let mut covered: BTreeMap<i64, i64> = BTreeMap::new();
-    let (mut missed, mut skipped) = (0u64, 0u64);
-    for run in &slot_runs {
-        let start = index(seconds(&run["slot"]));
-        let count = run["slot_count"].as_u64().unwrap_or(1).max(1);
-        match run["state"].as_str() {
-            Some("missed") => missed += count,
-            Some("skipped") => skipped += count,
-            _ => {}
-        }
-        if count > 1 || !run["last_slot"].is_null() {
-            let last = index(seconds(&run["last_slot"]));
-            assert_eq!(
-                last - start + 1,
-                count as i64,
-                "job {name}: run {} says it stands for {count} slots, but its range has {}:\n{}",
-                run["id"],
-                last - start + 1,
-                history(runs)
-            );
-        }
-        for k in start..start + count as i64 {
-            if let Some(other) = covered.insert(k, run["id"].as_i64().unwrap_or(-1)) {
-                panic!(
-                    "job {name}: slot {k} is accounted for by runs {other} and {}:\n{}",
-                    run["id"],
-                    history(runs)
-                );
-            }
-        }
-    }
-    let last = *covered.keys().next_back().expect("at least one slot");
-    let holes: Vec<i64> = (0..=last).filter(|k| !covered.contains_key(k)).collect();
-    assert!(
-        holes.is_empty(),
-        "job {name}: slots {holes:?} (counted from its first) were silently lost:\n{}",
-        history(runs)
-    );
-    assert_eq!(
-        job["missed_count"].as_u64(),
-        Some(missed),
-        "job {name}: missed_count is what its missed records add up to:\n{}",
-        history(runs)
-    );
-    assert_eq!(
-        job["overlap_skipped_count"].as_u64(),
-        Some(skipped),
-        "job {name}: overlap_skipped_count is what its skipped records add up to:\n{}",
-        history(runs)
-    );
-    covered.len()
 }
 
 /// No two missed records of a job are adjacent: a contiguous range of missed slots is ONE

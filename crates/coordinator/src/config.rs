@@ -7,6 +7,8 @@ use cronfleet_core::lease::LeaseSettings;
 use cronfleet_core::policy::AutoPausePolicy;
 use cronfleet_store::FinishRules;
 
+use crate::election::LeaderInfo;
+
 /// Everything a coordinator needs to know besides its store and election.
 #[derive(Clone, Debug)]
 pub struct CoordinatorConfig {
@@ -65,6 +67,17 @@ impl CoordinatorConfig {
     }
 
     /// What follows the end of a run that reported `remaining` work left.
+    /// This node as the election proclaims it: its id and where it is reached.
+    pub fn me(&self) -> LeaderInfo {
+        LeaderInfo {
+            node_id: self.node_id.clone(),
+            url: self
+                .advertise_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{}", self.grpc_addr)),
+        }
+    }
+
     pub fn finish_rules(&self, remaining: u64) -> FinishRules {
         FinishRules {
             retry_base_delay: self.retry_base_delay,

@@ -46,6 +46,9 @@ pub trait Election: Send + Sync + Debug + 'static {
     /// The current leader, if there is one (no leader is a normal state, not an error).
     async fn leader(&self) -> Result<Option<LeaderInfo>, ElectionError>;
 
+    /// The coordinators taking part in the election now, the leader first.
+    async fn coordinators(&self) -> Result<Vec<LeaderInfo>, ElectionError>;
+
     /// Gives leadership up (on shutdown), so that another node takes over at once.
     async fn resign(&self, leadership: &Leadership) -> Result<(), ElectionError>;
 }
@@ -76,6 +79,10 @@ impl Election for LocalElection {
 
     async fn leader(&self) -> Result<Option<LeaderInfo>, ElectionError> {
         Ok(Some(self.me.clone()))
+    }
+
+    async fn coordinators(&self) -> Result<Vec<LeaderInfo>, ElectionError> {
+        Ok(vec![self.me.clone()])
     }
 
     async fn resign(&self, leadership: &Leadership) -> Result<(), ElectionError> {

@@ -34,7 +34,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use etcd_client::{
-    Client, ConnectOptions, EventType, LeaderKey, ResignOptions, WatchOptions, WatchStream,
+    Client, ConnectOptions, EventType, GetOptions, LeaderKey, ResignOptions, WatchOptions,
+    WatchStream,
 };
 use tokio::time::{Instant, sleep_until, timeout, timeout_at};
 use tokio_util::sync::CancellationToken;
@@ -300,6 +301,26 @@ impl Election for EtcdElection {
             .await?
             .0;
         value.map(|value| parse_leader(&value)).transpose()
+    }
+
+    async fn coordinators(&self) -> Result<Vec<LeaderInfo>, ElectionError> {
+        // Every candidate's key lives under the election's prefix while it campaigns; the
+        // oldest (lowest create revision) is the leader's.
+        let prefix = format!("{ELECTION_NAME}/");
+        let (answer, _) = self
+            .inner
+            .on_any("list the candidates", |mut client| {
+                let prefix = prefix.clone();
+                async move {
+                    client
+                        .get(prefix, Some(GetOptions::new().with_prefix()))
+                        .await
+                }
+            })
+            .await?;
+        let mut keys: Vec<_> = answer.kvs().iter().collect();
+        keys.sort_by_key(|kv| kv.create_revision());
+        keys.iter().map(|kv| parse_leader(kv.value())).collect()
     }
 
     async fn resign(&self, leadership: &Leadership) -> Result<(), ElectionError> {

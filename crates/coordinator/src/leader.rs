@@ -32,8 +32,8 @@ use crate::gateway::log_finished;
 use crate::registry::{Registry, Reservation};
 use crate::wake::Wakeup;
 
-/// The longest the scheduler or dispatcher sleeps without a reason: a safety net for
-/// changes made through another coordinator, which cannot wake this one's loops.
+/// The longest the scheduler or dispatcher sleeps without a reason: a safety net for a
+/// change announcement from another coordinator that got lost (see `relay_changes`).
 const MAX_IDLE: Duration = Duration::from_secs(60);
 /// The pause after a store error before trying again.
 const STORE_RETRY: Duration = Duration::from_millis(500);

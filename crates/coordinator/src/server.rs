@@ -19,7 +19,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::admin::AdminServices;
+use crate::admin::{AdminServices, ClusterContext};
 use crate::clock::Clock;
 use crate::config::CoordinatorConfig;
 use crate::election::Election;
@@ -118,6 +118,11 @@ pub async fn start(
             source,
         })?;
 
+    // The real address, should the configured port have been 0.
+    let config = CoordinatorConfig {
+        grpc_addr,
+        ..config
+    };
     let (role, role_receiver) = watch::channel(Role::Follower);
     let registry = Arc::new(Registry::default());
     let scheduler_wake = Wakeup::default();
@@ -136,7 +141,12 @@ pub async fn start(
 
     let directory: Arc<dyn WorkerDirectory> = registry;
     let admin = AdminServices::new(Arc::clone(&store), clock, scheduler_wake, directory)
-        .with_dispatch_wakeup(shared.dispatcher_wake.clone());
+        .with_dispatch_wakeup(shared.dispatcher_wake.clone())
+        .with_cluster(ClusterContext {
+            election: Arc::clone(&shared.election),
+            me: shared.config.me(),
+            role: role_receiver.clone(),
+        });
     let (jobs, runs, cluster) = admin.routes();
     let grpc = tonic::transport::Server::builder()
         .add_service(WorkerServiceServer::new(WorkerGateway::new(Arc::clone(
@@ -160,6 +170,7 @@ pub async fn start(
             .map_err(CoordinatorError::Http)
     });
 
+    tasks.spawn(relay_changes(Arc::clone(&shared), shutdown.clone()));
     tasks.spawn(lead_while_elected(Arc::clone(&shared), shutdown.clone()));
     info!(node = %shared.config.node_id, %grpc_addr, %http_addr, "coordinator started");
     Ok(CoordinatorHandle {
@@ -190,6 +201,47 @@ fn health_routes(shared: Arc<Shared>) -> Router {
                 }
             }),
         )
+}
+
+/// Wakes this node's scheduler and dispatcher whenever any coordinator announces a change
+/// through the store (a job created or a run triggered on a replica that does not lead),
+/// for as long as the coordinator runs. A store without announcements ends it at once.
+async fn relay_changes(
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) -> Result<(), CoordinatorError> {
+    const REOPEN_PAUSE: Duration = Duration::from_secs(1);
+    let wake = || {
+        shared.scheduler_wake.wake();
+        shared.dispatcher_wake.wake();
+    };
+    loop {
+        match shared.store.change_feed().await {
+            Ok(None) => return Ok(()),
+            Ok(Some(mut feed)) => {
+                // Announcements made while there was no feed are gone: look once.
+                wake();
+                loop {
+                    let changed = tokio::select! {
+                        () = shutdown.cancelled() => return Ok(()),
+                        changed = feed.changed() => changed,
+                    };
+                    match changed {
+                        Ok(()) => wake(),
+                        Err(error) => {
+                            warn!(%error, "lost the store's change announcements; reopening");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(error) => warn!(%error, "cannot listen to the store's change announcements"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            () = tokio::time::sleep(REOPEN_PAUSE) => {}
+        }
+    }
 }
 
 /// Campaigns, leads for as long as the term lasts, steps down, campaigns again — until

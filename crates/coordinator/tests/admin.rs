@@ -597,6 +597,18 @@ async fn workers_are_listed_from_the_directory() {
         Some(t(-1))
     );
     assert_eq!(first.version, "0.1.0");
+
+    // Standing alone (no election), the status knows the epoch and its own workers.
+    let status = admin
+        .cluster
+        .get_status(pb::GetStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.epoch, admin.store.epoch().await.unwrap());
+    assert_eq!(status.leader, None);
+    assert_eq!(status.workers, workers);
+    assert!(status.workers_unavailable.is_empty());
 }
 
 #[tokio::test]

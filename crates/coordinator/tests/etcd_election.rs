@@ -73,6 +73,13 @@ async fn one_of_two_campaigners_leads_and_hands_over_on_resign() {
     assert!(!first.lost.is_cancelled());
     assert_eq!(winner.leader().await.unwrap(), Some(node(winner_id)));
     assert_eq!(loser.leader().await.unwrap(), Some(node(winner_id)));
+    // Both take part, the leader first, whoever is asked.
+    for asked in [winner, loser] {
+        assert_eq!(
+            asked.coordinators().await.unwrap(),
+            vec![node(winner_id), node(loser_id)]
+        );
+    }
 
     let resigned_at = Instant::now();
     winner.resign(&first).await.expect("resign");
@@ -98,6 +105,7 @@ async fn no_leader_is_none_not_an_error() {
     let etcd = EtcdServer::start().await.expect("etcd");
     let a = election(vec![etcd.client_url()], "a").await;
     assert_eq!(a.leader().await.expect("leader() without a leader"), None);
+    assert_eq!(a.coordinators().await.expect("nobody campaigns"), vec![]);
 
     let leadership = a.campaign().await.expect("campaign");
     assert_eq!(a.leader().await.unwrap(), Some(node("a")));

@@ -12,7 +12,7 @@ use cronfleet_core::lease::LeaseSettings;
 use cronfleet_core::policy::OpenRuns;
 use cronfleet_core::run::{IllegalTransition, Progress, Run, RunState, Trigger};
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnection, PgListener, PgPool, PgPoolOptions};
 
 use crate::error::{duplicate_name, unique_violation};
 use crate::lease_writes::{FollowUp, StreakChange, plan_finish, plan_transition, plan_writes};
@@ -20,11 +20,28 @@ use crate::rows::{
     DispatchRow, JobRow, JobValues, RunRow, dispatchable_from_rows, jobs_from_rows, runs_from_rows,
 };
 use crate::{
-    DispatchableRun, FinishRules, Finished, Lease, ManualRun, RunFilter, RunOrder, RunTransition,
-    Store, StoreError,
+    ChangeFeed, DispatchableRun, FinishRules, Finished, Lease, ManualRun, RunFilter, RunOrder,
+    RunTransition, Store, StoreError,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// The `LISTEN`/`NOTIFY` channel of [`Store::announce_change`].
+const CHANGES_CHANNEL: &str = "cronfleet_changes";
+
+/// A `LISTEN` on [`CHANGES_CHANNEL`], on a connection of its own.
+struct PgChangeFeed {
+    listener: PgListener,
+}
+
+#[async_trait]
+impl ChangeFeed for PgChangeFeed {
+    async fn changed(&mut self) -> Result<(), StoreError> {
+        // `None`: the connection was lost and has been re-made (and `LISTEN` re-issued).
+        self.listener.try_recv().await?;
+        Ok(())
+    }
+}
 
 /// The PostgreSQL implementation of [`Store`].
 #[derive(Clone, Debug)]
@@ -185,6 +202,20 @@ impl Store for PostgresStore {
         .fetch_one(&self.pool)
         .await?;
         Ok(current)
+    }
+
+    async fn announce_change(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(CHANGES_CHANNEL)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn change_feed(&self) -> Result<Option<Box<dyn ChangeFeed>>, StoreError> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(CHANGES_CHANNEL).await?;
+        Ok(Some(Box::new(PgChangeFeed { listener })))
     }
 
     async fn epoch(&self) -> Result<i64, StoreError> {

@@ -1,5 +1,6 @@
 //! What only a real PostgreSQL can show: leasers working at the same time never take the
-//! same job, and a leadership change fences the old leader between two of its statements.
+//! same job, a leadership change fences the old leader between two of its statements, and
+//! a change announced by one process reaches the others.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -136,4 +137,38 @@ async fn a_deposed_leader_is_fenced_at_once() {
         .unwrap();
     assert_eq!(lease.jobs_leased + leased, 300);
     assert!(lease.runs.iter().all(|run| run.epoch == 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_announced_by_one_process_reaches_every_feed() {
+    let (database, replica) = store_with_jobs(0).await;
+    let leader = PostgresStore::connect(database.url())
+        .await
+        .expect("connect");
+    let mut feed = leader
+        .change_feed()
+        .await
+        .unwrap()
+        .expect("PostgreSQL has announcements");
+    let wait = std::time::Duration::from_secs(10);
+    // Nothing announced: nothing heard.
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(300), feed.changed())
+            .await
+            .is_err()
+    );
+    replica.announce_change().await.unwrap();
+    tokio::time::timeout(wait, feed.changed())
+        .await
+        .expect("the announcement arrives")
+        .unwrap();
+    // Every announcement is heard, one after another.
+    replica.announce_change().await.unwrap();
+    replica.announce_change().await.unwrap();
+    for _ in 0..2 {
+        tokio::time::timeout(wait, feed.changed())
+            .await
+            .expect("the announcement arrives")
+            .unwrap();
+    }
 }

@@ -10,6 +10,18 @@ pub(crate) const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
 /// The longest delay between attempts.
 pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
+/// The pause between asking again while the coordinators elect a leader: short and not
+/// growing, since an election ends within the election TTL and every moment spent asleep
+/// after it adds to the failover time.
+pub(crate) const ELECTION_RETRY: Duration = Duration::from_millis(250);
+
+/// A delay in [half, full] of `step` ("equal jitter": never much shorter than planned,
+/// never in step with the other workers).
+pub(crate) fn jittered(step: Duration) -> Duration {
+    let half = step / 2;
+    half + rand::rng().random_range(Duration::ZERO..=half)
+}
+
 /// Doubling delays from [`INITIAL_BACKOFF`] up to [`MAX_BACKOFF`].
 #[derive(Debug)]
 pub(crate) struct Backoff {
@@ -23,13 +35,11 @@ impl Backoff {
         }
     }
 
-    /// The delay to wait now: uniformly random in [half, full] of the current step
-    /// ("equal jitter": never much shorter than planned, never in step with others).
+    /// The delay to wait now: [`jittered`] around the current step.
     pub(crate) fn next_delay(&mut self) -> Duration {
         let step = self.next;
         self.next = (self.next * 2).min(MAX_BACKOFF);
-        let half = step / 2;
-        half + rand::rng().random_range(Duration::ZERO..=half)
+        jittered(step)
     }
 
     /// Back to the shortest delay, after a connection that worked.

@@ -22,7 +22,7 @@ use tonic::Streaming;
 use tonic::transport::Endpoint;
 use tracing::{debug, info, warn};
 
-use crate::backoff::Backoff;
+use crate::backoff::{Backoff, ELECTION_RETRY, jittered};
 use crate::shared::{AssignDecision, Shared};
 
 /// Longest wait for a TCP + HTTP/2 connection.
@@ -85,43 +85,65 @@ pub(crate) async fn maintain_connection(shared: Arc<Shared>, exit: CancellationT
                 info!(worker = %node, coordinator = %url, leader = %leader, "not the leader: following");
                 redirects_in_a_row += 1;
                 redirect = Some(leader);
-                false
+                Pause::None
             }
             SessionEnd::Redirect(leader) => {
                 warn!(worker = %node, coordinator = %url, leader = %leader, "redirected too often: backing off");
                 redirects_in_a_row = 0;
-                true
+                Pause::Backoff
             }
             SessionEnd::NoLeader(why) => {
-                info!(worker = %node, coordinator = %url, %why, "no leader here yet: retrying later");
-                true
+                info!(worker = %node, coordinator = %url, %why, "no leader here yet: asking again shortly");
+                Pause::Election
+            }
+            // The leader a replica named is gone (killed, stepping down): an election is
+            // under way, and the replicas will name the next one soon.
+            SessionEnd::Failed(error) if redirects_in_a_row > 0 => {
+                info!(worker = %node, coordinator = %url, %error, "the named leader is out of reach: asking again shortly");
+                redirects_in_a_row = 0;
+                Pause::Election
             }
             SessionEnd::Failed(error) => {
                 warn!(worker = %node, coordinator = %url, %error, "cannot connect to coordinator");
                 // Try the other coordinators at once; back off after a full round.
                 failures_in_round += 1;
-                failures_in_round >= urls.len()
+                if failures_in_round >= urls.len() {
+                    Pause::Backoff
+                } else {
+                    Pause::None
+                }
             }
             SessionEnd::Lost(why) => {
                 warn!(worker = %node, coordinator = %url, %why, "connection to coordinator lost: reconnecting");
-                true
+                Pause::Backoff
             }
             SessionEnd::Drained(reason) => {
                 info!(worker = %node, coordinator = %url, %reason, "coordinator drained this worker: reconnecting");
-                true
+                Pause::Backoff
             }
-            SessionEnd::LeaseLost => true,
+            SessionEnd::LeaseLost => Pause::Backoff,
         };
-        if pause {
-            failures_in_round = 0;
-            let delay = backoff.next_delay();
-            debug!(worker = %node, delay_ms = delay.as_millis() as u64, "waiting before reconnecting");
-            tokio::select! {
-                () = tokio::time::sleep(delay) => {}
-                () = exit.cancelled() => return,
-            }
+        let delay = match pause {
+            Pause::None => continue,
+            Pause::Backoff => backoff.next_delay(),
+            Pause::Election => jittered(ELECTION_RETRY),
+        };
+        failures_in_round = 0;
+        debug!(worker = %node, delay_ms = delay.as_millis() as u64, "waiting before reconnecting");
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = exit.cancelled() => return,
         }
     }
+}
+
+/// What to wait before the next attempt.
+enum Pause {
+    None,
+    /// The growing delay of [`Backoff`]: something is wrong.
+    Backoff,
+    /// A short fixed delay: the coordinators are electing a leader.
+    Election,
 }
 
 /// One stream: returns whether the worker got registered on it, and how it ended.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use cronfleet_coordinator::clock::SystemClock;
-use cronfleet_coordinator::{CoordinatorConfig, Election, EtcdElection, LeaderInfo, LocalElection};
+use cronfleet_coordinator::{CoordinatorConfig, Election, EtcdElection, LocalElection};
 use cronfleet_core::duration::parse_fixed_duration;
 use cronfleet_core::policy::AutoPausePolicy;
 
@@ -118,13 +118,7 @@ impl CoordinatorCommand {
             let store = cronfleet_store::open(&self.database_url)
                 .await
                 .with_context(|| "cannot open the store")?;
-            let me = LeaderInfo {
-                node_id: config.node_id.clone(),
-                url: config
-                    .advertise_url
-                    .clone()
-                    .unwrap_or_else(|| format!("http://{}", config.grpc_addr)),
-            };
+            let me = config.me();
             let election: Arc<dyn Election> = if self.etcd.is_empty() {
                 Arc::new(LocalElection::new(Arc::clone(&store), me))
             } else {

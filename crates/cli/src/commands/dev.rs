@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::{Context, anyhow};
 use clap::Args;
 use cronfleet_coordinator::clock::SystemClock;
-use cronfleet_coordinator::{CoordinatorConfig, LeaderInfo, LocalElection};
+use cronfleet_coordinator::{CoordinatorConfig, LocalElection};
 use cronfleet_proto::v1::CreateJobRequest;
 use cronfleet_proto::v1::job_service_client::JobServiceClient;
 use cronfleet_store::SqliteStore;
@@ -71,11 +71,8 @@ impl DevCommand {
             let mut config = CoordinatorConfig::new("dev");
             config.grpc_addr = self.listen.grpc;
             config.http_addr = self.listen.http;
-            let url = format!("http://{}", self.listen.grpc);
-            let me = LeaderInfo {
-                node_id: config.node_id.clone(),
-                url: url.clone(),
-            };
+            let me = config.me();
+            let url = me.url.clone();
             let election = Arc::new(LocalElection::new(store.clone(), me));
             let coordinator = cronfleet_coordinator::start(config, store, election, Arc::new(SystemClock)).await?;
 

@@ -13,6 +13,7 @@ pub mod run;
 pub mod runs;
 pub mod schedule;
 pub mod server_args;
+pub mod status;
 pub mod worker;
 pub mod workers;
 
@@ -31,8 +32,10 @@ pub enum Command {
     Runs(runs::RunsCommand),
     /// Inspect one run.
     Run(run::RunCommand),
-    /// List the workers connected to the coordinator.
+    /// List the workers connected to the leader.
     Workers(workers::WorkersCommand),
+    /// Show the leader, the fencing epoch, the coordinators and the workers.
+    Status(status::StatusCommand),
     /// Run a worker: execute assigned runs with the stock handlers (shell, http, noop, sleep).
     Worker(worker::WorkerCommand),
     /// Work with schedules offline, without a server (e.g. list the next slots).
@@ -48,6 +51,7 @@ impl Command {
             Command::Runs(command) => command.run(),
             Command::Run(command) => command.run(),
             Command::Workers(command) => command.run(),
+            Command::Status(command) => command.run(),
             Command::Worker(command) => command.run(),
             Command::Schedule(command) => command.run(),
         }

@@ -454,10 +454,9 @@ pub struct WorkerView {
     pub last_heartbeat_at: Option<String>,
 }
 
-pub fn print_workers(workers: &[pb::Worker], format: Format) -> anyhow::Result<()> {
-    let views: Vec<WorkerView> = workers
-        .iter()
-        .map(|worker| WorkerView {
+impl WorkerView {
+    pub fn new(worker: &pb::Worker) -> WorkerView {
+        WorkerView {
             node_id: worker.node_id.clone(),
             state: worker.state.clone(),
             handlers: worker.handlers.clone(),
@@ -467,34 +466,142 @@ pub fn print_workers(workers: &[pb::Worker], format: Format) -> anyhow::Result<(
             version: worker.version.clone(),
             connected_at: time(worker.connected_at.as_ref()),
             last_heartbeat_at: time(worker.last_heartbeat_at.as_ref()),
-        })
-        .collect();
-    match format {
-        Format::Json => print_json(&views),
-        Format::Table => {
-            let mut table = Table::new(&[
-                "NODE",
-                "STATE",
-                "BUSY",
-                "HANDLERS",
-                "LABELS",
-                "LAST HEARTBEAT",
-                "VERSION",
-            ]);
-            for (view, worker) in views.iter().zip(workers) {
-                table.row(vec![
-                    view.node_id.clone(),
-                    view.state.clone(),
-                    format!("{}/{}", view.busy, view.capacity),
-                    view.handlers.join(","),
-                    labels_text(&view.labels),
-                    time_cell(worker.last_heartbeat_at.as_ref()),
-                    view.version.clone(),
-                ]);
-            }
-            print(&table.render(terminal_width()))
         }
     }
+}
+
+pub fn print_workers(workers: &[pb::Worker], format: Format) -> anyhow::Result<()> {
+    match format {
+        Format::Json => print_json(&workers.iter().map(WorkerView::new).collect::<Vec<_>>()),
+        Format::Table => print(&workers_table(workers)),
+    }
+}
+
+fn workers_table(workers: &[pb::Worker]) -> String {
+    let mut table = Table::new(&[
+        "NODE",
+        "STATE",
+        "BUSY",
+        "HANDLERS",
+        "LABELS",
+        "LAST HEARTBEAT",
+        "VERSION",
+    ]);
+    for worker in workers {
+        table.row(vec![
+            worker.node_id.clone(),
+            worker.state.clone(),
+            format!("{}/{}", worker.busy, worker.capacity),
+            worker.handlers.join(","),
+            labels_text(&sorted(&worker.labels)),
+            time_cell(worker.last_heartbeat_at.as_ref()),
+            worker.version.clone(),
+        ]);
+    }
+    table.render(terminal_width())
+}
+
+/// A coordinator as `-o json` prints it.
+#[derive(Debug, Serialize)]
+pub struct CoordinatorView {
+    pub node_id: String,
+    pub url: String,
+    pub leader: bool,
+}
+
+/// `cronfleet status -o json`.
+#[derive(Debug, Serialize)]
+pub struct StatusView {
+    /// `null` while there is no leader.
+    pub leader: Option<LeaderView>,
+    pub epoch: i64,
+    pub coordinators: Vec<CoordinatorView>,
+    pub workers: Vec<WorkerView>,
+    pub answered_by: Option<String>,
+    pub workers_unavailable: Option<String>,
+    pub election_unavailable: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LeaderView {
+    pub node_id: String,
+    pub url: String,
+}
+
+impl StatusView {
+    pub fn new(status: &pb::ClusterStatus) -> StatusView {
+        StatusView {
+            leader: status.leader.as_ref().map(|leader| LeaderView {
+                node_id: leader.node_id.clone(),
+                url: leader.url.clone(),
+            }),
+            epoch: status.epoch,
+            coordinators: status
+                .coordinators
+                .iter()
+                .map(|node| CoordinatorView {
+                    node_id: node.node_id.clone(),
+                    url: node.url.clone(),
+                    leader: node.leader,
+                })
+                .collect(),
+            workers: status.workers.iter().map(WorkerView::new).collect(),
+            answered_by: non_empty(&status.answered_by),
+            workers_unavailable: non_empty(&status.workers_unavailable),
+            election_unavailable: non_empty(&status.election_unavailable),
+        }
+    }
+}
+
+pub fn print_status(status: &pb::ClusterStatus, format: Format) -> anyhow::Result<()> {
+    if format == Format::Json {
+        return print_json(&StatusView::new(status));
+    }
+    let leader = match (&status.leader, status.election_unavailable.as_str()) {
+        (Some(leader), _) => format!("{} ({})", leader.node_id, leader.url),
+        (None, "") => "none (an election is under way)".to_owned(),
+        (None, why) => format!("unknown: {why}"),
+    };
+    let coordinators = status
+        .coordinators
+        .iter()
+        .map(|node| {
+            if node.leader {
+                format!("{} (leader)", node.node_id)
+            } else {
+                node.node_id.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut by_state = BTreeMap::<&str, usize>::new();
+    for worker in &status.workers {
+        *by_state.entry(worker.state.as_str()).or_default() += 1;
+    }
+    let workers = if status.workers_unavailable.is_empty() {
+        let counts: Vec<String> = by_state
+            .iter()
+            .map(|(state, count)| format!("{count} {state}"))
+            .collect();
+        if counts.is_empty() {
+            "none connected".to_owned()
+        } else {
+            counts.join(", ")
+        }
+    } else {
+        format!("unknown: {}", status.workers_unavailable)
+    };
+    print_details(&[
+        ("leader", leader),
+        ("epoch", status.epoch.to_string()),
+        ("coordinators", coordinators),
+        ("workers", workers),
+        ("answered by", status.answered_by.clone()),
+    ])?;
+    if status.workers.is_empty() {
+        return Ok(());
+    }
+    print(&format!("\n{}", workers_table(&status.workers)))
 }
 
 // ------------------------------------------------------------------------------ layout

@@ -1,4 +1,4 @@
-//! `cronfleet workers`: the workers connected to the coordinator.
+//! `cronfleet workers`: the workers connected to the leader.
 
 use clap::Args;
 use cronfleet_proto::v1 as pb;
@@ -6,8 +6,8 @@ use cronfleet_proto::v1 as pb;
 use super::client::{Client, ClientArgs};
 use super::output;
 
-/// List the workers connected to the coordinator (workers connect to the leader: ask it,
-/// or any replica once they forward).
+/// List the workers connected to the leader (any coordinator answers: one that does not
+/// lead asks the leader).
 #[derive(Debug, Args)]
 #[command(
     after_help = "Examples:\n  cronfleet workers\n  cronfleet workers -o json | jq '.[] | select(.busy == .capacity) | .node_id'"

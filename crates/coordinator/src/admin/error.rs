@@ -6,7 +6,7 @@
 //! | `StoreError::JobNotFound`, `StoreError::RunNotFound`         | `NOT_FOUND`           |
 //! | `StoreError::DuplicateJob`                                   | `ALREADY_EXISTS`      |
 //! | `StoreError::VersionConflict`, `AlreadyQueued`, `JobBusy`, `IllegalTransition` | `FAILED_PRECONDITION` |
-//! | `StoreError::Fenced`, any error with `is_transient()`        | `UNAVAILABLE`         |
+//! | `StoreError::Fenced`, any error with `is_transient()`, [`AdminError::Unavailable`] | `UNAVAILABLE` |
 //! | anything else (`Corrupt`, other database errors, migrations) | `INTERNAL`            |
 //!
 //! `AlreadyQueued` is `FAILED_PRECONDITION` rather than `ABORTED`: retrying the same call
@@ -35,6 +35,10 @@ pub enum AdminError {
     InvalidJob(#[from] InvalidJob),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Something this call needs is out of reach now (the leader, etcd); the message says
+    /// what and why.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl AdminError {
@@ -51,6 +55,7 @@ impl AdminError {
         match self {
             AdminError::InvalidField { .. } | AdminError::InvalidJob(_) => Code::InvalidArgument,
             AdminError::Store(error) => store_code(error),
+            AdminError::Unavailable(_) => Code::Unavailable,
         }
     }
 }

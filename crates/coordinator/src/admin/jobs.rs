@@ -25,7 +25,7 @@ impl JobService for AdminServices {
                 let now = self.now();
                 let spec = job_spec_from_proto(spec, now)?;
                 let job = self.store().create_job(&spec, now).await?;
-                self.wake();
+                self.wake().await;
                 Ok(job_to_proto(&job))
             })
             .await
@@ -76,7 +76,7 @@ impl JobService for AdminServices {
                     .store()
                     .update_job(name, request.expected_version, &spec, now)
                     .await?;
-                self.wake();
+                self.wake().await;
                 Ok(job_to_proto(&job))
             })
             .await
@@ -106,7 +106,7 @@ impl JobService for AdminServices {
             .answer(async {
                 let name = required_name(&request.name)?;
                 let job = self.store().resume_job(name, self.now()).await?;
-                self.wake();
+                self.wake().await;
                 Ok(job_to_proto(&job))
             })
             .await
@@ -154,7 +154,7 @@ impl JobService for AdminServices {
                     at
                 };
                 let manual = self.store().create_manual_run(name, at, now).await?;
-                self.wake_dispatcher();
+                self.wake_dispatcher().await;
                 Ok(pb::RunJobResponse {
                     run: Some(run_to_proto(&manual.run)),
                     queued: manual.queued,

@@ -40,9 +40,12 @@ use cronfleet_proto::v1::cluster_service_server::ClusterServiceServer;
 use cronfleet_proto::v1::job_service_server::JobServiceServer;
 use cronfleet_proto::v1::run_service_server::RunServiceServer;
 use cronfleet_store::Store;
+use tokio::sync::watch;
 use tonic::{Code, Response, Status};
 
 use crate::clock::Clock;
+use crate::election::{Election, LeaderInfo};
+use crate::leader::Role;
 use crate::wake::Wakeup;
 use crate::workers::WorkerDirectory;
 pub use error::AdminError;
@@ -53,7 +56,7 @@ pub struct AdminServices {
     state: Arc<AdminState>,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct AdminState {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
@@ -64,6 +67,23 @@ struct AdminState {
     /// (a manual run is pending at once: there is nothing for the scheduler to lease).
     dispatch_wakeup: Option<Wakeup>,
     workers: Arc<dyn WorkerDirectory>,
+    /// This coordinator's place in its cluster; without it, `ClusterService` knows only
+    /// this node's workers and no election.
+    cluster: Option<ClusterContext>,
+}
+
+/// Who this coordinator is among its peers, for `ClusterService`.
+#[derive(Clone, Debug)]
+pub(crate) struct ClusterContext {
+    pub election: Arc<dyn Election>,
+    pub me: LeaderInfo,
+    pub role: watch::Receiver<Role>,
+}
+
+impl ClusterContext {
+    fn leads(&self) -> bool {
+        matches!(*self.role.borrow(), Role::Leader(_))
+    }
 }
 
 impl AdminServices {
@@ -80,7 +100,16 @@ impl AdminServices {
                 wakeup,
                 dispatch_wakeup: None,
                 workers,
+                cluster: None,
             }),
+        }
+    }
+
+    fn with_state(self, change: impl FnOnce(&mut AdminState)) -> AdminServices {
+        let mut state = AdminState::clone(&self.state);
+        change(&mut state);
+        AdminServices {
+            state: Arc::new(state),
         }
     }
 
@@ -88,16 +117,14 @@ impl AdminServices {
     /// dispatcher does not wait on the wake-up given to [`AdminServices::new`].
     #[must_use]
     pub fn with_dispatch_wakeup(self, dispatcher: Wakeup) -> AdminServices {
-        let state = AdminState {
-            store: Arc::clone(&self.state.store),
-            clock: Arc::clone(&self.state.clock),
-            wakeup: self.state.wakeup.clone(),
-            dispatch_wakeup: Some(dispatcher),
-            workers: Arc::clone(&self.state.workers),
-        };
-        AdminServices {
-            state: Arc::new(state),
-        }
+        self.with_state(|state| state.dispatch_wakeup = Some(dispatcher))
+    }
+
+    /// Answers `ClusterService` for a coordinator in a cluster: the election's view, and
+    /// the leader's workers (asked from the leader when this node does not lead).
+    #[must_use]
+    pub(crate) fn with_cluster(self, cluster: ClusterContext) -> AdminServices {
+        self.with_state(|state| state.cluster = Some(cluster))
     }
 
     /// The three tonic servers, to add to a `tonic::transport::Server` one by one (and
@@ -133,15 +160,27 @@ impl AdminServices {
         self.state.clock.now()
     }
 
-    fn wake(&self) {
+    /// Jobs changed: this node's scheduler looks again, and so does the leader's, wherever
+    /// it runs (through the store's change announcement).
+    async fn wake(&self) {
         self.state.wakeup.wake();
+        self.announce().await;
     }
 
     /// A run is pending now: whoever dispatches must look.
-    fn wake_dispatcher(&self) {
+    async fn wake_dispatcher(&self) {
         self.state.wakeup.wake();
         if let Some(dispatcher) = &self.state.dispatch_wakeup {
             dispatcher.wake();
+        }
+        self.announce().await;
+    }
+
+    /// The change is committed either way; without the announcement the leader notices
+    /// it at its next deadline instead of now.
+    async fn announce(&self) {
+        if let Err(error) = self.store().announce_change().await {
+            tracing::warn!(%error, "cannot announce a change to the other coordinators");
         }
     }
 }

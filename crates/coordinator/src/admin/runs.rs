@@ -64,7 +64,7 @@ impl RunService for AdminServices {
                     .request_cancel(request.id, reason, self.now())
                     .await?;
                 // A cancelled pending run frees its job for the next one.
-                self.wake_dispatcher();
+                self.wake_dispatcher().await;
                 Ok(run_to_proto(&run))
             })
             .await
