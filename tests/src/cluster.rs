@@ -25,6 +25,16 @@ impl Process {
     /// `log_dir/<name>.log` (a process started again under the same name continues the
     /// same log).
     pub fn spawn(name: &str, args: &[String], log_dir: &Path) -> Process {
+        Process::spawn_with_env(name, args, log_dir, &[])
+    }
+
+    /// [`Process::spawn`] with extra environment variables.
+    pub fn spawn_with_env(
+        name: &str,
+        args: &[String],
+        log_dir: &Path,
+        env: &[(String, String)],
+    ) -> Process {
         let log = log_dir.join(format!("{name}.log"));
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -34,6 +44,7 @@ impl Process {
         let child = Command::new(cronfleet_binary())
             .args(args)
             .env("RUST_LOG", "info,cronfleet=debug")
+            .envs(env.iter().map(|(name, value)| (name, value)))
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("log file"))
             .stderr(file)
@@ -193,6 +204,8 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub coordinators: Vec<CoordinatorNode>,
     pub workers: Vec<WorkerNode>,
+    /// Environment variables for every process started from now on.
+    pub env: Vec<(String, String)>,
 }
 
 impl Cluster {
@@ -205,6 +218,7 @@ impl Cluster {
                 .expect("temp dir"),
             coordinators: Vec::new(),
             workers: Vec::new(),
+            env: Vec::new(),
         }
     }
 
@@ -226,7 +240,7 @@ impl Cluster {
         .map(|s| (*s).to_owned())
         .collect();
         args.extend(extra.iter().map(|s| (*s).to_owned()));
-        let process = Process::spawn(node_id, &args, self.dir.path());
+        let process = Process::spawn_with_env(node_id, &args, self.dir.path(), &self.env);
         wait_until_coordinator_ready(node_id, http);
         self.coordinators.push(CoordinatorNode {
             process,
@@ -264,7 +278,7 @@ impl Cluster {
         let node = &mut self.coordinators[index];
         // Whatever is left of the old process goes first, so the ports are free.
         node.process.kill();
-        node.process = Process::spawn(&node.node_id, &node.args, &log_dir);
+        node.process = Process::spawn_with_env(&node.node_id, &node.args, &log_dir, &self.env);
         wait_until_coordinator_ready(&node.node_id, node.http);
         &self.coordinators[index]
     }
@@ -306,7 +320,7 @@ impl Cluster {
         .iter()
         .map(|s| (*s).to_owned())
         .collect();
-        let process = Process::spawn(node_id, &args, self.dir.path());
+        let process = Process::spawn_with_env(node_id, &args, self.dir.path(), &self.env);
         wait_for(
             &format!("worker {node_id} to register"),
             Duration::from_secs(20),

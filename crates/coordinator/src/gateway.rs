@@ -333,12 +333,12 @@ where
 /// Logs a run's end and what followed it.
 pub(crate) fn log_finished(finished: &Finished, node: &str) {
     let run = &finished.run;
-    info!(run_id = run.id, job = %run.job_name, worker = %node, state = %run.state, slot = %run.slot, attempt = run.attempt, "run finished");
+    info!(run_id = run.id, job = %run.job_name, worker = %node, state = %run.state, slot = %run.slot, attempt = run.attempt, epoch = run.epoch, "run finished");
     if let Some(retry) = &finished.retry {
-        info!(run_id = retry.id, job = %retry.job_name, attempt = retry.attempt, not_before = ?retry.not_before, "retry scheduled");
+        info!(run_id = retry.id, job = %retry.job_name, slot = %retry.slot, attempt = retry.attempt, not_before = ?retry.not_before, "retry scheduled");
     }
     if let Some(next) = &finished.continuation {
-        info!(run_id = next.id, job = %next.job_name, "continuation scheduled: work remains");
+        info!(run_id = next.id, job = %next.job_name, slot = %next.slot, "continuation scheduled: work remains");
     }
     if let Some(reason) = &finished.paused {
         warn!(job = %run.job_name, reason, "job paused automatically");

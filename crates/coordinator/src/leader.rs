@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use cronfleet_core::run::RunState;
@@ -30,6 +30,7 @@ use crate::config::CoordinatorConfig;
 use crate::election::Election;
 use crate::gateway::log_finished;
 use crate::registry::{Registry, Reservation};
+use crate::run_trace::{RunTraces, dispatch_span};
 use crate::wake::Wakeup;
 
 /// The longest the scheduler or dispatcher sleeps without a reason: a safety net for a
@@ -65,6 +66,8 @@ pub(crate) struct Shared {
     pub scheduler_wake: Wakeup,
     pub dispatcher_wake: Wakeup,
     pub role: watch::Sender<Role>,
+    /// Roots of the traces of runs leased in this term, for their dispatch.
+    pub traces: RunTraces,
 }
 
 impl fmt::Debug for Shared {
@@ -127,6 +130,7 @@ impl Shared {
                 info!(
                     run_id,
                     reason,
+                    epoch = term.epoch,
                     rerun = next.as_ref().map(|run| run.id),
                     "run lost"
                 );
@@ -168,12 +172,20 @@ pub(crate) async fn run_scheduler(shared: Arc<Shared>, term: Term) {
         let now = shared.clock.now();
         let mut failed = false;
         loop {
+            let started = SystemTime::now();
             match shared
                 .store
                 .lease_due(now, term.epoch, batch, &shared.config.lease)
                 .await
             {
                 Ok(lease) => {
+                    shared.traces.leased(
+                        &lease.runs,
+                        term.epoch,
+                        lease.jobs_leased,
+                        started,
+                        SystemTime::now(),
+                    );
                     if !lease.runs.is_empty() {
                         debug!(runs = lease.runs.len(), epoch = term.epoch, "leased");
                         shared.dispatcher_wake.wake();
@@ -294,10 +306,14 @@ async fn dispatch_one(
     let now = shared.clock.now();
     let timeout = candidate.timeout.unwrap_or(shared.config.default_timeout);
     let deadline = now + TimeDelta::from_std(timeout).unwrap_or(TimeDelta::MAX);
-    let transition = RunTransition::dispatch(&node, term.epoch, deadline);
+    let root = shared.traces.root_for_dispatch(&candidate.run);
+    let span = dispatch_span(root, &candidate.run, &node, term.epoch);
+    let transition = RunTransition::dispatch(&node, term.epoch, deadline)
+        .with_trace_id(cronfleet_telemetry::trace_id_of(&span));
     let run = match shared.store.transition_run(run_id, &transition, now).await {
         Ok(run) => run,
         Err(error) => {
+            span.record("otel.status_description", error.to_string());
             shared.registry.release(&node, run_id);
             return match error {
                 StoreError::Fenced { .. } => {
@@ -324,7 +340,7 @@ async fn dispatch_one(
         deadline: timestamp_opt(run.deadline),
         epoch: term.epoch,
         trigger: run.trigger.as_str().to_owned(),
-        trace_context: HashMap::new(),
+        trace_context: cronfleet_telemetry::inject_span(&span),
     };
     let message = CoordinatorMessage {
         kind: Some(coordinator_message::Kind::Assign(assign)),
@@ -332,6 +348,7 @@ async fn dispatch_one(
     if reservation.sender.try_send(Ok(message)).is_err() {
         // The worker went away (or stopped reading) before it got the run, so it never
         // started it: run it elsewhere now rather than after the worker timeout.
+        span.record("otel.status_description", "the worker disconnected");
         shared.registry.release(&node, run_id);
         if !shared
             .lose_run(
@@ -345,7 +362,7 @@ async fn dispatch_one(
         }
         return Dispatch::Skipped;
     }
-    info!(run_id, job = %run.job_name, worker = %node, slot = %run.slot, attempt = run.attempt, "dispatched");
+    span.in_scope(|| info!("dispatched"));
     Dispatch::Sent
 }
 
@@ -389,7 +406,7 @@ pub(crate) async fn run_monitor(shared: Arc<Shared>, term: Term) {
                     .await
                 {
                     Ok(finished) => {
-                        warn!(run_id = run.id, job = %run.job_name, worker, "run timed out");
+                        warn!(run_id = run.id, job = %run.job_name, worker, slot = %run.slot, epoch = term.epoch, "run timed out");
                         log_finished(&finished, worker);
                         shared.registry.release(worker, run.id);
                         shared.send_cancel(run.id, Some(worker), &error).await;

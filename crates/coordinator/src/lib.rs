@@ -15,6 +15,7 @@ pub mod etcd_election;
 mod gateway;
 mod leader;
 mod registry;
+mod run_trace;
 pub mod server;
 pub mod wake;
 pub mod workers;

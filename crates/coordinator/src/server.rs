@@ -26,6 +26,7 @@ use crate::election::Election;
 use crate::gateway::WorkerGateway;
 use crate::leader::{Role, Shared, Term, run_dispatcher, run_monitor, run_scheduler};
 use crate::registry::Registry;
+use crate::run_trace::RunTraces;
 use crate::wake::Wakeup;
 use crate::workers::WorkerDirectory;
 
@@ -135,6 +136,7 @@ pub async fn start(
         scheduler_wake: scheduler_wake.clone(),
         dispatcher_wake: Wakeup::default(),
         role,
+        traces: RunTraces::default(),
     });
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
@@ -149,6 +151,8 @@ pub async fn start(
         });
     let (jobs, runs, cluster) = admin.routes();
     let grpc = tonic::transport::Server::builder()
+        // Admin calls continue their caller's trace (the worker stream is left out).
+        .trace_fn(cronfleet_telemetry::grpc_request_span)
         .add_service(WorkerServiceServer::new(WorkerGateway::new(Arc::clone(
             &shared,
         ))))
@@ -302,6 +306,7 @@ async fn lead_while_elected(
         term.ended.cancel();
         shared.role.send_replace(Role::Follower);
         while loops.join_next().await.is_some() {}
+        shared.traces.clear();
         drain_workers(
             &shared,
             if shutting_down {

@@ -153,6 +153,7 @@ pub(crate) struct RunUpdate {
     pub deadline: Option<DateTime<Utc>>,
     pub error: Option<String>,
     pub output: Option<String>,
+    pub trace_id: Option<String>,
     /// The job's `last_run_at` becomes this (when the run starts).
     pub job_last_run_at: Option<DateTime<Utc>>,
     pub streak: StreakChange,
@@ -183,6 +184,7 @@ pub(crate) fn plan_transition(
             .as_deref()
             .map(|output| bounded_output(output).to_owned())
             .or_else(|| run.output.clone()),
+        trace_id: transition.trace_id.clone().or_else(|| run.trace_id.clone()),
         job_last_run_at: (to == RunState::Running).then_some(now),
         streak: match to {
             RunState::Succeeded => StreakChange::Reset,

@@ -308,6 +308,8 @@ pub struct RunTransition {
     pub error: Option<String>,
     /// Captured output; only its last `MAX_OUTPUT_BYTES` are kept.
     pub output: Option<String>,
+    /// The id of the run's trace (32 hex digits), recorded when it is dispatched traced.
+    pub trace_id: Option<String>,
 }
 
 impl RunTransition {
@@ -319,6 +321,7 @@ impl RunTransition {
             deadline: None,
             error: None,
             output: None,
+            trace_id: None,
         }
     }
 
@@ -339,6 +342,12 @@ impl RunTransition {
 
     pub fn with_output(mut self, output: impl Into<String>) -> RunTransition {
         self.output = Some(output.into());
+        self
+    }
+
+    /// Records the run's trace id (nothing when `None`: the run is not traced).
+    pub fn with_trace_id(mut self, trace_id: Option<String>) -> RunTransition {
+        self.trace_id = trace_id;
         self
     }
 }

@@ -123,7 +123,7 @@ async fn apply_transition(
     let update = plan_transition(&run, transition, now)?;
     sqlx::query(
         "UPDATE runs SET state = ?2, worker = ?3, epoch = ?4, dispatched_at = ?5, started_at = ?6, \
-         finished_at = ?7, deadline = ?8, error = ?9, output = ?10 WHERE id = ?1",
+         finished_at = ?7, deadline = ?8, error = ?9, output = ?10, trace_id = ?11 WHERE id = ?1",
     )
     .bind(id)
     .bind(update.state)
@@ -135,6 +135,7 @@ async fn apply_transition(
     .bind(ts_opt(update.deadline))
     .bind(&update.error)
     .bind(&update.output)
+    .bind(&update.trace_id)
     .execute(&mut *conn)
     .await
     .map_err(|error| match unique_violation(&error) {

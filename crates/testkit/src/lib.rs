@@ -6,6 +6,7 @@
 //!   one server shared by the whole run (`CRONFLEET_TEST_PG_URL`) or by the test process.
 //! - [`EtcdServer`] and [`EtcdCluster`]: single nodes and multi-member clusters.
 //! - [`free_port`]: loopback ports for servers the tests start themselves.
+//! - [`otlp::Collector`]: an OTLP trace collector that keeps the spans it receives.
 //!
 //! No process started here outlives the test process: `Drop` stops it, and a small `sh`
 //! watchdog next to every server stops it and deletes its files when the test process dies
@@ -22,6 +23,7 @@
 mod error;
 mod etcd;
 mod http;
+pub mod otlp;
 mod ports;
 mod postgres;
 mod process;

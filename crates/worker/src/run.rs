@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use cronfleet_proto::v1::RunOutcome;
 use tokio::task::JoinError;
+use tracing::field::Empty;
 use tracing::{Instrument, info_span, warn};
 
 use crate::context::RunContext;
@@ -29,24 +31,59 @@ pub(crate) async fn execute(
     args_error: Option<String>,
 ) {
     let run = ctx.entry();
-    let span =
-        info_span!("run", run_id = run.run_id, job = %run.job, worker = %shared.config.node_id);
+    // The run's part of its trace on this worker, a child of the coordinator's dispatch.
+    let span = info_span!(
+        "execute",
+        otel.kind = "consumer",
+        run_id = run.run_id,
+        job = %run.job,
+        slot = %run.slot,
+        attempt = run.attempt,
+        trigger = %run.trigger,
+        worker = %shared.config.node_id,
+        epoch = run.epoch,
+        outcome = Empty,
+        otel.status_description = Empty,
+    );
+    cronfleet_telemetry::follow(
+        &span,
+        cronfleet_telemetry::extract_btree(&run.trace_context),
+    );
     let result = match args_error {
         Some(error) => Err(HandlerError::new(error)),
-        None => supervise(&shared, ctx.clone(), handler, span).await,
+        None => {
+            supervise(&shared, ctx.clone(), handler, &span)
+                .instrument(span.clone())
+                .await
+        }
     };
     let run = ctx.entry();
     let finished = run.finished(result);
-    shared.finish_run(run, finished);
+    let outcome = RunOutcome::try_from(finished.outcome).unwrap_or(RunOutcome::Unspecified);
+    span.record("outcome", outcome.as_str_name());
+    if !finished.error.is_empty() {
+        span.record("otel.status_description", finished.error.as_str());
+    }
+    span.in_scope(|| shared.finish_run(run, finished));
 }
 
 async fn supervise(
     shared: &Shared,
     ctx: RunContext,
     handler: Arc<dyn Handler>,
-    span: tracing::Span,
+    execute: &tracing::Span,
 ) -> Result<Outcome, HandlerError> {
     let run = ctx.entry();
+    // What the handler records: the shell's exit code or signal, the HTTP status.
+    let span = info_span!(
+        parent: execute,
+        "handler",
+        handler = %run.handler,
+        exit_code = Empty,
+        signal = Empty,
+        http.response.status_code = Empty,
+        otel.status_description = Empty,
+    );
     let token = run.token.clone();
     let deadline = run.deadline;
     // The deadline is wall-clock time from the coordinator; waiting uses the monotonic
@@ -66,7 +103,17 @@ async fn supervise(
     }
 
     let run_for_task = ctx.clone();
-    let mut task = tokio::spawn(async move { handler.run(run_for_task).await }.instrument(span));
+    let handler_span = span.clone();
+    let mut task = tokio::spawn(
+        async move {
+            let result = handler.run(run_for_task).await;
+            if let Err(error) = &result {
+                tracing::Span::current().record("otel.status_description", error.message());
+            }
+            result
+        }
+        .instrument(handler_span),
+    );
     let deadline_reached = async {
         match until_deadline {
             Some(at) => tokio::time::sleep_until(at).await,

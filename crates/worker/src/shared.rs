@@ -101,6 +101,8 @@ pub(crate) struct RunEntry {
     pub(crate) slot: DateTime<Utc>,
     pub(crate) attempt: u32,
     pub(crate) trigger: String,
+    /// The handler's name, as the assign gave it.
+    pub(crate) handler: String,
     pub(crate) args: serde_json::Value,
     pub(crate) deadline: Option<DateTime<Utc>>,
     pub(crate) trace_context: BTreeMap<String, String>,
@@ -518,6 +520,7 @@ impl Shared {
             slot,
             attempt: assign.attempt,
             trigger: assign.trigger,
+            handler: assign.handler.clone(),
             args,
             deadline: assign.deadline.as_ref().and_then(cronfleet_proto::datetime),
             trace_context: assign.trace_context.into_iter().collect(),

@@ -12,7 +12,7 @@ use cronfleet_core::duration::parse_fixed_duration;
 use cronfleet_core::policy::AutoPausePolicy;
 
 use super::server_args::ListenArgs;
-use crate::logging;
+use crate::logging::{self, LogArgs};
 
 /// Run a coordinator: it leases due jobs and dispatches them to workers while it leads,
 /// and serves the admin API (`--grpc`) and health checks (`--http`) in any case.
@@ -26,6 +26,8 @@ pub struct CoordinatorCommand {
     database_url: String,
     #[command(flatten)]
     listen: ListenArgs,
+    #[command(flatten)]
+    logs: LogArgs,
     /// etcd endpoints for leader election (several for an etcd cluster). Without them the
     /// coordinator is the only one and always leads: run one coordinator per database.
     #[arg(
@@ -111,10 +113,9 @@ impl CoordinatorCommand {
     }
 
     pub fn run(self) -> anyhow::Result<()> {
-        logging::init();
         let config = self.config();
         config.validate().map_err(anyhow::Error::msg)?;
-        tokio::runtime::Runtime::new()?.block_on(async move {
+        logging::run_server(&self.logs, "cronfleet-coordinator", async {
             let store = cronfleet_store::open(&self.database_url)
                 .await
                 .with_context(|| "cannot open the store")?;

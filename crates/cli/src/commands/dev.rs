@@ -19,7 +19,8 @@ use tonic::Code;
 use tonic::transport::Endpoint;
 
 use super::server_args::ListenArgs;
-use crate::{jobfile, logging, signals};
+use crate::logging::{self, LogArgs};
+use crate::{jobfile, signals};
 
 /// Run cronfleet on this machine alone: the scheduler, its API and workers in one process,
 /// with its data in a SQLite file. Stop it with Ctrl-C; start it again and it carries on.
@@ -38,6 +39,8 @@ pub struct DevCommand {
     data_dir: PathBuf,
     #[command(flatten)]
     listen: ListenArgs,
+    #[command(flatten)]
+    logs: LogArgs,
     /// How many in-process workers to run (each with capacity 4 and every stock handler).
     #[arg(long, env = "CRONFLEET_DEV_WORKERS", default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=64), value_name = "N")]
     workers: u32,
@@ -52,7 +55,6 @@ const DEV_WORKER_CAPACITY: u32 = 4;
 
 impl DevCommand {
     pub fn run(self) -> anyhow::Result<()> {
-        logging::init();
         // A bad job file stops us before anything starts.
         let jobs = self.jobs.as_deref().map(jobfile::load).transpose()?;
         std::fs::create_dir_all(&self.data_dir).with_context(|| {
@@ -62,7 +64,7 @@ impl DevCommand {
             )
         })?;
         let database = self.data_dir.join("cronfleet.db");
-        tokio::runtime::Runtime::new()?.block_on(async move {
+        logging::run_server(&self.logs, "cronfleet", async {
             let store = Arc::new(
                 SqliteStore::open(&database)
                     .await
@@ -74,7 +76,9 @@ impl DevCommand {
             let me = config.me();
             let url = me.url.clone();
             let election = Arc::new(LocalElection::new(store.clone(), me));
-            let coordinator = cronfleet_coordinator::start(config, store, election, Arc::new(SystemClock)).await?;
+            let coordinator =
+                cronfleet_coordinator::start(config, store, election, Arc::new(SystemClock))
+                    .await?;
 
             let stop_workers = CancellationToken::new();
             let mut workers = tokio::task::JoinSet::new();
@@ -91,7 +95,11 @@ impl DevCommand {
             }
 
             if let Some(jobs) = jobs {
-                let path = self.jobs.as_deref().map(|p| p.display().to_string()).unwrap_or_default();
+                let path = self
+                    .jobs
+                    .as_deref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default();
                 if let Err(error) = load_jobs(&url, &path, jobs).await {
                     stop_workers.cancel();
                     coordinator.shutdown();

@@ -11,7 +11,8 @@ use cronfleet_core::duration::parse_fixed_duration;
 use cronfleet_worker::handlers::StockHandler;
 use cronfleet_worker::{DEFAULT_CAPACITY, Worker, WorkerError, health_router};
 
-use crate::{logging, signals};
+use crate::logging::{self, LogArgs};
+use crate::signals;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -74,6 +75,9 @@ pub struct WorkerCommand {
         default_value = "127.0.0.1:8081"
     )]
     http: SocketAddr,
+
+    #[command(flatten)]
+    logs: LogArgs,
 
     /// On shutdown, how long running runs may take to finish before they are cancelled.
     #[arg(
@@ -158,7 +162,6 @@ fn flag_of(error: &WorkerError) -> &'static str {
 
 impl WorkerCommand {
     pub fn run(self) -> anyhow::Result<()> {
-        logging::init();
         let mut builder = Worker::builder()
             .coordinators(self.coordinators)
             .capacity(self.capacity)
@@ -179,9 +182,8 @@ impl WorkerCommand {
             anyhow::Error::new(error).context(flag)
         })?;
 
-        let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
         let http = self.http;
-        runtime.block_on(async move {
+        logging::run_server(&self.logs, "cronfleet-worker", async move {
             let listener = tokio::net::TcpListener::bind(http)
                 .await
                 .with_context(|| format!("--http {http}: cannot listen"))?;

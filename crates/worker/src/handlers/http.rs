@@ -56,7 +56,17 @@ struct Request {
 #[async_trait]
 impl Handler for HttpHandler {
     async fn run(&self, ctx: RunContext) -> Result<Outcome, HandlerError> {
-        let request = parse(ctx.args())?;
+        let mut request = parse(ctx.args())?;
+        // The called service can join the run's trace (unless the job sets the header).
+        for (name, value) in cronfleet_telemetry::inject_span(&tracing::Span::current()) {
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(&value),
+            ) && !request.headers.contains_key(&name)
+            {
+                request.headers.insert(name, value);
+            }
+        }
         let mut builder = self
             .client
             .request(request.method.clone(), request.url.clone())
@@ -67,6 +77,7 @@ impl Handler for HttpHandler {
         let exchange = async {
             let mut response = builder.send().await?;
             let status = response.status();
+            tracing::Span::current().record("http.response.status_code", status.as_u16());
             ctx.log(format!("{:?} {status}\n", response.version()));
             let mut body = Vec::new();
             let mut truncated = false;

@@ -104,6 +104,13 @@ impl Handler for ShellHandler {
         }
         let status = status
             .map_err(|error| HandlerError::new(format!("cannot wait for the script: {error}")))?;
+        let span = tracing::Span::current();
+        if let Some(code) = status.code() {
+            span.record("exit_code", code);
+        }
+        if let Some(signal) = status.signal() {
+            span.record("signal", signal);
+        }
         match describe_failure(status) {
             None => Ok(Outcome::success()),
             Some(failure) => Err(HandlerError::new(failure)),
