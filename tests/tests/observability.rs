@@ -1,11 +1,13 @@
 //! Observability end to end: real coordinator and worker processes export their spans
 //! over OTLP to an in-test collector (`cronfleet_testkit::otlp`), and a run is one trace
 //! across both, with the trace id on the run record; without an endpoint nothing is
-//! exported, and an unreachable one changes nothing for the runs.
+//! exported, and an unreachable one changes nothing for the runs. Their `/metrics` parse
+//! as Prometheus text and count what the runs did.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use cronfleet_e2e::cluster::{Cluster, create, wait_for};
+use cronfleet_e2e::cluster::{Cluster, create, http_get, wait_for};
 use cronfleet_testkit::otlp::{CollectedSpan, Collector};
 use serde_json::{Value, json};
 
@@ -154,5 +156,217 @@ async fn an_unreachable_collector_changes_nothing_for_the_runs() {
         status.is_some_and(|status| status.success()),
         "the coordinator still stops cleanly: {status:?}\n{}",
         cluster.logs()
+    );
+}
+
+/// One sample of a Prometheus text exposition: metric name, labels, value.
+#[derive(Debug)]
+struct Sample {
+    name: String,
+    labels: BTreeMap<String, String>,
+    value: f64,
+}
+
+/// Parses Prometheus / OpenMetrics text strictly enough to catch a broken exposition:
+/// every line is a `# HELP|TYPE|UNIT` comment or a sample, every sample belongs to a
+/// declared family, and the text ends with `# EOF`.
+fn parse_exposition(text: &str) -> Vec<Sample> {
+    let mut families: Vec<String> = Vec::new();
+    let mut samples = Vec::new();
+    let mut lines = text.lines().peekable();
+    while let Some(line) = lines.next() {
+        if line == "# EOF" {
+            assert!(lines.peek().is_none(), "nothing after # EOF");
+            return samples;
+        }
+        if let Some(comment) = line.strip_prefix("# ") {
+            let mut words = comment.split(' ');
+            let kind = words.next().unwrap_or("");
+            assert!(
+                matches!(kind, "HELP" | "TYPE" | "UNIT"),
+                "bad comment: {line}"
+            );
+            if kind == "TYPE" {
+                families.push(words.next().expect("a family name").to_owned());
+            }
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("no value: {line}"));
+        let (name, labels) = match series.split_once('{') {
+            Some((name, labels)) => (
+                name,
+                labels
+                    .strip_suffix('}')
+                    .unwrap_or_else(|| panic!("unterminated labels: {line}")),
+            ),
+            None => (series, ""),
+        };
+        assert!(
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "bad metric name: {line}"
+        );
+        assert!(
+            families
+                .iter()
+                .any(|family| name.starts_with(family.as_str())),
+            "sample of an undeclared family: {line}"
+        );
+        let labels = labels
+            .split(',')
+            .filter(|pair| !pair.is_empty())
+            .map(|pair| {
+                let (key, value) = pair
+                    .split_once('=')
+                    .unwrap_or_else(|| panic!("bad label: {line}"));
+                (key.to_owned(), value.trim_matches('"').to_owned())
+            })
+            .collect();
+        let value = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            other => other
+                .parse()
+                .unwrap_or_else(|_| panic!("bad value: {line}")),
+        };
+        samples.push(Sample {
+            name: name.to_owned(),
+            labels,
+            value,
+        });
+    }
+    panic!("the exposition does not end with # EOF:\n{text}");
+}
+
+/// The value of the sample `name` whose labels include `labels` (0 when absent).
+fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .filter(|sample| sample.name == name)
+        .filter(|sample| {
+            labels
+                .iter()
+                .all(|(key, value)| sample.labels.get(*key).map(String::as_str) == Some(*value))
+        })
+        .map(|sample| sample.value)
+        .sum()
+}
+
+fn scrape(addr: std::net::SocketAddr) -> Vec<Sample> {
+    let (status, body) = http_get(addr, "/metrics").expect("/metrics answers");
+    assert_eq!(status, 200, "{body}");
+    parse_exposition(&body)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_count_the_runs_of_coordinator_and_worker() {
+    let database = cronfleet_testkit::test_database().await.expect("database");
+    let mut cluster = Cluster::new(database.url());
+    cluster.start_coordinator("c1", &[]);
+    cluster.start_worker("w1", "noop", 4);
+    let (coordinator, worker) = (cluster.coordinators[0].http, cluster.workers[0].http);
+    let before = (scrape(coordinator), scrape(worker));
+    let finished = [("job", "tick"), ("state", "succeeded")];
+    assert_eq!(
+        value(&before.0, "cronfleet_runs_finished_total", &finished),
+        0.0
+    );
+
+    create(&cluster, "tick", &["--handler", "noop", "--every", "1s"]);
+    wait_for("three runs", Duration::from_secs(20), || {
+        cluster
+            .runs_of("tick")
+            .iter()
+            .filter(|run| run["state"] == "succeeded")
+            .count()
+            >= 3
+    });
+    assert!(cluster.cli(&["job", "pause", "tick"]).success);
+    std::thread::sleep(Duration::from_millis(500));
+    let succeeded = cluster
+        .runs_of("tick")
+        .iter()
+        .filter(|run| run["state"] == "succeeded")
+        .count() as f64;
+
+    let after = scrape(coordinator);
+    assert_eq!(
+        value(&after, "cronfleet_runs_finished_total", &finished),
+        succeeded
+    );
+    let schedule = [("trigger", "schedule")];
+    assert_eq!(
+        value(&after, "cronfleet_runs_created_total", &schedule),
+        succeeded
+    );
+    assert_eq!(
+        value(
+            &after,
+            "cronfleet_run_schedule_lag_seconds_count",
+            &schedule
+        ),
+        succeeded
+    );
+    assert_eq!(
+        value(
+            &after,
+            "cronfleet_run_duration_seconds_count",
+            &[("state", "succeeded")]
+        ),
+        succeeded
+    );
+    assert!(value(&after, "cronfleet_lease_duration_seconds_count", &[]) >= succeeded);
+    assert!(value(&after, "cronfleet_lease_batch_jobs_sum", &[]) >= succeeded);
+    assert_eq!(value(&after, "cronfleet_leader", &[]), 1.0);
+    assert!(value(&after, "cronfleet_leader_epoch", &[]) >= 1.0);
+    assert_eq!(
+        value(
+            &after,
+            "cronfleet_leadership_changes_total",
+            &[("change", "acquired")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(&after, "cronfleet_workers", &[("state", "connected")]),
+        1.0
+    );
+    assert!(
+        value(
+            &after,
+            "cronfleet_worker_heartbeat_age_seconds",
+            &[("worker", "w1")]
+        ) < 10.0
+    );
+    assert_eq!(value(&after, "cronfleet_runs_backlog", &[]), 0.0);
+    assert_eq!(value(&after, "cronfleet_store_errors_total", &[]), 0.0);
+
+    let worker_after = scrape(worker);
+    let noop = [("handler", "noop"), ("outcome", "succeeded")];
+    assert_eq!(
+        value(&before.1, "cronfleet_worker_handler_runs_total", &noop),
+        0.0
+    );
+    assert_eq!(
+        value(&worker_after, "cronfleet_worker_handler_runs_total", &noop),
+        succeeded
+    );
+    assert_eq!(
+        value(
+            &worker_after,
+            "cronfleet_worker_handler_duration_seconds_count",
+            &[("handler", "noop")]
+        ),
+        succeeded
+    );
+    assert_eq!(value(&worker_after, "cronfleet_worker_capacity", &[]), 4.0);
+    assert_eq!(value(&worker_after, "cronfleet_worker_connected", &[]), 1.0);
+    assert_eq!(
+        value(&worker_after, "cronfleet_worker_busy_slots", &[]),
+        0.0
     );
 }

@@ -233,6 +233,9 @@ async fn handle_report(
                     .transition_run(run_id, &running, shared.clock.now())
             })
             .await;
+            if let Some(Ok(run)) = &result {
+                shared.metrics.run_started(run, shared.clock.now());
+            }
             if let Some(Err(StoreError::IllegalTransition { source, .. })) = result {
                 // The coordinator has already given this run up (timed out, lost,
                 // cancelled): the worker must not go on with it.
@@ -298,7 +301,7 @@ async fn finish_run(shared: &Shared, term: &Term, node: &str, finished: RunFinis
     })
     .await;
     match result {
-        Some(Ok(finished)) => log_finished(&finished, node),
+        Some(Ok(finished)) => record_finished(shared, &finished, node),
         Some(Err(error)) => warn!(run_id, worker = %node, %error, "cannot record the run's result"),
         None => {}
     }
@@ -330,9 +333,17 @@ where
     }
 }
 
-/// Logs a run's end and what followed it.
-pub(crate) fn log_finished(finished: &Finished, node: &str) {
+/// Logs and counts what a run's end brought: the end itself, a retry, a continuation,
+/// the job paused.
+pub(crate) fn record_finished(shared: &Shared, finished: &Finished, node: &str) {
     let run = &finished.run;
+    shared.metrics.run_finished(run);
+    for next in [&finished.retry, &finished.continuation]
+        .into_iter()
+        .flatten()
+    {
+        shared.metrics.run_created(next.trigger);
+    }
     info!(run_id = run.id, job = %run.job_name, worker = %node, state = %run.state, slot = %run.slot, attempt = run.attempt, epoch = run.epoch, "run finished");
     if let Some(retry) = &finished.retry {
         info!(run_id = retry.id, job = %retry.job_name, slot = %retry.slot, attempt = retry.attempt, not_before = ?retry.not_before, "retry scheduled");

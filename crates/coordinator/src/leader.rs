@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use cronfleet_core::run::RunState;
@@ -28,7 +28,8 @@ use tracing::{debug, info, warn};
 use crate::clock::Clock;
 use crate::config::CoordinatorConfig;
 use crate::election::Election;
-use crate::gateway::log_finished;
+use crate::gateway::record_finished;
+use crate::metrics::CoordinatorMetrics;
 use crate::registry::{Registry, Reservation};
 use crate::run_trace::{RunTraces, dispatch_span};
 use crate::wake::Wakeup;
@@ -68,6 +69,7 @@ pub(crate) struct Shared {
     pub role: watch::Sender<Role>,
     /// Roots of the traces of runs leased in this term, for their dispatch.
     pub traces: RunTraces,
+    pub metrics: Arc<CoordinatorMetrics>,
 }
 
 impl fmt::Debug for Shared {
@@ -134,7 +136,12 @@ impl Shared {
                     rerun = next.as_ref().map(|run| run.id),
                     "run lost"
                 );
-                if next.is_some() {
+                // Rare enough to read the lost run back for its job and times.
+                if let Ok(lost) = self.store.get_run(run_id).await {
+                    self.metrics.run_finished(&lost);
+                }
+                if let Some(rerun) = &next {
+                    self.metrics.run_created(rerun.trigger);
                     self.dispatcher_wake.wake();
                 }
                 true
@@ -145,6 +152,7 @@ impl Shared {
             }
             Err(StoreError::IllegalTransition { .. }) => true,
             Err(error) => {
+                self.metrics.store_error("mark_lost", &error);
                 warn!(run_id, %error, "cannot mark the run lost; will try again");
                 true
             }
@@ -173,12 +181,17 @@ pub(crate) async fn run_scheduler(shared: Arc<Shared>, term: Term) {
         let mut failed = false;
         loop {
             let started = SystemTime::now();
+            let timer = Instant::now();
             match shared
                 .store
                 .lease_due(now, term.epoch, batch, &shared.config.lease)
                 .await
             {
                 Ok(lease) => {
+                    shared.metrics.leased(lease.jobs_leased, timer.elapsed());
+                    for run in &lease.runs {
+                        shared.metrics.run_created(run.trigger);
+                    }
                     shared.traces.leased(
                         &lease.runs,
                         term.epoch,
@@ -213,6 +226,7 @@ pub(crate) async fn run_scheduler(shared: Arc<Shared>, term: Term) {
                     return;
                 }
                 Err(error) => {
+                    shared.metrics.store_error("lease_due", &error);
                     warn!(%error, "leasing failed; will try again");
                     failed = true;
                     break;
@@ -246,6 +260,7 @@ pub(crate) async fn run_dispatcher(shared: Arc<Shared>, term: Term) {
             Ok(candidates) => {
                 let full = u32::try_from(candidates.len()).unwrap_or(u32::MAX) >= batch;
                 let mut waiting: HashMap<String, Vec<i64>> = HashMap::new();
+                let mut shortages = Vec::new();
                 let mut dispatched = 0usize;
                 for candidate in candidates {
                     let run_id = candidate.run.id;
@@ -253,7 +268,10 @@ pub(crate) async fn run_dispatcher(shared: Arc<Shared>, term: Term) {
                         .registry
                         .reserve(run_id, &candidate.handler, &candidate.labels)
                     {
-                        Err(reason) => waiting.entry(reason.to_string()).or_default().push(run_id),
+                        Err(reason) => {
+                            waiting.entry(reason.to_string()).or_default().push(run_id);
+                            shortages.push(reason);
+                        }
                         Ok(reservation) => {
                             match dispatch_one(&shared, &term, candidate, reservation).await {
                                 Dispatch::Sent => dispatched += 1,
@@ -263,9 +281,11 @@ pub(crate) async fn run_dispatcher(shared: Arc<Shared>, term: Term) {
                         }
                     }
                 }
+                shared.metrics.set_waiting_for_worker(shortages.iter());
                 for (reason, ids) in waiting {
                     debug!(runs = ids.len(), reason, "runs wait");
                     if let Err(error) = shared.store.set_pending_reason(&ids, Some(&reason)).await {
+                        shared.metrics.store_error("set_pending_reason", &error);
                         warn!(%error, "cannot record why runs wait");
                     }
                 }
@@ -279,6 +299,7 @@ pub(crate) async fn run_dispatcher(shared: Arc<Shared>, term: Term) {
                 }
             }
             Err(error) => {
+                shared.metrics.store_error("dispatchable_runs", &error);
                 warn!(%error, "cannot read dispatchable runs; will try again");
                 STORE_RETRY
             }
@@ -324,6 +345,7 @@ async fn dispatch_one(
                     Dispatch::Skipped
                 }
                 error => {
+                    shared.metrics.store_error("transition_run", &error);
                     warn!(run_id, %error, "dispatch failed; will try again");
                     Dispatch::Skipped
                 }
@@ -385,6 +407,7 @@ pub(crate) async fn run_monitor(shared: Arc<Shared>, term: Term) {
         let active = match shared.store.active_runs().await {
             Ok(active) => active,
             Err(error) => {
+                shared.metrics.store_error("active_runs", &error);
                 warn!(%error, "cannot read active runs");
                 continue;
             }
@@ -407,7 +430,7 @@ pub(crate) async fn run_monitor(shared: Arc<Shared>, term: Term) {
                 {
                     Ok(finished) => {
                         warn!(run_id = run.id, job = %run.job_name, worker, slot = %run.slot, epoch = term.epoch, "run timed out");
-                        log_finished(&finished, worker);
+                        record_finished(&shared, &finished, worker);
                         shared.registry.release(worker, run.id);
                         shared.send_cancel(run.id, Some(worker), &error).await;
                         shared.dispatcher_wake.wake();

@@ -14,6 +14,7 @@ pub mod election;
 pub mod etcd_election;
 mod gateway;
 mod leader;
+pub mod metrics;
 mod registry;
 mod run_trace;
 pub mod server;

@@ -25,6 +25,7 @@ use crate::config::CoordinatorConfig;
 use crate::election::Election;
 use crate::gateway::WorkerGateway;
 use crate::leader::{Role, Shared, Term, run_dispatcher, run_monitor, run_scheduler};
+use crate::metrics::{self, CoordinatorMetrics, LeadershipChange};
 use crate::registry::Registry;
 use crate::run_trace::RunTraces;
 use crate::wake::Wakeup;
@@ -137,6 +138,7 @@ pub async fn start(
         dispatcher_wake: Wakeup::default(),
         role,
         traces: RunTraces::default(),
+        metrics: CoordinatorMetrics::new(),
     });
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
@@ -186,10 +188,24 @@ pub async fn start(
     })
 }
 
-/// `/healthz`: the process serves. `/readyz`: it can reach its store.
+/// `/healthz`: the process serves. `/readyz`: it can reach its store. `/metrics`:
+/// Prometheus metrics.
 fn health_routes(shared: Arc<Shared>) -> Router {
+    let scraped = Arc::clone(&shared);
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/metrics",
+            get(move || {
+                let shared = Arc::clone(&scraped);
+                async move {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+                        scrape(&shared).await,
+                    )
+                }
+            }),
+        )
         .route(
             "/readyz",
             get(move || {
@@ -248,6 +264,22 @@ async fn relay_changes(
     }
 }
 
+/// The metrics text, with what is measured at scrape time brought up to date: the
+/// connected workers and, on the leader, the backlog.
+async fn scrape(shared: &Shared) -> String {
+    let now = shared.clock.now();
+    shared.metrics.set_workers(&shared.registry.workers(), now);
+    if matches!(*shared.role.borrow(), Role::Leader(_)) {
+        match shared.store.count_backlog(now).await {
+            Ok(backlog) => shared.metrics.set_backlog(backlog),
+            Err(error) => shared.metrics.store_error("count_backlog", &error),
+        }
+    } else {
+        shared.metrics.set_backlog(0);
+    }
+    shared.metrics.render()
+}
+
 /// Campaigns, leads for as long as the term lasts, steps down, campaigns again — until
 /// shutdown.
 async fn lead_while_elected(
@@ -292,6 +324,9 @@ async fn lead_while_elected(
             ended: leadership.lost.clone(),
         };
         info!(epoch = term.epoch, node = %shared.config.node_id, "leading");
+        shared
+            .metrics
+            .leadership(LeadershipChange::Acquired, Some(term.epoch));
         shared.role.send_replace(Role::Leader(term.clone()));
         let mut loops = JoinSet::new();
         loops.spawn(run_scheduler(Arc::clone(&shared), term.clone()));
@@ -307,6 +342,14 @@ async fn lead_while_elected(
         shared.role.send_replace(Role::Follower);
         while loops.join_next().await.is_some() {}
         shared.traces.clear();
+        shared.metrics.leadership(
+            if shutting_down {
+                LeadershipChange::Resigned
+            } else {
+                LeadershipChange::Lost
+            },
+            None,
+        );
         drain_workers(
             &shared,
             if shutting_down {

@@ -139,6 +139,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         reason: Option<&str>,
     ) -> Result<(), StoreError>;
 
+    /// How many pending runs are due at `now` (past their `not_before`) and wait for
+    /// dispatch: the backlog.
+    async fn count_backlog(&self, now: DateTime<Utc>) -> Result<u64, StoreError>;
+
     /// The earliest time after `now` at which a pending run becomes dispatchable.
     async fn earliest_not_before(
         &self,

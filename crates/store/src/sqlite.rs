@@ -660,6 +660,17 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn count_backlog(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM runs WHERE state = 'pending' \
+             AND (not_before IS NULL OR not_before <= ?1)",
+        )
+        .bind(ts(now))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
     async fn earliest_not_before(
         &self,
         now: DateTime<Utc>,

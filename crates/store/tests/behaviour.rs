@@ -742,8 +742,14 @@ async fn a_run_at_a_later_time_waits_for_it(store: Arc<dyn Store>) {
     assert!(!manual.queued);
     assert_eq!(manual.run.not_before, Some(t(100)));
     assert!(store.dispatchable_runs(t(99), 10).await.unwrap().is_empty());
+    assert_eq!(store.count_backlog(t(99)).await.unwrap(), 0, "not due yet");
     assert_eq!(store.earliest_not_before(t(0)).await.unwrap(), Some(t(100)));
     assert_eq!(store.dispatchable_runs(t(100), 10).await.unwrap().len(), 1);
+    assert_eq!(
+        store.count_backlog(t(100)).await.unwrap(),
+        1,
+        "due and waiting"
+    );
 }
 
 async fn a_later_manual_run_does_not_block_the_schedule(store: Arc<dyn Store>) {

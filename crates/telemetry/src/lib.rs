@@ -14,6 +14,7 @@
 //! the request's parent ([`propagation`]), or make it a `debug_span!`, and never wrap a
 //! long-lived loop or stream in one.
 
+pub mod metrics;
 pub mod propagation;
 
 use std::io::IsTerminal;

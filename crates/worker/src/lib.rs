@@ -42,6 +42,7 @@ mod error;
 mod handler;
 pub mod handlers;
 mod health;
+mod metrics;
 mod output;
 mod run;
 mod shared;

@@ -25,6 +25,7 @@ use tracing::{debug, info, warn};
 
 use crate::context::RunContext;
 use crate::handler::Handler;
+use crate::metrics::WorkerMetrics;
 use crate::output::LogTail;
 use crate::status::{Registration, Status};
 
@@ -103,6 +104,8 @@ pub(crate) struct RunEntry {
     pub(crate) trigger: String,
     /// The handler's name, as the assign gave it.
     pub(crate) handler: String,
+    /// When the assign arrived.
+    pub(crate) assigned: std::time::Instant,
     pub(crate) args: serde_json::Value,
     pub(crate) deadline: Option<DateTime<Utc>>,
     pub(crate) trace_context: BTreeMap<String, String>,
@@ -223,6 +226,7 @@ pub(crate) struct SessionSettings {
 pub(crate) struct Shared {
     pub(crate) config: Config,
     pub(crate) handlers: BTreeMap<String, Arc<dyn Handler>>,
+    pub(crate) metrics: Arc<WorkerMetrics>,
     state: Mutex<State>,
     status: watch::Sender<Status>,
     /// Wakes the lease guard when a lease starts.
@@ -239,6 +243,17 @@ impl std::fmt::Debug for Shared {
     }
 }
 
+/// A run outcome as a metric label.
+fn outcome_label(outcome: RunOutcome) -> &'static str {
+    match outcome {
+        RunOutcome::Succeeded => "succeeded",
+        RunOutcome::Failed | RunOutcome::Unspecified => "failed",
+        RunOutcome::TimedOut => "timed_out",
+        RunOutcome::Cancelled => "cancelled",
+        RunOutcome::Rejected => "rejected",
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock cannot leave these plain values half-updated in a
     // way that matters more than stopping the worker would.
@@ -250,6 +265,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Shared {
     pub(crate) fn new(config: Config, handlers: BTreeMap<String, Arc<dyn Handler>>) -> Self {
         Shared {
+            metrics: WorkerMetrics::new(config.capacity),
             config,
             handlers,
             state: Mutex::new(State {
@@ -489,6 +505,7 @@ impl Shared {
                 %error,
                 "rejected assign"
             );
+            self.metrics.run_ended(&assign.handler, "rejected", None);
             let _ = tx.send(WorkerMessage {
                 kind: Some(Outgoing::RunFinished(RunFinished {
                     run_id: assign.run_id,
@@ -521,6 +538,7 @@ impl Shared {
             attempt: assign.attempt,
             trigger: assign.trigger,
             handler: assign.handler.clone(),
+            assigned: std::time::Instant::now(),
             args,
             deadline: assign.deadline.as_ref().and_then(cronfleet_proto::datetime),
             trace_context: assign.trace_context.into_iter().collect(),
@@ -571,6 +589,11 @@ impl Shared {
         let mut state = lock(&self.state);
         state.runs.remove(&run.run_id);
         let outcome = RunOutcome::try_from(finished.outcome).unwrap_or(RunOutcome::Unspecified);
+        self.metrics.run_ended(
+            &run.handler,
+            outcome_label(outcome),
+            Some(run.assigned.elapsed()),
+        );
         info!(
             run_id = run.run_id,
             job = %run.job,

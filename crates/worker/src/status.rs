@@ -1,9 +1,12 @@
 //! What a running worker looks like from outside: registered or not, with whom, how busy.
 //! Readiness probes (`/readyz`) and tests read it through a [`WorkerStatus`].
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
+
+use crate::metrics::WorkerMetrics;
 
 /// The coordinator (leader) a worker is registered with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,15 +34,22 @@ pub struct Status {
     pub highest_epoch: i64,
 }
 
-/// A live view of a worker's [`Status`]; cheap to clone, usable after the worker ended.
+/// A live view of a worker's [`Status`] and metrics; cheap to clone, usable after the
+/// worker ended.
 #[derive(Debug, Clone)]
 pub struct WorkerStatus {
     receiver: watch::Receiver<Status>,
+    metrics: Arc<WorkerMetrics>,
 }
 
 impl WorkerStatus {
-    pub(crate) fn new(receiver: watch::Receiver<Status>) -> Self {
-        WorkerStatus { receiver }
+    pub(crate) fn new(receiver: watch::Receiver<Status>, metrics: Arc<WorkerMetrics>) -> Self {
+        WorkerStatus { receiver, metrics }
+    }
+
+    /// The worker's metrics as Prometheus text (what `/metrics` serves).
+    pub fn metrics_text(&self) -> String {
+        self.metrics.render(&self.current())
     }
 
     /// The current state.

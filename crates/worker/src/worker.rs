@@ -63,7 +63,7 @@ impl Worker {
 
     /// A live view of the worker's state; keep it to watch the worker once `run` owns it.
     pub fn status(&self) -> WorkerStatus {
-        WorkerStatus::new(self.shared.subscribe())
+        WorkerStatus::new(self.shared.subscribe(), Arc::clone(&self.shared.metrics))
     }
 
     /// Runs the worker until `shutdown` completes, then drains: takes no new runs, lets
@@ -90,7 +90,7 @@ impl Worker {
 
         shutdown.await;
         shared.stop_accepting();
-        let status = WorkerStatus::new(shared.subscribe());
+        let status = WorkerStatus::new(shared.subscribe(), Arc::clone(&shared.metrics));
         let running = status.current().running;
         let drain_timeout = shared.config.drain_timeout;
         info!(worker = %shared.config.node_id, running, drain_timeout_ms = drain_timeout.as_millis() as u64, "draining");

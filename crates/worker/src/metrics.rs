@@ -1,0 +1,110 @@
+//! A worker's Prometheus metrics, served on `/metrics` next to its probes: capacity, busy
+//! slots, whether it is registered, and what its handlers did. One registry per worker.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+pub use cronfleet_telemetry::metrics::CONTENT_TYPE;
+use cronfleet_telemetry::metrics::{duration_histogram, render};
+
+use crate::status::Status;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    /// A registered handler's name (bounded by the worker's handlers).
+    handler: String,
+    /// succeeded | failed | timed_out | cancelled | rejected
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HandlerLabels {
+    handler: String,
+}
+
+#[derive(Debug)]
+pub struct WorkerMetrics {
+    registry: Registry,
+    capacity: Gauge,
+    busy_slots: Gauge,
+    connected: Gauge,
+    handler_runs: Family<OutcomeLabels, Counter>,
+    handler_duration: Family<HandlerLabels, Histogram, fn() -> Histogram>,
+}
+
+impl WorkerMetrics {
+    pub(crate) fn new(capacity: u32) -> Arc<WorkerMetrics> {
+        let mut registry = Registry::with_prefix("cronfleet_worker");
+        let metrics = WorkerMetrics {
+            capacity: Gauge::default(),
+            busy_slots: Gauge::default(),
+            connected: Gauge::default(),
+            handler_runs: Family::default(),
+            handler_duration: Family::new_with_constructor(duration_histogram),
+            registry: Registry::default(),
+        };
+        metrics.capacity.set(i64::from(capacity));
+        registry.register(
+            "capacity",
+            "Runs this worker executes at once",
+            metrics.capacity.clone(),
+        );
+        registry.register(
+            "busy_slots",
+            "Runs executing now",
+            metrics.busy_slots.clone(),
+        );
+        registry.register(
+            "connected",
+            "1 while registered with the leader",
+            metrics.connected.clone(),
+        );
+        registry.register(
+            "handler_runs",
+            "Runs ended on this worker, by handler and outcome",
+            metrics.handler_runs.clone(),
+        );
+        registry.register_with_unit(
+            "handler_duration",
+            "Time from assign to the end of the run, by handler",
+            Unit::Seconds,
+            metrics.handler_duration.clone(),
+        );
+        Arc::new(WorkerMetrics {
+            registry,
+            ..metrics
+        })
+    }
+
+    /// A run ended here (`outcome` as in `RunOutcome`, lowercase), after `took`.
+    pub(crate) fn run_ended(&self, handler: &str, outcome: &'static str, took: Option<Duration>) {
+        self.handler_runs
+            .get_or_create(&OutcomeLabels {
+                handler: handler.to_owned(),
+                outcome,
+            })
+            .inc();
+        if let Some(took) = took {
+            self.handler_duration
+                .get_or_create(&HandlerLabels {
+                    handler: handler.to_owned(),
+                })
+                .observe(took.as_secs_f64());
+        }
+    }
+
+    /// The metrics as Prometheus (OpenMetrics) text, with the gauges taken from `status`.
+    pub fn render(&self, status: &Status) -> String {
+        self.busy_slots
+            .set(i64::try_from(status.running).unwrap_or(i64::MAX));
+        self.connected.set(i64::from(status.registration.is_some()));
+        render(&self.registry)
+    }
+}
