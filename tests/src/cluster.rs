@@ -91,13 +91,15 @@ impl Process {
     /// Waits for the process to exit on its own.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
+        loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Some(status);
             }
+            if Instant::now() >= deadline {
+                return None;
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
-        None
     }
 
     pub fn log_text(&self) -> String {
@@ -206,6 +208,8 @@ pub struct Cluster {
     pub workers: Vec<WorkerNode>,
     /// Environment variables for every process started from now on.
     pub env: Vec<(String, String)>,
+    /// Extra flags for every worker started from now on.
+    pub worker_args: Vec<String>,
 }
 
 impl Cluster {
@@ -219,6 +223,7 @@ impl Cluster {
             coordinators: Vec::new(),
             workers: Vec::new(),
             env: Vec::new(),
+            worker_args: Vec::new(),
         }
     }
 
@@ -319,6 +324,7 @@ impl Cluster {
         ]
         .iter()
         .map(|s| (*s).to_owned())
+        .chain(self.worker_args.iter().cloned())
         .collect();
         let process = Process::spawn_with_env(node_id, &args, self.dir.path(), &self.env);
         wait_for(

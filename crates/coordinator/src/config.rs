@@ -7,6 +7,7 @@ use cronfleet_core::lease::LeaseSettings;
 use cronfleet_core::policy::AutoPausePolicy;
 use cronfleet_store::FinishRules;
 
+use crate::auth::{Tokens, check_open_api};
 use crate::election::LeaderInfo;
 
 /// Everything a coordinator needs to know besides its store and election.
@@ -42,6 +43,12 @@ pub struct CoordinatorConfig {
     pub retry_max_delay: Duration,
     /// When a job that keeps failing is paused.
     pub auto_pause: AutoPausePolicy,
+    /// Bearer tokens of the admin API; empty: open, and then only on loopback.
+    pub api_tokens: Tokens,
+    /// Bearer tokens workers must present to connect; empty: none asked.
+    pub worker_tokens: Tokens,
+    /// Serve an admin API without tokens on a non-loopback address all the same.
+    pub insecure_open_api: bool,
 }
 
 impl CoordinatorConfig {
@@ -63,6 +70,9 @@ impl CoordinatorConfig {
             retry_base_delay: Duration::from_secs(1),
             retry_max_delay: Duration::from_secs(300),
             auto_pause: AutoPausePolicy::default(),
+            api_tokens: Tokens::default(),
+            worker_tokens: Tokens::default(),
+            insecure_open_api: false,
         }
     }
 
@@ -109,6 +119,7 @@ impl CoordinatorConfig {
                 self.heartbeat_interval, self.lease_ttl
             ));
         }
+        check_open_api(&self.api_tokens, self.grpc_addr, self.insecure_open_api)?;
         Ok(())
     }
 }

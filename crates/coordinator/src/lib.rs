@@ -8,6 +8,7 @@
 //! the store and the workers' reports.
 
 pub mod admin;
+pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod election;
@@ -21,6 +22,7 @@ pub mod server;
 pub mod wake;
 pub mod workers;
 
+pub use auth::Tokens;
 pub use config::CoordinatorConfig;
 pub use election::{Election, LeaderInfo, Leadership, LocalElection};
 pub use etcd_election::EtcdElection;

@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 use tracing::{error, info, warn};
 
 use crate::admin::{AdminServices, ClusterContext};
@@ -150,17 +151,21 @@ pub async fn start(
             election: Arc::clone(&shared.election),
             me: shared.config.me(),
             role: role_receiver.clone(),
+            api_token: shared.config.api_tokens.first().map(str::to_owned),
         });
     let (jobs, runs, cluster) = admin.routes();
+    let admin_auth = shared.config.api_tokens.interceptor("--api-token");
+    let gateway = WorkerServiceServer::new(WorkerGateway::new(Arc::clone(&shared)));
     let grpc = tonic::transport::Server::builder()
         // Admin calls continue their caller's trace (the worker stream is left out).
         .trace_fn(cronfleet_telemetry::grpc_request_span)
-        .add_service(WorkerServiceServer::new(WorkerGateway::new(Arc::clone(
-            &shared,
-        ))))
-        .add_service(jobs)
-        .add_service(runs)
-        .add_service(cluster)
+        .add_service(InterceptedService::new(
+            gateway,
+            shared.config.worker_tokens.interceptor("--worker-token"),
+        ))
+        .add_service(InterceptedService::new(jobs, admin_auth.clone()))
+        .add_service(InterceptedService::new(runs, admin_auth.clone()))
+        .add_service(InterceptedService::new(cluster, admin_auth))
         .serve_with_incoming_shutdown(
             TcpListenerStream::new(grpc_listener),
             shutdown.clone().cancelled_owned(),

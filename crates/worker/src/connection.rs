@@ -23,7 +23,7 @@ use tonic::transport::Endpoint;
 use tracing::{debug, info, warn};
 
 use crate::backoff::{Backoff, ELECTION_RETRY, jittered};
-use crate::shared::{AssignDecision, Shared};
+use crate::shared::{AssignDecision, BearerToken, Shared};
 
 /// Longest wait for a TCP + HTTP/2 connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -156,7 +156,7 @@ async fn session(shared: &Arc<Shared>, url: &str, exit: &CancellationToken) -> (
     // Log bytes queued on this stream and not yet taken by the transport.
     let queued_log_bytes = Arc::new(AtomicUsize::new(0));
     let opened = tokio::select! {
-        opened = open(url, rx, queued_log_bytes.clone()) => opened,
+        opened = open(url, shared.config.token.as_ref(), rx, queued_log_bytes.clone()) => opened,
         () = exit.cancelled() => return (false, SessionEnd::Exit),
     };
     let mut inbound = match opened {
@@ -339,6 +339,7 @@ async fn serve(
 /// the bytes of each log chunk it sends off `queued_log_bytes`.
 async fn open(
     url: &str,
+    token: Option<&BearerToken>,
     rx: mpsc::UnboundedReceiver<WorkerMessage>,
     queued_log_bytes: Arc<AtomicUsize>,
 ) -> Result<Streaming<CoordinatorMessage>, String> {
@@ -357,7 +358,14 @@ async fn open(
         message
     });
     let mut client = WorkerServiceClient::new(channel);
-    let response = tokio::time::timeout(REGISTER_TIMEOUT, client.connect(outbound))
+    let mut request = tonic::Request::new(outbound);
+    if let Some(BearerToken(token)) = token {
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| "the worker token is not a valid header value".to_owned())?;
+        request.metadata_mut().insert("authorization", value);
+    }
+    let response = tokio::time::timeout(REGISTER_TIMEOUT, client.connect(request))
         .await
         .map_err(|_| format!("no answer to Connect within {REGISTER_TIMEOUT:?}"))?
         .map_err(|status| describe_status(&status))?;

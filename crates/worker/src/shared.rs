@@ -51,6 +51,17 @@ pub(crate) struct Config {
     pub(crate) drain_timeout: Duration,
     pub(crate) kill_grace: Duration,
     pub(crate) version: String,
+    pub(crate) token: Option<BearerToken>,
+}
+
+/// A worker token: shown as `***` in `Debug`, so never in a log.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct BearerToken(pub(crate) String);
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
 }
 
 /// Why a run was told to stop. The first reason wins.

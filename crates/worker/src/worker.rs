@@ -14,7 +14,7 @@ use crate::error::{HandlerError, WorkerError};
 use crate::handler::{FnHandler, Handler, Outcome};
 use crate::handlers::StockHandler;
 use crate::run::HANDLER_EXIT_MARGIN;
-use crate::shared::{Config, Shared, StopReason};
+use crate::shared::{BearerToken, Config, Shared, StopReason};
 use crate::status::WorkerStatus;
 
 /// Default for [`WorkerBuilder::capacity`].
@@ -135,6 +135,7 @@ pub struct WorkerBuilder {
     drain_timeout: Duration,
     kill_grace: Duration,
     version: String,
+    token: Option<BearerToken>,
 }
 
 impl std::fmt::Debug for WorkerBuilder {
@@ -169,6 +170,7 @@ impl Default for WorkerBuilder {
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             kill_grace: DEFAULT_KILL_GRACE,
             version: env!("CARGO_PKG_VERSION").to_owned(),
+            token: None,
         }
     }
 }
@@ -243,6 +245,14 @@ impl WorkerBuilder {
         self
     }
 
+    /// The bearer token to present when connecting, for coordinators started with
+    /// `--worker-token` (never logged).
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        let token = token.into();
+        self.token = (!token.trim().is_empty()).then(|| BearerToken(token.trim().to_owned()));
+        self
+    }
+
     /// The software version sent in `Register` (default: this crate's version).
     pub fn version(mut self, version: impl Into<String>) -> Self {
         self.version = version.into();
@@ -295,6 +305,7 @@ impl WorkerBuilder {
             drain_timeout: self.drain_timeout,
             kill_grace: self.kill_grace,
             version: self.version,
+            token: self.token,
         };
         Ok(Worker {
             shared: Arc::new(Shared::new(config, handlers)),

@@ -13,6 +13,9 @@ use clap::Args;
 use cronfleet_proto::v1::cluster_service_client::ClusterServiceClient;
 use cronfleet_proto::v1::job_service_client::JobServiceClient;
 use cronfleet_proto::v1::run_service_client::RunServiceClient;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
@@ -51,6 +54,17 @@ pub struct ClientArgs {
         help_heading = "Client options"
     )]
     pub output: Format,
+
+    /// The admin API's bearer token, for coordinators started with --api-token.
+    #[arg(
+        long,
+        env = "CRONFLEET_API_TOKEN",
+        value_name = "TOKEN",
+        global = true,
+        hide_env_values = true,
+        help_heading = "Client options"
+    )]
+    pub token: Option<String>,
 }
 
 /// A connection to a coordinator's admin API, with the runtime its calls run on.
@@ -59,11 +73,53 @@ pub struct Client {
     runtime: tokio::runtime::Runtime,
     channel: Channel,
     server: String,
+    bearer: BearerHeader,
 }
 
+/// `authorization: Bearer …` on every call when a token was given; its `Debug` hides it.
+#[derive(Clone)]
+pub struct BearerHeader(Option<MetadataValue<Ascii>>);
+
+impl std::fmt::Debug for BearerHeader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "BearerHeader(***)"
+        } else {
+            "BearerHeader(none)"
+        })
+    }
+}
+
+impl Interceptor for BearerHeader {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// What the admin clients go through: the channel, with the token when there is one.
+pub type Authorized = InterceptedService<Channel, BearerHeader>;
+
 impl Client {
-    /// Connects to `server` (`http://` is assumed when the URL has no scheme).
-    pub fn connect(server: &str) -> anyhow::Result<Client> {
+    /// Connects to `args.server` (`http://` is assumed when the URL has no scheme).
+    pub fn connect(args: &ClientArgs) -> anyhow::Result<Client> {
+        let server = args.server.as_str();
+        let bearer = args
+            .token
+            .as_deref()
+            .map(str::trim)
+            .filter(|token| !token.is_empty())
+            .map(|token| {
+                MetadataValue::try_from(format!("Bearer {token}")).map_err(|_| {
+                    anyhow!("--token: not a valid header value (printable ASCII only)")
+                })
+            })
+            .transpose()?;
+        let bearer = BearerHeader(bearer);
         let url = if server.contains("://") {
             server.to_owned()
         } else {
@@ -86,19 +142,24 @@ impl Client {
             runtime,
             channel,
             server: url,
+            bearer,
         })
     }
 
-    pub fn jobs(&self) -> JobServiceClient<Channel> {
-        JobServiceClient::new(self.channel.clone())
+    fn authorized(&self) -> Authorized {
+        InterceptedService::new(self.channel.clone(), self.bearer.clone())
     }
 
-    pub fn runs(&self) -> RunServiceClient<Channel> {
-        RunServiceClient::new(self.channel.clone())
+    pub fn jobs(&self) -> JobServiceClient<Authorized> {
+        JobServiceClient::new(self.authorized())
     }
 
-    pub fn cluster(&self) -> ClusterServiceClient<Channel> {
-        ClusterServiceClient::new(self.channel.clone())
+    pub fn runs(&self) -> RunServiceClient<Authorized> {
+        RunServiceClient::new(self.authorized())
+    }
+
+    pub fn cluster(&self) -> ClusterServiceClient<Authorized> {
+        ClusterServiceClient::new(self.authorized())
     }
 
     /// Runs one call to completion; a failed call becomes the server's message.
@@ -136,6 +197,9 @@ impl Client {
                     "the coordinator at {} did not answer in time: {message}",
                     self.server
                 )
+            }
+            _ if status.code() == Code::Unauthenticated => {
+                anyhow!("{message} (give it with --token or CRONFLEET_API_TOKEN)")
             }
             _ => anyhow!("{message}"),
         }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use cronfleet_coordinator::clock::SystemClock;
-use cronfleet_coordinator::{CoordinatorConfig, Election, EtcdElection, LocalElection};
+use cronfleet_coordinator::{CoordinatorConfig, Election, EtcdElection, LocalElection, Tokens};
 use cronfleet_core::duration::parse_fixed_duration;
 use cronfleet_core::policy::AutoPausePolicy;
 
@@ -41,6 +41,30 @@ pub struct CoordinatorCommand {
     /// a crashed leader is replaced after about this long (etcd grants at least 2s).
     #[arg(long, env = "CRONFLEET_ELECTION_TTL", default_value = "2s", value_parser = parse_fixed_duration, value_name = "DUR")]
     election_ttl: Duration,
+    /// Bearer tokens of the admin API (several, comma-separated, to rotate one without
+    /// downtime). Without one the admin API is open, and only served on a loopback
+    /// address unless --insecure-open-api.
+    #[arg(
+        long = "api-token",
+        env = "CRONFLEET_API_TOKEN",
+        value_delimiter = ',',
+        value_name = "TOKEN,…",
+        hide_env_values = true
+    )]
+    api_tokens: Vec<String>,
+    /// Bearer tokens workers must present to connect (several, comma-separated).
+    #[arg(
+        long = "worker-token",
+        env = "CRONFLEET_WORKER_TOKEN",
+        value_delimiter = ',',
+        value_name = "TOKEN,…",
+        hide_env_values = true
+    )]
+    worker_tokens: Vec<String>,
+    /// Serve the admin API without a token on a non-loopback address (anyone who can reach
+    /// the port can change jobs).
+    #[arg(long, env = "CRONFLEET_INSECURE_OPEN_API")]
+    insecure_open_api: bool,
     /// How workers and clients reach this node [default: http://<--grpc>].
     #[arg(long, env = "CRONFLEET_ADVERTISE_URL", value_name = "URL")]
     advertise_url: Option<String>,
@@ -97,6 +121,9 @@ impl CoordinatorCommand {
         config.grpc_addr = self.listen.grpc;
         config.http_addr = self.listen.http;
         config.advertise_url = self.advertise_url.clone();
+        config.api_tokens = Tokens::new(self.api_tokens.iter().cloned());
+        config.worker_tokens = Tokens::new(self.worker_tokens.iter().cloned());
+        config.insecure_open_api = self.insecure_open_api;
         config.worker_timeout = self.worker_timeout;
         config.lease_ttl = self.lease_ttl;
         config.heartbeat_interval = self.heartbeat_interval;

@@ -241,18 +241,18 @@ impl JobCommand {
         match command {
             JobSubcommand::Create(args) => create(&client, args),
             JobSubcommand::List => {
-                let server = Client::connect(&client.server)?;
+                let server = Client::connect(&client)?;
                 let jobs = server.call(server.jobs().list_jobs(pb::ListJobsRequest {}))?;
                 output::print_jobs(&jobs.jobs, format)
             }
             JobSubcommand::Get(NameArgs { name }) => {
-                let server = Client::connect(&client.server)?;
+                let server = Client::connect(&client)?;
                 let job = server.call(server.jobs().get_job(pb::GetJobRequest { name }))?;
                 output::print_job(&job, format)
             }
             JobSubcommand::Update(args) => update(&client, args),
             JobSubcommand::Pause(PauseArgs { name, note }) => {
-                let server = Client::connect(&client.server)?;
+                let server = Client::connect(&client)?;
                 let job = server.call(server.jobs().pause_job(pb::PauseJobRequest {
                     name,
                     note: note.unwrap_or_default(),
@@ -260,13 +260,13 @@ impl JobCommand {
                 output::print_job(&job, format)
             }
             JobSubcommand::Resume(NameArgs { name }) => {
-                let server = Client::connect(&client.server)?;
+                let server = Client::connect(&client)?;
                 let job = server.call(server.jobs().resume_job(pb::ResumeJobRequest { name }))?;
                 output::print_job(&job, format)
             }
             JobSubcommand::Run(args) => run_now(&client, args),
             JobSubcommand::Delete(NameArgs { name }) => {
-                let server = Client::connect(&client.server)?;
+                let server = Client::connect(&client)?;
                 server.call(
                     server
                         .jobs()
@@ -299,7 +299,7 @@ fn create(client: &ClientArgs, args: CreateArgs) -> anyhow::Result<()> {
     apply_schedule(&mut spec, schedule);
     apply_flags(&mut spec, flags);
     check(&spec, true)?;
-    let server = Client::connect(&client.server)?;
+    let server = Client::connect(&client)?;
     let job = server.call(
         server
             .jobs()
@@ -335,7 +335,7 @@ fn update(client: &ClientArgs, args: UpdateArgs) -> anyhow::Result<()> {
             "nothing to change in job {name:?}: give at least one flag to change (e.g. --priority 5); see cronfleet job update --help"
         );
     }
-    let server = Client::connect(&client.server)?;
+    let server = Client::connect(&client)?;
     let job = server.call(
         server
             .jobs()
@@ -359,7 +359,7 @@ fn update(client: &ClientArgs, args: UpdateArgs) -> anyhow::Result<()> {
 
 fn run_now(client: &ClientArgs, args: RunArgs) -> anyhow::Result<()> {
     let RunArgs { name, at } = args;
-    let server = Client::connect(&client.server)?;
+    let server = Client::connect(&client)?;
     let answer = server.call(server.jobs().run_job(pb::RunJobRequest {
         name: name.clone(),
         at: at.clone().unwrap_or_default(),

@@ -50,12 +50,12 @@ impl RunCommand {
     pub fn run(self) -> anyhow::Result<()> {
         match self.command {
             RunSubcommand::Get(GetArgs { id }) => {
-                let server = Client::connect(&self.client.server)?;
+                let server = Client::connect(&self.client)?;
                 let run = server.call(server.runs().get_run(pb::GetRunRequest { id }))?;
                 output::print_run(&run, self.client.output)
             }
             RunSubcommand::Cancel(CancelArgs { id, reason }) => {
-                let server = Client::connect(&self.client.server)?;
+                let server = Client::connect(&self.client)?;
                 let request = pb::CancelRunRequest {
                     id,
                     reason: reason.unwrap_or_default(),

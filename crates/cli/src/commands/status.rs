@@ -19,7 +19,7 @@ pub struct StatusCommand {
 
 impl StatusCommand {
     pub fn run(self) -> anyhow::Result<()> {
-        let server = Client::connect(&self.client.server)?;
+        let server = Client::connect(&self.client)?;
         let status = server.call(server.cluster().get_status(pb::GetStatusRequest {}))?;
         output::print_status(&status, self.client.output)
     }

@@ -76,6 +76,15 @@ pub struct WorkerCommand {
     )]
     http: SocketAddr,
 
+    /// The bearer token to present to coordinators started with --worker-token.
+    #[arg(
+        long = "worker-token",
+        env = "CRONFLEET_WORKER_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
+
     #[command(flatten)]
     logs: LogArgs,
 
@@ -170,6 +179,9 @@ impl WorkerCommand {
             .version(env!("CARGO_PKG_VERSION"));
         if let Some(node_id) = self.node_id {
             builder = builder.node_id(node_id);
+        }
+        if let Some(token) = self.token {
+            builder = builder.token(token);
         }
         if let Some(Labels(labels)) = self.labels {
             builder = builder.labels(labels);

@@ -19,7 +19,7 @@ pub struct WorkersCommand {
 
 impl WorkersCommand {
     pub fn run(self) -> anyhow::Result<()> {
-        let server = Client::connect(&self.client.server)?;
+        let server = Client::connect(&self.client)?;
         let workers = server.call(server.cluster().list_workers(pb::ListWorkersRequest {}))?;
         output::print_workers(&workers.workers, self.client.output)
     }

@@ -108,17 +108,19 @@ impl AdminServices {
             // Elected, but not leading yet (raising the epoch) or any more.
             return Ok(local());
         }
-        workers_of(&leader.url).await.map_err(|error| {
-            format!(
-                "cannot ask the leader {} at {} for its workers: {error}",
-                leader.node_id, leader.url
-            )
-        })
+        workers_of(&leader.url, cluster.api_token.as_deref())
+            .await
+            .map_err(|error| {
+                format!(
+                    "cannot ask the leader {} at {} for its workers: {error}",
+                    leader.node_id, leader.url
+                )
+            })
     }
 }
 
 /// Asks the coordinator at `url` for its workers, marked as forwarded.
-async fn workers_of(url: &str) -> Result<Vec<pb::Worker>, String> {
+async fn workers_of(url: &str, token: Option<&str>) -> Result<Vec<pb::Worker>, String> {
     let endpoint = Endpoint::from_shared(url.to_owned())
         .map_err(|error| format!("invalid url: {error}"))?
         .connect_timeout(FORWARD_TIMEOUT)
@@ -131,6 +133,11 @@ async fn workers_of(url: &str) -> Result<Vec<pb::Worker>, String> {
     request
         .metadata_mut()
         .insert(FORWARDED, MetadataValue::from_static("1"));
+    if let Some(token) = token {
+        let value = MetadataValue::try_from(format!("Bearer {token}"))
+            .map_err(|_| "the API token is not a valid header value".to_owned())?;
+        request.metadata_mut().insert("authorization", value);
+    }
     let answer = ClusterServiceClient::new(channel)
         .list_workers(request)
         .await

@@ -78,6 +78,8 @@ pub(crate) struct ClusterContext {
     pub election: Arc<dyn Election>,
     pub me: LeaderInfo,
     pub role: watch::Receiver<Role>,
+    /// Presented when asking the leader (coordinators share their admin tokens).
+    pub api_token: Option<String>,
 }
 
 impl ClusterContext {

@@ -1,0 +1,143 @@
+//! API and worker tokens end to end: a coordinator started with `--api-token` (two, as
+//! during a rotation) and `--worker-token` answers only callers that present one, tells
+//! the others what is missing, and never writes a token to its log; without tokens it
+//! refuses to serve its admin API on a non-loopback address unless told to.
+
+use std::time::Duration;
+
+use cronfleet_e2e::cluster::{Cluster, Process, free_addr, http_get, wait_for};
+
+const OLD: &str = "old-api-token-6d1f";
+const NEW: &str = "new-api-token-93ab";
+const WORKER: &str = "worker-token-5c27";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tokens_guard_the_admin_api_and_the_worker_stream() {
+    let database = cronfleet_testkit::test_database().await.expect("database");
+    let mut cluster = Cluster::new(database.url());
+    let api_tokens = format!("{OLD},{NEW}");
+    cluster.start_coordinator(
+        "c1",
+        &["--api-token", &api_tokens, "--worker-token", WORKER],
+    );
+
+    // The admin API: no token, a wrong one, then each of the two in force.
+    let missing = cluster.cli(&["status"]);
+    assert!(!missing.success);
+    assert!(
+        missing.stderr.contains("requires a bearer token") && missing.stderr.contains("--token"),
+        "{}",
+        missing.stderr
+    );
+    let wrong = cluster.cli(&["status", "--token", "guess"]);
+    assert!(!wrong.success);
+    assert!(wrong.stderr.contains("not one of"), "{}", wrong.stderr);
+    for token in [OLD, NEW] {
+        let answered = cluster.cli(&["job", "list", "--token", token]);
+        assert!(answered.success, "token {token}: {}", answered.stderr);
+    }
+    let created = cluster.cli(&[
+        "job",
+        "create",
+        "guarded",
+        "--handler",
+        "noop",
+        "--every",
+        "1s",
+        "--token",
+        NEW,
+    ]);
+    assert!(created.success, "{}", created.stderr);
+
+    // A worker without the token is turned away; with it, it registers and runs the job.
+    let log_dir = cluster.dir.path().to_owned();
+    let http = free_addr();
+    let coordinator = cluster.coordinators[0].url();
+    let stranger = Process::spawn(
+        "stranger",
+        &[
+            "worker",
+            "--coordinator",
+            &coordinator,
+            "--handlers",
+            "noop",
+            "--node-id",
+            "stranger",
+            "--http",
+            &http.to_string(),
+        ]
+        .map(str::to_owned),
+        &log_dir,
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        http_get(http, "/readyz").is_some_and(|(status, _)| status == 503),
+        "a worker without the token is not registered"
+    );
+    assert!(
+        stranger.log_text().contains("bearer token"),
+        "it says why: {}",
+        stranger.log_text()
+    );
+    cluster.worker_args = vec!["--worker-token".into(), WORKER.into()];
+    cluster.start_worker("w1", "noop", 2);
+    wait_for(
+        "a run on the admitted worker",
+        Duration::from_secs(20),
+        || {
+            let runs = cluster.cli(&["runs", "--job", "guarded", "-o", "json", "--token", OLD]);
+            runs.success && runs.stdout.contains("\"succeeded\"")
+        },
+    );
+
+    let logs = format!("{}\n{}", cluster.logs(), stranger.log_text());
+    for token in [OLD, NEW, WORKER] {
+        assert!(!logs.contains(token), "a token is in a log:\n{logs}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_open_admin_api_is_refused_off_loopback() {
+    let database = cronfleet_testkit::test_database().await.expect("database");
+    let cluster = Cluster::new(database.url());
+    let port = free_addr().port();
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut args: Vec<String> = [
+            "coordinator",
+            "--database-url",
+            database.url(),
+            "--grpc",
+            &format!("0.0.0.0:{port}"),
+            "--http",
+            &free_addr().to_string(),
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        args.extend(extra.iter().map(|arg| (*arg).to_owned()));
+        args
+    };
+    let mut refused = Process::spawn("refused", &args(&[]), cluster.dir.path());
+    let status = refused.wait_exit(Duration::from_secs(20));
+    assert!(
+        status.is_some_and(|status| !status.success()),
+        "an open API on 0.0.0.0 does not start: {status:?}"
+    );
+    let log = refused.log_text();
+    assert!(
+        log.contains("refusing to serve the admin API without a token")
+            && log.contains("--insecure-open-api"),
+        "{log}"
+    );
+
+    let mut accepted = Process::spawn(
+        "accepted",
+        &args(&["--insecure-open-api"]),
+        cluster.dir.path(),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        accepted.wait_exit(Duration::ZERO).is_none(),
+        "with --insecure-open-api it serves: {}",
+        accepted.log_text()
+    );
+}
