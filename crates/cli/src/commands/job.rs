@@ -299,7 +299,7 @@ fn create(client: &ClientArgs, args: CreateArgs) -> anyhow::Result<()> {
     apply_schedule(&mut spec, schedule);
     apply_flags(&mut spec, flags);
     check(&spec, true)?;
-    let server = Client::connect(&client)?;
+    let server = Client::connect(client)?;
     let job = server.call(
         server
             .jobs()
@@ -335,7 +335,7 @@ fn update(client: &ClientArgs, args: UpdateArgs) -> anyhow::Result<()> {
             "nothing to change in job {name:?}: give at least one flag to change (e.g. --priority 5); see cronfleet job update --help"
         );
     }
-    let server = Client::connect(&client)?;
+    let server = Client::connect(client)?;
     let job = server.call(
         server
             .jobs()
@@ -359,7 +359,7 @@ fn update(client: &ClientArgs, args: UpdateArgs) -> anyhow::Result<()> {
 
 fn run_now(client: &ClientArgs, args: RunArgs) -> anyhow::Result<()> {
     let RunArgs { name, at } = args;
-    let server = Client::connect(&client)?;
+    let server = Client::connect(client)?;
     let answer = server.call(server.jobs().run_job(pb::RunJobRequest {
         name: name.clone(),
         at: at.clone().unwrap_or_default(),
