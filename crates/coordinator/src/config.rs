@@ -43,6 +43,10 @@ pub struct CoordinatorConfig {
     pub retry_max_delay: Duration,
     /// When a job that keeps failing is paused.
     pub auto_pause: AutoPausePolicy,
+    /// Run history older than this is deleted by the leader.
+    pub run_retention: Duration,
+    /// Each job keeps at most this many runs in its history.
+    pub runs_per_job: u32,
     /// Bearer tokens of the admin API; empty: open, and then only on loopback.
     pub api_tokens: Tokens,
     /// Bearer tokens workers must present to connect; empty: none asked.
@@ -70,6 +74,8 @@ impl CoordinatorConfig {
             retry_base_delay: Duration::from_secs(1),
             retry_max_delay: Duration::from_secs(300),
             auto_pause: AutoPausePolicy::default(),
+            run_retention: Duration::from_secs(30 * 24 * 3600),
+            runs_per_job: 1000,
             api_tokens: Tokens::default(),
             worker_tokens: Tokens::default(),
             insecure_open_api: false,

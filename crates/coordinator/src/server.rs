@@ -25,7 +25,7 @@ use crate::clock::Clock;
 use crate::config::CoordinatorConfig;
 use crate::election::Election;
 use crate::gateway::WorkerGateway;
-use crate::leader::{Role, Shared, Term, run_dispatcher, run_monitor, run_scheduler};
+use crate::leader::{Role, Shared, Term, run_dispatcher, run_monitor, run_pruner, run_scheduler};
 use crate::metrics::{self, CoordinatorMetrics, LeadershipChange};
 use crate::registry::Registry;
 use crate::run_trace::RunTraces;
@@ -337,6 +337,7 @@ async fn lead_while_elected(
         loops.spawn(run_scheduler(Arc::clone(&shared), term.clone()));
         loops.spawn(run_dispatcher(Arc::clone(&shared), term.clone()));
         loops.spawn(run_monitor(Arc::clone(&shared), term.clone()));
+        loops.spawn(run_pruner(Arc::clone(&shared), term.clone()));
 
         let shutting_down = tokio::select! {
             () = shutdown.cancelled() => true,

@@ -189,6 +189,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         now: DateTime<Utc>,
     ) -> Result<Run, StoreError>;
 
+    /// History retention: deletes at most `limit` ended runs (never a pending or active
+    /// one) that were created before `created_before`, or that are not among the newest
+    /// `keep_per_job` runs of their job. Returns how many went; call again until fewer
+    /// than `limit` do.
+    async fn prune_runs(
+        &self,
+        created_before: DateTime<Utc>,
+        keep_per_job: u32,
+        limit: u32,
+    ) -> Result<u64, StoreError>;
+
     /// Tells every process on this store that jobs or runs changed outside the leader's
     /// own loops (an admin call on any coordinator), so that the leader looks again now
     /// rather than at its next deadline. Nothing to do where one process owns the store.

@@ -1108,6 +1108,36 @@ async fn cancels_stop_pending_runs_and_flag_running_ones(store: Arc<dyn Store>) 
     );
 }
 
+async fn old_and_surplus_runs_are_pruned_in_small_batches(store: Arc<dyn Store>) {
+    leader(&*store).await;
+    store.create_job(&every_second("busy"), t(0)).await.unwrap();
+    let cancel = RunTransition::to(RunState::Cancelled);
+    for k in 0..6 {
+        let lease = store.lease_due(t(k), EPOCH, 10, &settings()).await.unwrap();
+        for run in lease.runs {
+            store.transition_run(run.id, &cancel, t(k)).await.unwrap();
+        }
+    }
+    // One run still pending: it is never pruned, whatever its age or rank.
+    store.lease_due(t(6), EPOCH, 10, &settings()).await.unwrap();
+    let ids = |runs: Vec<cronfleet_core::run::Run>| runs.iter().map(|r| r.id).collect::<Vec<_>>();
+    let before = ids(runs_of(&*store, "busy").await);
+    assert_eq!(before.len(), 7);
+
+    // Keep the newest 3 of the job, and nothing created before t(2): the 4 oldest go, at
+    // most 3 per call.
+    assert_eq!(store.prune_runs(t(2), 3, 3).await.unwrap(), 3);
+    assert_eq!(store.prune_runs(t(2), 3, 3).await.unwrap(), 1);
+    assert_eq!(store.prune_runs(t(2), 3, 3).await.unwrap(), 0);
+    assert_eq!(ids(runs_of(&*store, "busy").await), before[4..]);
+
+    // Everything is old now, but the pending run stays.
+    assert_eq!(store.prune_runs(t(100), 1000, 100).await.unwrap(), 2);
+    let left = runs_of(&*store, "busy").await;
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].state, RunState::Pending);
+}
+
 macro_rules! on_both_backends {
     ($($scenario:ident),* $(,)?) => {
         mod postgres {
@@ -1156,4 +1186,5 @@ on_both_backends!(
     a_job_that_keeps_failing_is_paused,
     work_left_continues_at_once,
     cancels_stop_pending_runs_and_flag_running_ones,
+    old_and_surplus_runs_are_pruned_in_small_batches,
 );

@@ -104,6 +104,13 @@ pub struct CoordinatorCommand {
     /// … that span at least this long (Odoo pauses a cron failing 5 times over 7 days).
     #[arg(long, env = "CRONFLEET_AUTO_PAUSE_AFTER", default_value = "7d", value_parser = parse_fixed_duration, value_name = "DUR")]
     auto_pause_after: Duration,
+    /// Ended runs older than this are deleted from the history (by the leader, in small
+    /// batches, every minute).
+    #[arg(long, env = "CRONFLEET_RUN_RETENTION", default_value = "30d", value_parser = parse_fixed_duration, value_name = "DUR")]
+    run_retention: Duration,
+    /// Each job keeps at most this many runs in its history (the newest).
+    #[arg(long, env = "CRONFLEET_RUNS_PER_JOB", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    runs_per_job: u32,
 }
 
 /// The host name, for default node ids.
@@ -124,6 +131,8 @@ impl CoordinatorCommand {
         config.api_tokens = Tokens::new(self.api_tokens.iter().cloned());
         config.worker_tokens = Tokens::new(self.worker_tokens.iter().cloned());
         config.insecure_open_api = self.insecure_open_api;
+        config.run_retention = self.run_retention;
+        config.runs_per_job = self.runs_per_job;
         config.worker_timeout = self.worker_timeout;
         config.lease_ttl = self.lease_ttl;
         config.heartbeat_interval = self.heartbeat_interval;
