@@ -352,3 +352,67 @@ async fn restarting_postgres_loses_no_run_and_leaves_none_stuck() {
         states(&runs)
     );
 }
+
+/// A run's log is readable while it runs, from any coordinator (the leader saves live logs
+/// to the store), and `run logs --follow` prints every line once, ending with the run.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_running_jobs_log_can_be_read_and_followed() {
+    let database = cronfleet_testkit::test_database().await.expect("database");
+    let mut cluster = Cluster::new(database.url());
+    cluster.start_coordinator("c1", &[]);
+    cluster.start_worker("w1", "shell", 1);
+    let script = json!({ "script": "for i in 1 2 3 4 5 6; do echo line $i; sleep 0.5; done" });
+    create(
+        &cluster,
+        "talker",
+        &[
+            "--handler",
+            "shell",
+            "--every",
+            "1h",
+            "--args",
+            &script.to_string(),
+        ],
+    );
+    let mut id = 0;
+    wait_for("the run to start", Duration::from_secs(20), || {
+        let runs = cluster.runs_of("talker");
+        id = runs.first().and_then(|run| run["id"].as_i64()).unwrap_or(0);
+        runs.first().is_some_and(|run| run["state"] == "running")
+    });
+    let id = id.to_string();
+    let follower = std::process::Command::new(cronfleet_e2e::cronfleet_binary())
+        .args([
+            "run",
+            "logs",
+            &id,
+            "--follow",
+            "--server",
+            &cluster.coordinators[0].url(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run logs --follow");
+    wait_for(
+        "part of the log while the run runs",
+        Duration::from_secs(10),
+        || {
+            let partial = cluster.cli(&["run", "logs", &id]);
+            partial.success
+                && partial.stdout.contains("line 2")
+                && !partial.stdout.contains("line 6")
+        },
+    );
+    let followed = follower
+        .wait_with_output()
+        .expect("follow ends with the run");
+    assert!(followed.status.success());
+    let lines: Vec<String> = String::from_utf8_lossy(&followed.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let expected: Vec<String> = (1..=6).map(|i| format!("line {i}")).collect();
+    assert_eq!(lines, expected, "every line once, in order");
+    let run = cluster.cli_json(&["run", "get", &id]);
+    assert_eq!(run["state"], "succeeded", "{run}");
+}

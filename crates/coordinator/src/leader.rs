@@ -443,6 +443,13 @@ pub(crate) async fn run_monitor(shared: Arc<Shared>, term: Term) {
             () = term.ended.cancelled() => return,
             () = tokio::time::sleep(period) => {}
         }
+        // Live logs go to the store, so that every replica shows them (`run logs`).
+        for (run_id, output) in shared.registry.unsaved_outputs() {
+            if let Err(error) = shared.store.record_output(run_id, &output).await {
+                shared.metrics.store_error("record_output", &error);
+                debug!(run_id, %error, "cannot record the run's log yet");
+            }
+        }
         let now = shared.clock.now();
         for (node, connection) in shared.registry.silent_since(now - worker_timeout) {
             warn!(worker = %node, "worker silent past the worker timeout: closing its stream");

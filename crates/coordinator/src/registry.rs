@@ -37,6 +37,8 @@ struct State {
     last_seen: HashMap<String, DateTime<Utc>>,
     /// The log tail of each running run, from its RunLog chunks.
     outputs: HashMap<i64, String>,
+    /// Runs whose log tail grew since it was last written to the store.
+    unsaved_outputs: HashSet<i64>,
     /// Runs whose operator cancel was sent to their worker.
     cancels_sent: HashSet<i64>,
 }
@@ -228,6 +230,7 @@ impl Registry {
     pub(crate) fn release(&self, node_id: &str, run_id: i64) {
         let mut state = self.lock();
         state.outputs.remove(&run_id);
+        state.unsaved_outputs.remove(&run_id);
         state.cancels_sent.remove(&run_id);
         if let Some(connection) = state.connected.get_mut(node_id) {
             connection.runs.remove(&run_id);
@@ -248,13 +251,29 @@ impl Registry {
         if output.len() > 2 * cronfleet_core::run::MAX_OUTPUT_BYTES {
             *output = bounded_output(output).to_owned();
         }
+        state.unsaved_outputs.insert(run_id);
     }
 
     pub(crate) fn take_output(&self, run_id: i64) -> Option<String> {
-        self.lock()
+        let mut state = self.lock();
+        state.unsaved_outputs.remove(&run_id);
+        state
             .outputs
             .remove(&run_id)
             .map(|output| bounded_output(&output).to_owned())
+    }
+
+    /// The log tails that grew since the last call, to write to the store.
+    pub(crate) fn unsaved_outputs(&self) -> Vec<(i64, String)> {
+        let mut state = self.lock();
+        let unsaved: Vec<i64> = state.unsaved_outputs.drain().collect();
+        unsaved
+            .into_iter()
+            .filter_map(|run_id| {
+                let output = state.outputs.get(&run_id)?;
+                Some((run_id, bounded_output(output).to_owned()))
+            })
+            .collect()
     }
 }
 

@@ -167,6 +167,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Records a run's latest progress report.
     async fn record_progress(&self, id: i64, progress: Progress) -> Result<(), StoreError>;
 
+    /// Records the log of a run while it is active (its last `MAX_OUTPUT_BYTES`), so that
+    /// any replica can show it; an ended run keeps the output its end recorded.
+    async fn record_output(&self, id: i64, output: &str) -> Result<(), StoreError>;
+
     /// Ends a run (a final `transition`) and, in the same transaction, applies what its
     /// end calls for under the job's policies: a retry of a failed or timed-out run
     /// (same slot, next attempt, after a backoff), a continuation of a success with work

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use cronfleet_core::job::{Job, JobSpec, check_schedule_has_a_future, first_slot};
 use cronfleet_core::lease::LeaseSettings;
 use cronfleet_core::policy::OpenRuns;
-use cronfleet_core::run::{IllegalTransition, Progress, Run, RunState, Trigger};
+use cronfleet_core::run::{IllegalTransition, Progress, Run, RunState, Trigger, bounded_output};
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnection, PgListener, PgPool, PgPoolOptions};
 
@@ -769,6 +769,17 @@ impl Store for PostgresStore {
         };
         tx.commit().await?;
         Ok(next)
+    }
+
+    async fn record_output(&self, id: i64, output: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE runs SET output = $2 WHERE id = $1 AND state IN ('dispatched', 'running')",
+        )
+        .bind(id)
+        .bind(bounded_output(output))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     async fn record_progress(&self, id: i64, progress: Progress) -> Result<(), StoreError> {
