@@ -416,3 +416,44 @@ async fn a_running_jobs_log_can_be_read_and_followed() {
     let run = cluster.cli_json(&["run", "get", &id]);
     assert_eq!(run["state"], "succeeded", "{run}");
 }
+
+/// `--run-log-limit` bounds what is kept of a log, end first, on the worker and in the
+/// store alike.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_long_log_keeps_its_end_within_the_configured_limit() {
+    let database = cronfleet_testkit::test_database().await.expect("database");
+    let mut cluster = Cluster::new(database.url());
+    cluster.start_coordinator("c1", &["--run-log-limit", "1KiB"]);
+    cluster.start_worker("w1", "shell", 1);
+    let script = json!({ "script": "for i in $(seq 1 300); do echo line $i; done" });
+    create(
+        &cluster,
+        "verbose",
+        &[
+            "--handler",
+            "shell",
+            "--every",
+            "1h",
+            "--args",
+            &script.to_string(),
+        ],
+    );
+    let mut output = String::new();
+    wait_for("the run to succeed", Duration::from_secs(20), || {
+        let runs = cluster.runs_of("verbose");
+        output = runs
+            .first()
+            .and_then(|run| run["output"].as_str())
+            .unwrap_or_default()
+            .to_owned();
+        runs.first().is_some_and(|run| run["state"] == "succeeded")
+    });
+    assert!(output.len() <= 1024, "{} bytes kept", output.len());
+    assert!(
+        output.len() > 900,
+        "the limit is used: {} bytes",
+        output.len()
+    );
+    assert!(output.ends_with("line 300\n"), "the end is kept: {output}");
+    assert!(!output.contains("line 1\n"), "the start is dropped");
+}

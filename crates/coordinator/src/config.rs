@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use cronfleet_core::lease::LeaseSettings;
 use cronfleet_core::policy::AutoPausePolicy;
+use cronfleet_core::run::{DEFAULT_OUTPUT_BYTES, MAX_OUTPUT_BYTES};
 use cronfleet_store::FinishRules;
 
 use crate::auth::{Tokens, check_open_api};
@@ -43,6 +44,8 @@ pub struct CoordinatorConfig {
     pub retry_max_delay: Duration,
     /// When a job that keeps failing is paused.
     pub auto_pause: AutoPausePolicy,
+    /// How much of each run's log is kept (its end), at most `MAX_OUTPUT_BYTES`.
+    pub run_log_limit: usize,
     /// Run history older than this is deleted by the leader.
     pub run_retention: Duration,
     /// Each job keeps at most this many runs in its history.
@@ -74,6 +77,7 @@ impl CoordinatorConfig {
             retry_base_delay: Duration::from_secs(1),
             retry_max_delay: Duration::from_secs(300),
             auto_pause: AutoPausePolicy::default(),
+            run_log_limit: DEFAULT_OUTPUT_BYTES,
             run_retention: Duration::from_secs(30 * 24 * 3600),
             runs_per_job: 1000,
             api_tokens: Tokens::default(),
@@ -123,6 +127,13 @@ impl CoordinatorConfig {
             return Err(format!(
                 "the heartbeat interval ({:?}) must be shorter than the worker lease ttl ({:?})",
                 self.heartbeat_interval, self.lease_ttl
+            ));
+        }
+        if self.run_log_limit == 0 || self.run_log_limit > MAX_OUTPUT_BYTES {
+            return Err(format!(
+                "the run log limit ({} bytes) must be between 1 byte and {} KiB",
+                self.run_log_limit,
+                MAX_OUTPUT_BYTES / 1024
             ));
         }
         check_open_api(&self.api_tokens, self.grpc_addr, self.insecure_open_api)?;

@@ -8,7 +8,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cronfleet_core::run::{Progress, RunState};
+use cronfleet_core::run::{Progress, RunState, output_tail};
 use cronfleet_proto::v1::worker_service_server::WorkerService;
 use cronfleet_proto::v1::{
     CoordinatorMessage, LeaseRenewed, NotLeader, Register, Registered, RunFinished, RunOutcome,
@@ -169,6 +169,7 @@ impl WorkerGateway {
             epoch: term.epoch,
             lease_ttl_ms: millis(shared.config.lease_ttl),
             heartbeat_interval_ms: millis(shared.config.heartbeat_interval),
+            log_limit_bytes: u32::try_from(shared.config.run_log_limit).unwrap_or(u32::MAX),
         };
         let _ = sender.try_send(message(coordinator_message::Kind::Registered(registered)));
         shared.dispatcher_wake.wake();
@@ -254,7 +255,11 @@ async fn handle_report(
                 warn!(run_id = progress.run_id, %error, "cannot record progress");
             }
         }
-        worker_message::Kind::RunLog(log) => shared.registry.append_output(log.run_id, &log.text),
+        worker_message::Kind::RunLog(log) => {
+            shared
+                .registry
+                .append_output(log.run_id, &log.text, shared.config.run_log_limit)
+        }
         worker_message::Kind::RunFinished(finished) => {
             finish_run(shared, term, node, finished).await
         }
@@ -263,7 +268,9 @@ async fn handle_report(
 
 async fn finish_run(shared: &Shared, term: &Term, node: &str, finished: RunFinished) {
     let run_id = finished.run_id;
-    let logged = shared.registry.take_output(run_id);
+    let logged = shared
+        .registry
+        .take_output(run_id, shared.config.run_log_limit);
     shared.registry.release(node, run_id);
     let outcome = RunOutcome::try_from(finished.outcome).unwrap_or(RunOutcome::Unspecified);
     let state = match outcome {
@@ -288,7 +295,7 @@ async fn finish_run(shared: &Shared, term: &Term, node: &str, finished: RunFinis
     let output = if finished.output.is_empty() {
         logged
     } else {
-        Some(finished.output)
+        Some(output_tail(&finished.output, shared.config.run_log_limit).to_owned())
     };
     if let Some(output) = output {
         transition = transition.with_output(output);

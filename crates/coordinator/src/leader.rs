@@ -444,7 +444,7 @@ pub(crate) async fn run_monitor(shared: Arc<Shared>, term: Term) {
             () = tokio::time::sleep(period) => {}
         }
         // Live logs go to the store, so that every replica shows them (`run logs`).
-        for (run_id, output) in shared.registry.unsaved_outputs() {
+        for (run_id, output) in shared.registry.unsaved_outputs(shared.config.run_log_limit) {
             if let Err(error) = shared.store.record_output(run_id, &output).await {
                 shared.metrics.store_error("record_output", &error);
                 debug!(run_id, %error, "cannot record the run's log yet");

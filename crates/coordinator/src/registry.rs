@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
-use cronfleet_core::run::bounded_output;
+use cronfleet_core::run::output_tail;
 use cronfleet_proto::v1::CoordinatorMessage;
 use tokio::sync::mpsc;
 
@@ -243,35 +243,37 @@ impl Registry {
         self.lock().connected.get(node_id).map(|c| c.sender.clone())
     }
 
-    /// Appends to a run's log tail, keeping the last `MAX_OUTPUT_BYTES`.
-    pub(crate) fn append_output(&self, run_id: i64, text: &str) {
+    /// Appends to a run's log tail, keeping the last `limit` bytes.
+    pub(crate) fn append_output(&self, run_id: i64, text: &str, limit: usize) {
         let mut state = self.lock();
         let output = state.outputs.entry(run_id).or_default();
         output.push_str(text);
-        if output.len() > 2 * cronfleet_core::run::MAX_OUTPUT_BYTES {
-            *output = bounded_output(output).to_owned();
+        // Trimmed once twice the limit is reached, so appending stays amortised O(1).
+        if output.len() > 2 * limit {
+            *output = output_tail(output, limit).to_owned();
         }
         state.unsaved_outputs.insert(run_id);
     }
 
-    pub(crate) fn take_output(&self, run_id: i64) -> Option<String> {
+    pub(crate) fn take_output(&self, run_id: i64, limit: usize) -> Option<String> {
         let mut state = self.lock();
         state.unsaved_outputs.remove(&run_id);
         state
             .outputs
             .remove(&run_id)
-            .map(|output| bounded_output(&output).to_owned())
+            .map(|output| output_tail(&output, limit).to_owned())
     }
 
-    /// The log tails that grew since the last call, to write to the store.
-    pub(crate) fn unsaved_outputs(&self) -> Vec<(i64, String)> {
+    /// The log tails that grew since the last call (their last `limit` bytes), to write
+    /// to the store.
+    pub(crate) fn unsaved_outputs(&self, limit: usize) -> Vec<(i64, String)> {
         let mut state = self.lock();
         let unsaved: Vec<i64> = state.unsaved_outputs.drain().collect();
         unsaved
             .into_iter()
             .filter_map(|run_id| {
                 let output = state.outputs.get(&run_id)?;
-                Some((run_id, bounded_output(output).to_owned()))
+                Some((run_id, output_tail(output, limit).to_owned()))
             })
             .collect()
     }

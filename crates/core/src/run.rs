@@ -206,16 +206,25 @@ impl UnknownName {
     }
 }
 
-/// The most captured output kept per run; older output is dropped first.
-pub const MAX_OUTPUT_BYTES: usize = 64 * 1024;
+/// How much of each run's log is kept unless configured otherwise (`--run-log-limit`);
+/// older output is dropped first.
+pub const DEFAULT_OUTPUT_BYTES: usize = 64 * 1024;
 
-/// Keeps the last [`MAX_OUTPUT_BYTES`] of `output` (the end of a log is what explains a
-/// failure), cut at a character boundary.
+/// The most of a run's log that can be kept (the limit's upper bound, and the store's cap).
+pub const MAX_OUTPUT_BYTES: usize = 1024 * 1024;
+
+/// Keeps the last [`MAX_OUTPUT_BYTES`] of `output`: the store's cap.
 pub fn bounded_output(output: &str) -> &str {
-    if output.len() <= MAX_OUTPUT_BYTES {
+    output_tail(output, MAX_OUTPUT_BYTES)
+}
+
+/// The last `limit` bytes of `output` (the end of a log is what explains a failure), cut
+/// at a character boundary.
+pub fn output_tail(output: &str, limit: usize) -> &str {
+    if output.len() <= limit {
         return output;
     }
-    let mut start = output.len() - MAX_OUTPUT_BYTES;
+    let mut start = output.len() - limit;
     while !output.is_char_boundary(start) {
         start += 1;
     }

@@ -54,7 +54,7 @@ pub use context::RunContext;
 pub use error::{HandlerError, WorkerError};
 pub use handler::{Handler, Outcome};
 pub use health::health_router;
-pub use output::MAX_OUTPUT_BYTES;
+pub use output::DEFAULT_OUTPUT_BYTES;
 pub use status::{Registration, Status, WorkerStatus};
 pub use worker::{
     DEFAULT_CAPACITY, DEFAULT_DRAIN_TIMEOUT, DEFAULT_KILL_GRACE, Worker, WorkerBuilder,

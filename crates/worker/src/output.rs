@@ -1,29 +1,44 @@
 //! Bounded output: the tail of a run's log kept for `RunFinished.output`, and a decoder
 //! that turns a byte stream (a child's pipe) into text without splitting characters.
 
-/// The most output kept per run, as the coordinator keeps it (`cronfleet_core::run`):
-/// the end of a log is what explains a failure, so the oldest text goes first.
-pub const MAX_OUTPUT_BYTES: usize = 64 * 1024;
+/// The output kept per run unless the coordinator says otherwise
+/// (`Registered.log_limit_bytes`): the end of a log is what explains a failure, so the
+/// oldest text goes first.
+pub const DEFAULT_OUTPUT_BYTES: usize = 64 * 1024;
 
-/// The last [`MAX_OUTPUT_BYTES`] of everything appended.
-#[derive(Debug, Default)]
+/// The last `limit` bytes of everything appended.
+#[derive(Debug)]
 pub(crate) struct LogTail {
     text: String,
+    limit: usize,
+}
+
+impl Default for LogTail {
+    fn default() -> Self {
+        LogTail::new(DEFAULT_OUTPUT_BYTES)
+    }
 }
 
 impl LogTail {
+    pub(crate) fn new(limit: usize) -> LogTail {
+        LogTail {
+            text: String::new(),
+            limit: limit.max(1),
+        }
+    }
+
     pub(crate) fn push(&mut self, chunk: &str) {
         self.text.push_str(chunk);
         // Trim only once twice the bound is reached, so appending stays amortised O(1).
-        if self.text.len() > 2 * MAX_OUTPUT_BYTES {
-            let start = tail_start(&self.text, MAX_OUTPUT_BYTES);
+        if self.text.len() > 2 * self.limit {
+            let start = tail_start(&self.text, self.limit);
             self.text.drain(..start);
         }
     }
 
-    /// The kept output: at most [`MAX_OUTPUT_BYTES`], cut at a character boundary.
+    /// The kept output: at most `limit` bytes, cut at a character boundary.
     pub(crate) fn text(&self) -> String {
-        let start = tail_start(&self.text, MAX_OUTPUT_BYTES);
+        let start = tail_start(&self.text, self.limit);
         self.text[start..].to_owned()
     }
 }
@@ -112,8 +127,8 @@ mod tests {
         }
         tail.push("END");
         let kept = tail.text();
-        assert!(kept.len() <= MAX_OUTPUT_BYTES);
-        assert!(kept.len() >= MAX_OUTPUT_BYTES - 1);
+        assert!(kept.len() <= DEFAULT_OUTPUT_BYTES);
+        assert!(kept.len() >= DEFAULT_OUTPUT_BYTES - 1);
         assert!(kept.ends_with("éEND"));
         assert!(!kept.contains("start"));
     }

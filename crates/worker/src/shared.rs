@@ -26,7 +26,7 @@ use tracing::{debug, info, warn};
 use crate::context::RunContext;
 use crate::handler::Handler;
 use crate::metrics::WorkerMetrics;
-use crate::output::LogTail;
+use crate::output::{DEFAULT_OUTPUT_BYTES, LogTail};
 use crate::status::{Registration, Status};
 
 /// Used when `Registered.heartbeat_interval_ms` is 0 (unset): DESIGN §1's one second.
@@ -214,6 +214,8 @@ struct State {
     lease: Option<Lease>,
     runs: HashMap<i64, Arc<RunEntry>>,
     unreported: Vec<Unreported>,
+    /// How much of each run's log to keep, as the leader said at registration.
+    log_limit: usize,
 }
 
 /// Whether an `Assign` is taken.
@@ -287,6 +289,7 @@ impl Shared {
                 lease: None,
                 runs: HashMap::new(),
                 unreported: Vec::new(),
+                log_limit: DEFAULT_OUTPUT_BYTES,
             }),
             status: watch::Sender::new(Status {
                 accepting: true,
@@ -373,6 +376,10 @@ impl Shared {
             return Err(state.highest_epoch);
         }
         state.highest_epoch = registered.epoch;
+        state.log_limit = match registered.log_limit_bytes {
+            0 => DEFAULT_OUTPUT_BYTES,
+            limit => usize::try_from(limit).unwrap_or(usize::MAX),
+        };
         let settings = SessionSettings {
             heartbeat: millis_or(registered.heartbeat_interval_ms, DEFAULT_HEARTBEAT),
             lease_ttl: millis_or(registered.lease_ttl_ms, DEFAULT_LEASE_TTL),
@@ -557,7 +564,7 @@ impl Shared {
             token: CancellationToken::new(),
             stop: Mutex::new((None, false)),
             progress: Mutex::new((0, 0)),
-            tail: Mutex::new(LogTail::default()),
+            tail: Mutex::new(LogTail::new(state.log_limit)),
         });
         let handler = self.handlers[&assign.handler].clone();
         state.runs.insert(run.run_id, run.clone());

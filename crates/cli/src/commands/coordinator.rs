@@ -10,6 +10,7 @@ use cronfleet_coordinator::clock::SystemClock;
 use cronfleet_coordinator::{CoordinatorConfig, Election, EtcdElection, LocalElection, Tokens};
 use cronfleet_core::duration::parse_fixed_duration;
 use cronfleet_core::policy::AutoPausePolicy;
+use cronfleet_core::run::MAX_OUTPUT_BYTES;
 
 use super::server_args::ListenArgs;
 use crate::logging::{self, LogArgs};
@@ -104,6 +105,9 @@ pub struct CoordinatorCommand {
     /// … that span at least this long (Odoo pauses a cron failing 5 times over 7 days).
     #[arg(long, env = "CRONFLEET_AUTO_PAUSE_AFTER", default_value = "7d", value_parser = parse_fixed_duration, value_name = "DUR")]
     auto_pause_after: Duration,
+    /// How much of each run's log is kept (its end): bytes, or with KiB / MiB, up to 1MiB.
+    #[arg(long, env = "CRONFLEET_RUN_LOG_LIMIT", default_value = "64KiB", value_parser = parse_size, value_name = "SIZE")]
+    run_log_limit: usize,
     /// Ended runs older than this are deleted from the history (by the leader, in small
     /// batches, every minute).
     #[arg(long, env = "CRONFLEET_RUN_RETENTION", default_value = "30d", value_parser = parse_fixed_duration, value_name = "DUR")]
@@ -111,6 +115,30 @@ pub struct CoordinatorCommand {
     /// Each job keeps at most this many runs in its history (the newest).
     #[arg(long, env = "CRONFLEET_RUNS_PER_JOB", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
     runs_per_job: u32,
+}
+
+/// A size in bytes: `65536`, `64KiB`, `1MiB` (also `KB`/`MB`, as binary units), between
+/// 1 byte and 1 MiB.
+fn parse_size(text: &str) -> Result<usize, String> {
+    let trimmed = text.trim();
+    let split = trimmed
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(split);
+    let invalid =
+        || format!("{text:?} is not a size: expected bytes (65536) or KiB / MiB (64KiB, 1MiB)");
+    let number: usize = number.parse().map_err(|_| invalid())?;
+    let factor = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "KB" | "K" => 1024,
+        "MiB" | "MB" | "M" => 1024 * 1024,
+        _ => return Err(invalid()),
+    };
+    let bytes = number.checked_mul(factor).ok_or_else(invalid)?;
+    if bytes == 0 || bytes > MAX_OUTPUT_BYTES {
+        return Err(format!("{text:?} is out of range: between 1 byte and 1MiB"));
+    }
+    Ok(bytes)
 }
 
 /// The host name, for default node ids.
@@ -131,6 +159,7 @@ impl CoordinatorCommand {
         config.api_tokens = Tokens::new(self.api_tokens.iter().cloned());
         config.worker_tokens = Tokens::new(self.worker_tokens.iter().cloned());
         config.insecure_open_api = self.insecure_open_api;
+        config.run_log_limit = self.run_log_limit;
         config.run_retention = self.run_retention;
         config.runs_per_job = self.runs_per_job;
         config.worker_timeout = self.worker_timeout;
@@ -169,5 +198,22 @@ impl CoordinatorCommand {
             handle.wait().await?;
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_take_bytes_and_binary_units_within_bounds() {
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert_eq!(parse_size("64KiB"), Ok(64 * 1024));
+        assert_eq!(parse_size("1MiB"), Ok(1024 * 1024));
+        assert_eq!(parse_size("2K"), Ok(2048));
+        for bad in ["", "KiB", "64 GiB", "-1", "2MiB", "0", "1.5KiB"] {
+            let error = parse_size(bad).unwrap_err();
+            assert!(error.contains(&format!("{bad:?}")), "{bad}: {error}");
+        }
     }
 }

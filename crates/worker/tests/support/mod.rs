@@ -189,6 +189,7 @@ fn answer_register(shared: &Shared, conn: u64, tx: &Sender) -> bool {
                 epoch,
                 lease_ttl_ms,
                 heartbeat_interval_ms,
+                log_limit_bytes: 0,
             }))));
             *shared.current.lock().unwrap() = Some((conn, tx.clone()));
             true
