@@ -53,7 +53,8 @@ def accepted(binary, subcommand):
         [binary, subcommand, "--help"], capture_output=True, text=True, check=True
     ).stdout
     flags = set(re.findall(r"(?<![\w-])--([a-z][a-z0-9-]*)", help_text))
-    envs = set(re.findall(r"\[env: ([A-Z][A-Z0-9_]*)=", help_text))
+    # `[env: NAME=VALUE]`, or `[env: NAME]` for settings whose values --help hides (tokens).
+    envs = set(re.findall(r"\[env: ([A-Z][A-Z0-9_]*)[=\]]", help_text))
     return flags, envs
 
 

@@ -73,6 +73,11 @@ class Topology:
         self.ports[("etcd", 2379)] = int(etcd_url.rsplit(":", 1)[1])
         self.processes = {}  # (service, replica) → Popen
         self.next_replica = {}
+        # Client commands authenticate as compose's own client (the `jobs` service) does.
+        self.client_env = dict(os.environ)
+        for service in self.services.values():
+            if service.get("entrypoint") and "CRONFLEET_API_TOKEN" in (service.get("environment") or {}):
+                self.client_env["CRONFLEET_API_TOKEN"] = str(service["environment"]["CRONFLEET_API_TOKEN"])
 
     def is_cronfleet(self, service):
         return "build" in service or re.search(r"(^|/)cronfleet(:|$)", str(service.get("image", "")))
@@ -191,7 +196,7 @@ class Topology:
         """A client command against the first coordinator that answers."""
         error = ""
         for url in self.coordinator_urls():
-            result = subprocess.run([self.binary, *args, "--server", url],
+            result = subprocess.run([self.binary, *args, "--server", url], env=self.client_env,
                                     capture_output=True, text=True, timeout=60)
             if result.returncode == 0:
                 return result.stdout
