@@ -7,16 +7,18 @@ this check
   Kubernetes `args`, `env` with `$(VAR)` references and downward-API fields, `envFrom`
   ConfigMaps and Secrets of the same build);
 - checks that the subcommand exists and that every flag and every variable is one the
-  binary lists in `cronfleet SUBCOMMAND --help` (variables that are not cronfleet's own
-  must be in NOT_CRONFLEET, with the reason);
+  binary lists in `cronfleet SUBCOMMAND --help`, a standard OpenTelemetry variable its
+  trace export reads (OPENTELEMETRY), or in NOT_CRONFLEET with the reason;
 - starts the binary with exactly that command line and environment for a few seconds (a
   dry run): a value the binary rejects (a bad duration, a lease ttl not below the worker
   timeout…) makes it exit with an error, while an accepted configuration either keeps
   running or stops only at the unreachable database;
 - checks what the binary's settings imply for the manifests: probes and Service target
   ports hit the ports the process listens on, on an address the kubelet can reach; the
-  advertise URL names the gRPC port; workers get longer to stop than their drain; the
-  compose worker can be scaled (no fixed name, published port or node id).
+  pods' Prometheus scrape annotations name the HTTP port and /metrics; an OTLP endpoint
+  that is a Service of the same build names one of its ports; the advertise URL names
+  the gRPC port; workers get longer to stop than their drain; the compose worker can be
+  scaled (no fixed name, published port or node id).
 
 Usage: flags.py --binary PATH --compose CONFIG.yaml [--kubernetes NAME=BUILD.yaml]…
 (CONFIG.yaml is `docker-compose config` output; BUILD.yaml a `kustomize build`.)
@@ -28,6 +30,7 @@ import os
 import re
 import subprocess
 import tempfile
+import urllib.parse
 
 import yaml
 
@@ -36,12 +39,24 @@ from deploycheck import Report, accepted, parse_duration, subcommands
 # Variables set for cronfleet processes that are not cronfleet flags, and why.
 NOT_CRONFLEET = {
     "RUST_LOG": "log filter, read by the binary's tracing subscriber",
-    "OTEL_EXPORTER_OTLP_ENDPOINT": "standard OpenTelemetry variable (tracing export comes with the observability work)",
-    "OTEL_SERVICE_NAME": "standard OpenTelemetry variable",
-    "OTEL_RESOURCE_ATTRIBUTES": "standard OpenTelemetry variable",
     "POD_IP": "downward API, only used in $(POD_IP) references",
     "POD_NAME": "downward API, only used in $(POD_NAME) references",
     "SYNC_INVENTORY_URL": "read by deploy/compose/create-example-jobs.sh",
+}
+
+# The standard OpenTelemetry variables the binary's trace export reads (the OpenTelemetry
+# SDK's and OTLP/gRPC exporter's own, for traces; cronfleet's telemetry crate reads the
+# first two to decide whether to export at all). Anything else named OTEL_* is a typo or
+# a setting this binary ignores (OTLP over HTTP, metrics and logs export).
+OPENTELEMETRY = {
+    "OTEL_SDK_DISABLED", "OTEL_TRACES_EXPORTER",
+    "OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES",
+    "OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG",
+    "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "OTEL_SPAN_EVENT_COUNT_LIMIT", "OTEL_SPAN_LINK_COUNT_LIMIT",
+    "OTEL_BSP_SCHEDULE_DELAY", "OTEL_BSP_EXPORT_TIMEOUT", "OTEL_BSP_MAX_QUEUE_SIZE",
+    "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "OTEL_BSP_MAX_CONCURRENT_EXPORTS",
+    *(f"OTEL_EXPORTER_OTLP{signal}_{setting}" for signal in ("", "_TRACES")
+      for setting in ("ENDPOINT", "HEADERS", "COMPRESSION", "TIMEOUT")),
 }
 
 # Downward-API fields, as a pod would see them.
@@ -171,6 +186,8 @@ def kubernetes_uses(build_name, path, report):
             env = container_env(container, config_maps, secrets, where, report)
             uses.append(use(where, args[0], args[1:], env))
             check_ports(where, args[0], container, pod, env, report)
+            check_scrape_annotations(where, args[0], template, env, report)
+            check_otlp_endpoint(where, env, objects, report)
     check_services(build_name, objects, workloads, report)
     return uses
 
@@ -274,6 +291,44 @@ def check_ports(where, subcommand, container, pod, env, report):
                      f"terminationGracePeriodSeconds {grace} must exceed drain timeout + kill grace ({needed}s)")
 
 
+def check_scrape_annotations(where, subcommand, template, env, report):
+    """Coordinators and workers ask Prometheus to scrape /metrics on their HTTP port."""
+    http_setting = {"coordinator": "CRONFLEET_HTTP", "worker": "CRONFLEET_WORKER_HTTP"}.get(subcommand)
+    if not http_setting:
+        return
+    annotations = template["metadata"].get("annotations") or {}
+    port = port_of(env.get(http_setting, DEFAULTS[http_setting]))
+    for name, expected in (("prometheus.io/scrape", "true"), ("prometheus.io/port", str(port)),
+                           ("prometheus.io/path", "/metrics")):
+        report.check(annotations.get(name) == expected, where,
+                     f"pod annotation {name} is {annotations.get(name)!r}, should be {expected!r} "
+                     f"(/metrics is served on {http_setting}'s port {port})")
+
+
+def check_otlp_endpoint(where, env, objects, report):
+    """An OTLP endpoint that names a Service of the same build hits one of its ports."""
+    endpoint = env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    if not endpoint:
+        return
+    url = urllib.parse.urlsplit(endpoint)
+    try:
+        port = url.port
+    except ValueError:
+        port = None
+    if not report.check(url.scheme in ("http", "https") and url.hostname and port, where,
+                        f"OTLP endpoint {endpoint!r} should be http(s)://HOST:PORT (OTLP over gRPC, usually 4317)"):
+        return
+    namespace = next((o["metadata"].get("namespace") for o in objects if o["kind"] == "Service"), None)
+    host = (url.hostname or "").split(".")
+    # SERVICE, SERVICE.NAMESPACE or SERVICE.NAMESPACE.svc[.cluster.local]
+    if len(host) > 1 and host[1] != namespace:
+        return
+    for service in (o for o in objects if o["kind"] == "Service" and o["metadata"]["name"] == host[0]):
+        ports = [p["port"] for p in service["spec"]["ports"]]
+        report.check(port in ports, where,
+                     f"OTLP endpoint {endpoint} names Service {host[0]}, which has ports {ports}, not {port}")
+
+
 def check_services(build_name, objects, workloads, report):
     for service in (o for o in objects if o["kind"] == "Service"):
         selector = service["spec"].get("selector") or {}
@@ -322,6 +377,11 @@ def check_names(binary, known, use, report):
             flag = arg[2:].split("=", 1)[0]
             report.check(flag in flags, where, f"`cronfleet {subcommand}` has no flag --{flag}")
     for name in use["env"]:
+        if name.startswith("OTEL_"):
+            report.check(name in OPENTELEMETRY, where,
+                         f"{name} is not a standard OpenTelemetry variable that cronfleet's trace export "
+                         f"reads (it reads {', '.join(sorted(OPENTELEMETRY))})")
+            continue
         report.check(name in envs or name in NOT_CRONFLEET, where,
                      f"`cronfleet {subcommand}` reads no variable {name}"
                      + (f" (it reads {', '.join(sorted(envs))})" if name.startswith("CRONFLEET_") else ""))
