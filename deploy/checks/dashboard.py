@@ -7,8 +7,7 @@
   and wait for a handler no worker offers, and one store error provoked (the SQLite
   database is held locked past the store's busy timeout), so that every metric family
   has series. Debian's Prometheus scrapes both processes' /metrics, as a cluster's
-  Prometheus would (default scrape settings: cronfleet's `job` label becomes
-  `exported_job`).
+  Prometheus would (default scrape settings).
 - Every metric name in every query is one Prometheus has scraped from them; every label
   a selector matches on is a label of that metric; every label a query groups by is a
   label of a metric in it; every query, with Grafana's interval variables filled in,

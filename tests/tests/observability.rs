@@ -270,7 +270,7 @@ async fn metrics_count_the_runs_of_coordinator_and_worker() {
     cluster.start_worker("w1", "noop", 4);
     let (coordinator, worker) = (cluster.coordinators[0].http, cluster.workers[0].http);
     let before = (scrape(coordinator), scrape(worker));
-    let finished = [("job", "tick"), ("state", "succeeded")];
+    let finished = [("job_name", "tick"), ("state", "succeeded")];
     assert_eq!(
         value(&before.0, "cronfleet_runs_finished_total", &finished),
         0.0

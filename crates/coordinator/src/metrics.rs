@@ -1,7 +1,8 @@
 //! The coordinator's Prometheus metrics, served on `/metrics` of its HTTP port. One
 //! registry per coordinator (several can share a process: tests, `cronfleet dev`). Names
-//! are `cronfleet_*` with their unit; the `job` label is on `cronfleet_runs_finished_total`
-//! only, and every other label has a small fixed set of values.
+//! are `cronfleet_*` with their unit; the `job_name` label is on
+//! `cronfleet_runs_finished_total` only, and every other label has a small fixed set of
+//! values.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -27,9 +28,11 @@ use crate::workers::WorkerInfo;
 const LAG_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
 ];
+/// `job_name`, not `job`: Prometheus keeps `job` for the scrape job (and would rename
+/// ours to `exported_job`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct JobStateLabels {
-    job: String,
+    job_name: String,
     state: &'static str,
 }
 
@@ -218,7 +221,7 @@ impl CoordinatorMetrics {
         }
         self.runs_finished
             .get_or_create(&JobStateLabels {
-                job: run.job_name.clone(),
+                job_name: run.job_name.clone(),
                 state,
             })
             .inc();
@@ -281,6 +284,11 @@ impl CoordinatorMetrics {
             .inc();
         self.leader.set(i64::from(epoch.is_some()));
         self.leader_epoch.set(epoch.unwrap_or(0));
+        if epoch.is_none() {
+            // What only the leader measures says nothing once it follows.
+            self.set_waiting_for_worker(std::iter::empty());
+            self.set_backlog(0);
+        }
     }
 
     pub(crate) fn store_error(&self, operation: &'static str, error: &StoreError) {

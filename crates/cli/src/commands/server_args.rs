@@ -15,7 +15,7 @@ pub struct ListenArgs {
         value_name = "ADDR"
     )]
     pub grpc: SocketAddr,
-    /// Where /healthz and /readyz are served.
+    /// Where /healthz, /readyz and /metrics are served.
     #[arg(
         long,
         env = "CRONFLEET_HTTP",

@@ -67,7 +67,7 @@ pub struct WorkerCommand {
     #[arg(long, env = "CRONFLEET_NODE_ID", value_name = "ID")]
     node_id: Option<String>,
 
-    /// Where /healthz and /readyz are served.
+    /// Where /healthz, /readyz and /metrics are served.
     #[arg(
         long,
         env = "CRONFLEET_WORKER_HTTP",
@@ -201,7 +201,7 @@ impl WorkerCommand {
                 .with_context(|| format!("--http {http}: cannot listen"))?;
             let probes =
                 tokio::spawn(axum::serve(listener, health_router(worker.status())).into_future());
-            tracing::info!(worker = %worker.node_id(), %http, "serving /healthz and /readyz");
+            tracing::info!(worker = %worker.node_id(), %http, "serving /healthz, /readyz and /metrics");
             // Runs until SIGTERM / SIGINT, then drains.
             worker.run(signals::until_terminated()).await;
             probes.abort();
