@@ -222,6 +222,9 @@ pub struct Job {
     pub overlap_skipped_count: u64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The `apply` manager that created or adopted the job (see [`crate::apply`]); `None`
+    /// for a job defined one by one (`job create`), which no apply ever deletes.
+    pub managed_by: Option<String>,
 }
 
 /// The first slot of a job defined (or rescheduled) at `now`: its first slot at or after
@@ -229,6 +232,42 @@ pub struct Job {
 /// its start, so a job whose start is now runs now.
 pub fn first_slot(schedule: &Schedule, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     schedule.next_slot_after(now - TimeDelta::nanoseconds(1))
+}
+
+/// Where a job's schedule stands once its spec is replaced by `new` at `now`: the next slot
+/// to lease and the runs left.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScheduleState {
+    pub next_run_at: Option<DateTime<Utc>>,
+    pub remaining_runs: Option<u32>,
+}
+
+/// Whether replacing `current`'s spec by `new` reschedules the job: a changed schedule or
+/// max runs does; any other change leaves its slots alone.
+pub fn reschedules(current: &JobSpec, new: &JobSpec) -> bool {
+    current.schedule.to_parts() != new.schedule.to_parts() || current.max_runs != new.max_runs
+}
+
+/// The schedule state after `current`'s spec is replaced by `new` at `now`. A rescheduled
+/// job (see [`reschedules`]) starts again at its first slot at or after `now` with a fresh
+/// run count, and must still have a slot ahead; otherwise it carries on where it is.
+pub fn schedule_after_update(
+    current: &Job,
+    new: &JobSpec,
+    now: DateTime<Utc>,
+) -> Result<ScheduleState, InvalidJob> {
+    if reschedules(&current.spec, new) {
+        check_schedule_has_a_future(&new.schedule, now)?;
+        Ok(ScheduleState {
+            next_run_at: first_slot(&new.schedule, now),
+            remaining_runs: new.max_runs,
+        })
+    } else {
+        Ok(ScheduleState {
+            next_run_at: current.next_run_at,
+            remaining_runs: current.remaining_runs,
+        })
+    }
 }
 
 /// Rejects a one-off job whose time has passed: it would never run.

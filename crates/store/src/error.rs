@@ -1,5 +1,6 @@
 //! The store's errors: what went wrong, said so that an operator or the API can act on it.
 
+use cronfleet_core::apply::ApplyError;
 use cronfleet_core::job::InvalidJob;
 use cronfleet_core::run::IllegalTransition;
 
@@ -39,6 +40,10 @@ pub enum StoreError {
     AlreadyQueued { job: String, run: i64 },
     #[error(transparent)]
     InvalidJob(#[from] InvalidJob),
+    /// An apply that cannot be carried out (a duplicate name, a job another manager owns,
+    /// an invalid job in the list).
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
     /// A stored value that cronfleet cannot read back (edited by hand, or a bug).
     #[error("stored data is invalid: {0}")]
     Corrupt(String),

@@ -16,6 +16,7 @@ mod sqlite;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use cronfleet_core::apply::{ApplyRequest, JobChange};
 use cronfleet_core::job::{Job, JobSpec};
 use cronfleet_core::lease::LeaseSettings;
 use cronfleet_core::run::{Progress, Run, RunState};
@@ -62,6 +63,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Replaces a job's spec if its version is still `expected_version`. A changed schedule
     /// restarts from its first slot at or after `now`; a changed max runs resets the count.
+    /// The job keeps its owner (`managed_by`).
     async fn update_job(
         &self,
         name: &str,
@@ -69,6 +71,18 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         spec: &JobSpec,
         now: DateTime<Utc>,
     ) -> Result<Job, StoreError>;
+
+    /// Makes the jobs of `request.manager` match `request.jobs` in one transaction, as
+    /// `cronfleet_core::apply::plan_apply` plans it against the stored jobs: creates, updates
+    /// and (when pruning) deletes, making the manager the owner of what it creates or
+    /// updates. Returns what it did to each job; on any error it writes nothing, and with
+    /// `dry_run` it never writes, returning what it would do.
+    async fn apply_jobs(
+        &self,
+        request: &ApplyRequest,
+        dry_run: bool,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<JobChange>, StoreError>;
 
     /// Pauses a job with an optional operator note. Its slots are not leased while paused;
     /// on resume the catch-up policy decides what happens to the ones it missed.

@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use cronfleet_core::job::{Job, JobSpec, check_schedule_has_a_future, first_slot};
+use cronfleet_core::apply::{ApplyRequest, JobChange, JobWrite, plan_apply};
+use cronfleet_core::job::{
+    Job, JobSpec, check_schedule_has_a_future, first_slot, schedule_after_update,
+};
 use cronfleet_core::lease::LeaseSettings;
 use cronfleet_core::policy::OpenRuns;
 use cronfleet_core::run::{IllegalTransition, Progress, Run, RunState, Trigger, bounded_output};
@@ -89,6 +92,103 @@ async fn fetch_job_for_update(conn: &mut PgConnection, name: &str) -> Result<Job
     .await?;
     row.ok_or_else(|| StoreError::JobNotFound(name.to_owned()))?
         .try_into()
+}
+
+/// Inserts a job owned by `managed_by` (`None`: defined one by one). Its first slot is its
+/// first one at or after `now`.
+async fn insert_job(
+    conn: &mut PgConnection,
+    spec: &JobSpec,
+    managed_by: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<Job, StoreError> {
+    spec.validate()?;
+    check_schedule_has_a_future(&spec.schedule, now)?;
+    let values = JobValues::of(spec);
+    let next_run_at = first_slot(&spec.schedule, now);
+    let row: JobRow = sqlx::query_as(concat!(
+        "INSERT INTO jobs (name, handler, args, schedule_kind, schedule_expr, schedule_start, tz, \
+         priority, max_runs, remaining_runs, timeout_ms, retries, overlap, catch_up, \
+         catch_up_window_ms, labels, paused, pause_note, active, next_run_at, created_at, updated_at, \
+         managed_by) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+         $18, $19, $20, $20, $21) RETURNING ",
+        job_columns!()
+    ))
+    .bind(&spec.name)
+    .bind(&spec.handler)
+    .bind(&values.args)
+    .bind(&values.schedule.kind)
+    .bind(&values.schedule.expr)
+    .bind(values.schedule.start)
+    .bind(&values.schedule.tz)
+    .bind(spec.priority)
+    .bind(values.max_runs)
+    .bind(values.timeout_ms)
+    .bind(values.retries)
+    .bind(values.overlap)
+    .bind(values.catch_up)
+    .bind(values.catch_up_window_ms)
+    .bind(&values.labels)
+    .bind(spec.paused)
+    .bind(&spec.pause_note)
+    .bind(next_run_at.is_some())
+    .bind(next_run_at)
+    .bind(now)
+    .bind(managed_by)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(|error| duplicate_name(error, &spec.name))?;
+    row.try_into()
+}
+
+/// Replaces the spec and owner of `current`, a row this transaction has locked; its
+/// schedule goes on or starts again as [`schedule_after_update`] says.
+async fn replace_job(
+    conn: &mut PgConnection,
+    current: &Job,
+    spec: &JobSpec,
+    managed_by: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<Job, StoreError> {
+    spec.validate()?;
+    let schedule = schedule_after_update(current, spec, now)?;
+    let values = JobValues::of(spec);
+    let row: JobRow = sqlx::query_as(concat!(
+        "UPDATE jobs SET name = $2, handler = $3, args = $4, schedule_kind = $5, schedule_expr = $6, \
+         schedule_start = $7, tz = $8, priority = $9, max_runs = $10, remaining_runs = $11, \
+         timeout_ms = $12, retries = $13, overlap = $14, catch_up = $15, catch_up_window_ms = $16, \
+         labels = $17, paused = $18, pause_note = $19, active = $20, next_run_at = $21, \
+         version = version + 1, updated_at = $22, managed_by = $23 WHERE id = $1 RETURNING ",
+        job_columns!()
+    ))
+    .bind(current.id)
+    .bind(&spec.name)
+    .bind(&spec.handler)
+    .bind(&values.args)
+    .bind(&values.schedule.kind)
+    .bind(&values.schedule.expr)
+    .bind(values.schedule.start)
+    .bind(&values.schedule.tz)
+    .bind(spec.priority)
+    .bind(values.max_runs)
+    .bind(JobValues::count(schedule.remaining_runs))
+    .bind(values.timeout_ms)
+    .bind(values.retries)
+    .bind(values.overlap)
+    .bind(values.catch_up)
+    .bind(values.catch_up_window_ms)
+    .bind(&values.labels)
+    .bind(spec.paused)
+    .bind(&spec.pause_note)
+    .bind(schedule.next_run_at.is_some())
+    .bind(schedule.next_run_at)
+    .bind(now)
+    .bind(managed_by)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(|error| duplicate_name(error, &spec.name))?;
+    row.try_into()
 }
 
 async fn fetch_run(conn: &mut PgConnection, id: i64, lock: bool) -> Result<Run, StoreError> {
@@ -226,42 +326,8 @@ impl Store for PostgresStore {
     }
 
     async fn create_job(&self, spec: &JobSpec, now: DateTime<Utc>) -> Result<Job, StoreError> {
-        spec.validate()?;
-        check_schedule_has_a_future(&spec.schedule, now)?;
-        let values = JobValues::of(spec);
-        let next_run_at = first_slot(&spec.schedule, now);
-        let row: JobRow = sqlx::query_as(concat!(
-            "INSERT INTO jobs (name, handler, args, schedule_kind, schedule_expr, schedule_start, tz, \
-             priority, max_runs, remaining_runs, timeout_ms, retries, overlap, catch_up, \
-             catch_up_window_ms, labels, paused, pause_note, active, next_run_at, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-             $18, $19, $20, $20) RETURNING ",
-            job_columns!()
-        ))
-        .bind(&spec.name)
-        .bind(&spec.handler)
-        .bind(&values.args)
-        .bind(&values.schedule.kind)
-        .bind(&values.schedule.expr)
-        .bind(values.schedule.start)
-        .bind(&values.schedule.tz)
-        .bind(spec.priority)
-        .bind(values.max_runs)
-        .bind(values.timeout_ms)
-        .bind(values.retries)
-        .bind(values.overlap)
-        .bind(values.catch_up)
-        .bind(values.catch_up_window_ms)
-        .bind(&values.labels)
-        .bind(spec.paused)
-        .bind(&spec.pause_note)
-        .bind(next_run_at.is_some())
-        .bind(next_run_at)
-        .bind(now)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(|error| duplicate_name(error, &spec.name))?;
-        row.try_into()
+        let mut conn = self.pool.acquire().await?;
+        insert_job(&mut conn, spec, None, now).await
     }
 
     async fn get_job(&self, name: &str) -> Result<Job, StoreError> {
@@ -295,7 +361,6 @@ impl Store for PostgresStore {
         spec: &JobSpec,
         now: DateTime<Utc>,
     ) -> Result<Job, StoreError> {
-        spec.validate()?;
         let mut tx = self.pool.begin().await?;
         let current = fetch_job_for_update(&mut tx, name).await?;
         if current.version != expected_version {
@@ -305,55 +370,54 @@ impl Store for PostgresStore {
                 actual: current.version,
             });
         }
-        let values = JobValues::of(spec);
-        let rescheduled = values.schedule != current.spec.schedule.to_parts()
-            || spec.max_runs != current.spec.max_runs;
-        let (next_run_at, remaining_runs) = if rescheduled {
-            check_schedule_has_a_future(&spec.schedule, now)?;
-            (first_slot(&spec.schedule, now), values.max_runs)
-        } else {
-            (
-                current.next_run_at,
-                current
-                    .remaining_runs
-                    .map(|n| i32::try_from(n).unwrap_or(i32::MAX)),
-            )
-        };
-        let row: JobRow = sqlx::query_as(concat!(
-            "UPDATE jobs SET name = $2, handler = $3, args = $4, schedule_kind = $5, schedule_expr = $6, \
-             schedule_start = $7, tz = $8, priority = $9, max_runs = $10, remaining_runs = $11, \
-             timeout_ms = $12, retries = $13, overlap = $14, catch_up = $15, catch_up_window_ms = $16, \
-             labels = $17, paused = $18, pause_note = $19, active = $20, next_run_at = $21, \
-             version = version + 1, updated_at = $22 WHERE id = $1 RETURNING ",
-            job_columns!()
-        ))
-        .bind(current.id)
-        .bind(&spec.name)
-        .bind(&spec.handler)
-        .bind(&values.args)
-        .bind(&values.schedule.kind)
-        .bind(&values.schedule.expr)
-        .bind(values.schedule.start)
-        .bind(&values.schedule.tz)
-        .bind(spec.priority)
-        .bind(values.max_runs)
-        .bind(remaining_runs)
-        .bind(values.timeout_ms)
-        .bind(values.retries)
-        .bind(values.overlap)
-        .bind(values.catch_up)
-        .bind(values.catch_up_window_ms)
-        .bind(&values.labels)
-        .bind(spec.paused)
-        .bind(&spec.pause_note)
-        .bind(next_run_at.is_some())
-        .bind(next_run_at)
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(|error| duplicate_name(error, &spec.name))?;
+        let managed_by = current.managed_by.clone();
+        let job = replace_job(&mut tx, &current, spec, managed_by.as_deref(), now).await?;
         tx.commit().await?;
-        row.try_into()
+        Ok(job)
+    }
+
+    async fn apply_jobs(
+        &self,
+        request: &ApplyRequest,
+        dry_run: bool,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<JobChange>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let names = request.names();
+        // Locked until the plan is written: nobody changes them between the plan and the
+        // writes, and a concurrent update that read them before fails on their new version.
+        let rows: Vec<JobRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobs WHERE name = ANY($1) OR managed_by = $2 ORDER BY id FOR UPDATE"
+        ))
+        .bind(&names)
+        .bind(&request.manager)
+        .fetch_all(&mut *tx)
+        .await?;
+        let plan = plan_apply(&jobs_from_rows(rows)?, request, now)?;
+        if dry_run {
+            return Ok(plan.changes);
+        }
+        let manager = Some(request.manager.as_str());
+        for write in &plan.writes {
+            match write {
+                JobWrite::Create(spec) => {
+                    insert_job(&mut tx, spec, manager, now).await?;
+                }
+                JobWrite::Update { current, spec } => {
+                    replace_job(&mut tx, current, spec, manager, now).await?;
+                }
+                JobWrite::Delete { id, .. } => {
+                    sqlx::query("DELETE FROM jobs WHERE id = $1")
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(plan.changes)
     }
 
     async fn pause_job(

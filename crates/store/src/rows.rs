@@ -21,7 +21,8 @@ macro_rules! job_columns {
         "id, name, handler, args, schedule_kind, schedule_expr, schedule_start, tz, priority, \
          max_runs, remaining_runs, timeout_ms, retries, overlap, catch_up, catch_up_window_ms, \
          labels, paused, pause_note, active, next_run_at, last_run_at, failure_count, \
-         first_failure_at, missed_count, overlap_skipped_count, version, created_at, updated_at"
+         first_failure_at, missed_count, overlap_skipped_count, version, created_at, updated_at, \
+         managed_by"
     };
 }
 
@@ -56,6 +57,7 @@ pub(crate) struct JobRow {
     version: i64,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    managed_by: Option<String>,
 }
 
 fn corrupt(what: &str, id: i64, error: impl std::fmt::Display) -> StoreError {
@@ -134,6 +136,7 @@ impl TryFrom<JobRow> for Job {
             overlap_skipped_count: to_u64(row.overlap_skipped_count, "overlap_skipped_count", id)?,
             created_at: row.created_at,
             updated_at: row.updated_at,
+            managed_by: row.managed_by,
         })
     }
 }
@@ -156,11 +159,16 @@ fn duration_ms(duration: Option<Duration>) -> Option<i64> {
 }
 
 impl JobValues {
+    /// A run count as stored (counts beyond `i32::MAX` are unlimited in practice).
+    pub(crate) fn count(runs: Option<u32>) -> Option<i32> {
+        runs.map(|n| i32::try_from(n).unwrap_or(i32::MAX))
+    }
+
     pub(crate) fn of(spec: &JobSpec) -> JobValues {
         JobValues {
             args: Json(spec.args.clone()),
             schedule: spec.schedule.to_parts(),
-            max_runs: spec.max_runs.map(|n| i32::try_from(n).unwrap_or(i32::MAX)),
+            max_runs: JobValues::count(spec.max_runs),
             timeout_ms: duration_ms(spec.timeout),
             retries: i32::try_from(spec.retries).unwrap_or(i32::MAX),
             overlap: spec.overlap.as_str(),

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+use cronfleet_core::apply::{ApplyRequest, DesiredJob, JobChange};
 use cronfleet_core::duration::Interval;
 use cronfleet_core::job::{JobSpec, MAX_ARGS_BYTES};
 use cronfleet_core::lease::LeaseSettings;
@@ -206,6 +207,252 @@ async fn updates_check_the_version_and_reschedule(store: Arc<dyn Store>) {
         .await
         .unwrap_err();
     assert!(matches!(missing, StoreError::JobNotFound(_)));
+}
+
+fn desired(spec: JobSpec) -> DesiredJob {
+    DesiredJob {
+        spec,
+        start_given: true,
+        paused_given: false,
+    }
+}
+
+fn apply_list(manager: &str, jobs: Vec<JobSpec>, prune: bool) -> ApplyRequest {
+    ApplyRequest {
+        manager: manager.to_owned(),
+        jobs: jobs.into_iter().map(desired).collect(),
+        prune,
+    }
+}
+
+/// Applies every-second jobs of these names as `manager` (writing them).
+async fn apply_names(
+    store: &dyn Store,
+    manager: &str,
+    names: &[&str],
+    prune: bool,
+    now: DateTime<Utc>,
+) -> Vec<JobChange> {
+    let jobs = names.iter().map(|name| every_second(name)).collect();
+    store
+        .apply_jobs(&apply_list(manager, jobs, prune), false, now)
+        .await
+        .unwrap()
+}
+
+fn actions(changes: &[JobChange]) -> Vec<(String, &'static str)> {
+    changes
+        .iter()
+        .map(|change| (change.name.clone(), change.action.as_str()))
+        .collect()
+}
+
+/// Each job's name, owner and version: what a refused or dry-run apply must leave as it was.
+async fn owners(store: &dyn Store) -> Vec<(String, Option<String>, i64)> {
+    store
+        .list_jobs()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|job| (job.spec.name, job.managed_by, job.version))
+        .collect()
+}
+
+async fn apply_creates_updates_and_leaves_alone(store: Arc<dyn Store>) {
+    let mut report = every_second("report");
+    report.retries = 2;
+    let list = apply_list("apply", vec![every_second("tick"), report.clone()], false);
+    let changes = store.apply_jobs(&list, false, t(0)).await.unwrap();
+    assert_eq!(
+        actions(&changes),
+        [("tick".into(), "created"), ("report".into(), "created")]
+    );
+    let created = store.get_job("report").await.unwrap();
+    assert_eq!(created.managed_by.as_deref(), Some("apply"));
+    assert_eq!((created.version, created.spec.retries), (1, 2));
+    assert_eq!(created.next_run_at, Some(t(0)));
+
+    // The same list again: nothing to do, nothing written.
+    let changes = store.apply_jobs(&list, false, t(5)).await.unwrap();
+    assert_eq!(
+        actions(&changes),
+        [("tick".into(), "unchanged"), ("report".into(), "unchanged")]
+    );
+    assert_eq!(store.get_job("report").await.unwrap().version, 1);
+
+    // A policy change keeps the schedule's place; a schedule change starts it again.
+    report.retries = 5;
+    let mut tick = every_second("tick");
+    tick.schedule = Schedule::every(
+        Interval::Elapsed(TimeDelta::minutes(1)),
+        t(30),
+        chrono_tz::UTC,
+    );
+    let changes = store
+        .apply_jobs(
+            &apply_list("apply", vec![tick, report], false),
+            false,
+            t(100),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        actions(&changes),
+        [("tick".into(), "updated"), ("report".into(), "updated")]
+    );
+    let fields: Vec<&str> = changes[0].fields.iter().map(|f| f.field).collect();
+    assert_eq!(fields, ["every", "start"]);
+    assert_eq!(
+        (
+            changes[1].fields[0].field,
+            changes[1].fields[0].to.as_deref()
+        ),
+        ("retries", Some("5"))
+    );
+    let report = store.get_job("report").await.unwrap();
+    assert_eq!((report.version, report.spec.retries), (2, 5));
+    assert_eq!(
+        report.next_run_at,
+        Some(t(0)),
+        "the schedule keeps its place"
+    );
+    let tick = store.get_job("tick").await.unwrap();
+    assert_eq!(tick.next_run_at, Some(t(150)), "first slot at or after now");
+
+    // An update by hand keeps the owner, and a stale one loses to the apply.
+    let mut by_hand = report.spec.clone();
+    by_hand.priority = 4;
+    let updated = store
+        .update_job("report", report.version, &by_hand, t(110))
+        .await
+        .unwrap();
+    assert_eq!(updated.managed_by.as_deref(), Some("apply"));
+    let stale = store
+        .update_job("report", report.version, &by_hand, t(110))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(stale, StoreError::VersionConflict { .. }),
+        "{stale}"
+    );
+}
+
+async fn apply_adopts_but_prunes_only_its_own_jobs(store: Arc<dyn Store>) {
+    store
+        .create_job(&every_second("by-hand"), t(0))
+        .await
+        .unwrap();
+    store
+        .create_job(&every_second("untouched"), t(0))
+        .await
+        .unwrap();
+    apply_names(store.as_ref(), "team-b", &["theirs"], false, t(0)).await;
+    apply_names(
+        store.as_ref(),
+        "apply",
+        &["old-a", "old-b", "kept"],
+        false,
+        t(0),
+    )
+    .await;
+
+    // Listing a job defined by hand adopts it.
+    let changes = apply_names(store.as_ref(), "apply", &["kept", "by-hand"], true, t(10)).await;
+    assert_eq!(
+        actions(&changes),
+        [
+            ("kept".into(), "unchanged"),
+            ("by-hand".into(), "updated"),
+            ("old-a".into(), "deleted"),
+            ("old-b".into(), "deleted"),
+        ]
+    );
+    assert_eq!(changes[1].fields[0].field, "managed_by");
+    assert_eq!(
+        owners(store.as_ref()).await,
+        [
+            ("by-hand".into(), Some("apply".into()), 2),
+            ("kept".into(), Some("apply".into()), 1),
+            ("theirs".into(), Some("team-b".into()), 1),
+            ("untouched".into(), None, 1),
+        ]
+    );
+
+    // An empty list with pruning removes every job of the manager, and only those.
+    let changes = apply_names(store.as_ref(), "apply", &[], true, t(20)).await;
+    assert_eq!(
+        actions(&changes),
+        [("by-hand".into(), "deleted"), ("kept".into(), "deleted")]
+    );
+    let names: Vec<String> = owners(store.as_ref())
+        .await
+        .into_iter()
+        .map(|(name, ..)| name)
+        .collect();
+    assert_eq!(names, ["theirs", "untouched"]);
+}
+
+async fn a_refused_or_dry_run_apply_writes_nothing(store: Arc<dyn Store>) {
+    apply_names(store.as_ref(), "team-b", &["theirs"], false, t(0)).await;
+    apply_names(store.as_ref(), "apply", &["mine", "gone"], false, t(0)).await;
+    let before = owners(store.as_ref()).await;
+    let mut changed = every_second("mine");
+    changed.priority = 3;
+
+    // A plan: what would change, with nothing written.
+    let plan = store
+        .apply_jobs(
+            &apply_list("apply", vec![changed.clone(), every_second("new")], true),
+            true,
+            t(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        actions(&plan),
+        [
+            ("mine".into(), "updated"),
+            ("new".into(), "created"),
+            ("gone".into(), "deleted"),
+        ]
+    );
+    assert_eq!(owners(store.as_ref()).await, before);
+
+    // Good changes next to a bad one: none of them is written.
+    let past = JobSpec::new("past", "noop", Schedule::at(t(-10), chrono_tz::UTC));
+    let refusals: Vec<(ApplyRequest, &str)> = vec![
+        (
+            apply_list("apply", vec![changed.clone(), every_second("theirs")], true),
+            "jobs[1] (theirs): the job belongs to manager \"team-b\", not \"apply\"",
+        ),
+        (
+            apply_list(
+                "apply",
+                vec![changed.clone(), every_second("new"), past],
+                true,
+            ),
+            "jobs[2] (past): invalid at",
+        ),
+        (
+            apply_list("apply", vec![changed.clone(), every_second("mine")], true),
+            "jobs[1]: the name \"mine\" is also the name of jobs[0]",
+        ),
+        (
+            apply_list("Not A Manager", vec![every_second("new")], false),
+            "invalid manager \"Not A Manager\"",
+        ),
+    ];
+    for (request, expected) in refusals {
+        for dry_run in [true, false] {
+            let error = store
+                .apply_jobs(&request, dry_run, t(10))
+                .await
+                .unwrap_err();
+            assert!(matches!(error, StoreError::Apply(_)), "{error:?}");
+            assert!(error.to_string().starts_with(expected), "{error}");
+            assert_eq!(owners(store.as_ref()).await, before, "{expected}");
+        }
+    }
 }
 
 async fn leasing_creates_runs_and_advances_the_schedule(store: Arc<dyn Store>) {
@@ -1187,4 +1434,7 @@ on_both_backends!(
     work_left_continues_at_once,
     cancels_stop_pending_runs_and_flag_running_ones,
     old_and_surplus_runs_are_pruned_in_small_batches,
+    apply_creates_updates_and_leaves_alone,
+    apply_adopts_but_prunes_only_its_own_jobs,
+    a_refused_or_dry_run_apply_writes_nothing,
 );
