@@ -3,116 +3,13 @@
 //! would read, the tables a person would, and that bad input of every kind fails with a
 //! clear message on stderr, nothing on stdout, a non-zero status and no change.
 
-use std::collections::BTreeMap;
-use std::process::Output;
-use std::sync::Arc;
+mod admin_api;
 
+use admin_api::{json, refused, snapshot, start_admin, succeeds};
 use chrono::{TimeDelta, Utc};
-use cronfleet_coordinator::admin::AdminServices;
-use cronfleet_coordinator::clock::SystemClock;
-use cronfleet_coordinator::wake::Wakeup;
-use cronfleet_coordinator::workers::{WorkerDirectory, WorkerInfo, WorkerState};
 use cronfleet_e2e::cronfleet_binary;
-use cronfleet_store::{PostgresStore, RunFilter, RunTransition, Store};
+use cronfleet_store::{RunFilter, RunTransition, Store};
 use serde_json::{Value, json};
-use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
-
-#[derive(Debug)]
-struct OneWorker;
-
-impl WorkerDirectory for OneWorker {
-    fn workers(&self) -> Vec<WorkerInfo> {
-        vec![WorkerInfo {
-            node_id: "worker-1".into(),
-            handlers: vec!["shell".into(), "noop".into()],
-            labels: BTreeMap::from([("region".into(), "eu".into())]),
-            capacity: 4,
-            busy: 1,
-            connected_at: Utc::now() - TimeDelta::minutes(5),
-            last_heartbeat_at: Utc::now(),
-            state: WorkerState::Connected,
-            version: "0.1.0".into(),
-        }]
-    }
-}
-
-/// The admin API on a free loopback port over a fresh database; returns its URL and the
-/// store (to set up what only a worker could do, and to check that nothing changed).
-async fn start_admin() -> (String, Arc<PostgresStore>) {
-    let database = cronfleet_testkit::test_database()
-        .await
-        .expect("test database");
-    let store = Arc::new(
-        PostgresStore::connect(database.url())
-            .await
-            .expect("connect"),
-    );
-    let admin = AdminServices::new(
-        store.clone(),
-        Arc::new(SystemClock),
-        Wakeup::default(),
-        Arc::new(OneWorker),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(
-        Server::builder()
-            .add_routes(admin.into_routes())
-            .serve_with_incoming(TcpIncoming::from(listener)),
-    );
-    (url, store)
-}
-
-/// Runs `cronfleet ARGS` against `server` (through `CRONFLEET_SERVER`, as a user's shell
-/// would set it).
-async fn cronfleet(server: &str, args: &[&str]) -> Output {
-    tokio::process::Command::new(cronfleet_binary())
-        .args(args)
-        .env("CRONFLEET_SERVER", server)
-        .env("COLUMNS", "200")
-        .output()
-        .await
-        .expect("run cronfleet")
-}
-
-/// Runs a command that must succeed quietly; returns its stdout.
-async fn succeeds(server: &str, args: &[&str]) -> String {
-    let output = cronfleet(server, args).await;
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{args:?} failed: {stderr}");
-    assert!(stderr.is_empty(), "{args:?} wrote to stderr: {stderr}");
-    String::from_utf8(output.stdout).expect("utf-8 output")
-}
-
-/// Runs a command with `-o json` that must succeed; returns the parsed JSON.
-async fn json(server: &str, args: &[&str]) -> Value {
-    let mut args = args.to_vec();
-    args.extend(["-o", "json"]);
-    let stdout = succeeds(server, &args).await;
-    serde_json::from_str(&stdout).unwrap_or_else(|error| panic!("{args:?}: {error}: {stdout}"))
-}
-
-/// The jobs (name and version) and the number of runs: what a refused command must leave
-/// as it was.
-async fn snapshot(store: &PostgresStore) -> (Vec<(String, i64)>, usize) {
-    let jobs = store
-        .list_jobs()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|job| (job.spec.name, job.version))
-        .collect();
-    let runs = store
-        .list_runs(&RunFilter {
-            limit: 10_000,
-            ..RunFilter::default()
-        })
-        .await
-        .unwrap()
-        .len();
-    (jobs, runs)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_and_runs_are_managed_through_the_cli() {
@@ -176,6 +73,7 @@ async fn jobs_and_runs_are_managed_through_the_cli() {
         "first_failure_at": null,
         "missed_count": 0,
         "overlap_skipped_count": 0,
+        "managed_by": null,
         "version": 1,
     });
     for (field, value) in expected.as_object().unwrap() {
@@ -662,9 +560,21 @@ async fn bad_input_fails_clearly_and_changes_nothing() {
             vec!["cannot be used with"],
         ),
         (
-            args(&["job", "list", "-o", "yaml"]),
+            args(&["job", "list", "-o", "xml"]),
             USAGE,
-            vec!["invalid value 'yaml'", "table, json"],
+            vec!["invalid value 'xml'", "table, json, yaml"],
+        ),
+        (
+            args(&["runs", "-o", "yaml"]),
+            FAILED,
+            vec![
+                "-o yaml prints jobs as a job file, only for `cronfleet job get` and `cronfleet job list`",
+            ],
+        ),
+        (
+            args(&["job", "pause", "taken", "-o", "yaml"]),
+            FAILED,
+            vec!["use -o table or -o json here"],
         ),
         (
             args(&["runs", "--limit", "0"]),
@@ -684,23 +594,6 @@ async fn bad_input_fails_clearly_and_changes_nothing() {
     ];
     for (args, status, expected) in &cases {
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-        let output = cronfleet(&server, &argv).await;
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(*status), "{argv:?}: {stderr}");
-        assert!(
-            output.stdout.is_empty(),
-            "{argv:?} printed to stdout: {}",
-            String::from_utf8_lossy(&output.stdout)
-        );
-        assert!(stderr.starts_with("error: "), "{argv:?}: {stderr}");
-        for part in expected {
-            assert!(stderr.contains(part), "{argv:?}: {stderr:?} lacks {part:?}");
-        }
-        // The server's message, not the Debug form of a gRPC status.
-        assert!(
-            !stderr.contains("Status {") && !stderr.contains("code:"),
-            "{argv:?}: {stderr}"
-        );
-        assert_eq!(snapshot(&store).await, before, "{argv:?} changed something");
+        refused(&server, &store, &argv, *status, expected, &before).await;
     }
 }

@@ -1,61 +1,231 @@
-//! Job files: a YAML (or JSON) list of job definitions with the fields of
-//! `cronfleet job create`, as `cronfleet dev --jobs FILE` loads them.
+//! Job files: `jobs:` and a list of job definitions with the fields of `cronfleet job
+//! create`, in YAML or JSON. `cronfleet apply -f FILE` and `cronfleet dev --jobs FILE` read
+//! them; `cronfleet job get NAME -o yaml` (and `job list -o yaml`) write them, so that what
+//! is written applies again unchanged.
 //!
-//! A definition becomes the admin API's `JobSpec`, so a file is validated by the server
-//! exactly like the command line is.
+//! Reading checks the file's shape here: an unknown or mistyped field is an error naming
+//! the file, the job's position and name, the line, and the valid fields. A definition then
+//! becomes the admin API's `JobSpec`, checked by the server's own code
+//! ([`checked_specs`]), so a file is validated exactly like the command line is.
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
 use std::path::Path;
 
-use anyhow::Context;
+use anyhow::{Context, anyhow};
+use chrono::Utc;
+use cronfleet_coordinator::admin::AdminError;
+use cronfleet_coordinator::admin::convert::job_spec_from_proto;
+use cronfleet_core::apply::{check_unique_names, position};
+use cronfleet_core::policy::{CatchUpPolicy, OverlapPolicy};
 use cronfleet_proto::v1;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_path_to_error::Segment;
 
-#[derive(Debug, Deserialize)]
+/// What a job file holds.
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct JobFile {
     jobs: Vec<JobDefinition>,
 }
 
-/// One job as written in a file.
-#[derive(Debug, Deserialize)]
+/// One job as written in a file. Fields left out take their defaults, except `start` (an
+/// existing `every` job keeps its start) and `paused` (an existing job stays paused or not):
+/// see `cronfleet_core::apply`.
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobDefinition {
     pub name: String,
     pub handler: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub every: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cron: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tz: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start: Option<String>,
+    /// Any JSON value; `args: null` is the value null, not "no args".
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub args: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_runs: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overlap: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub catch_up: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub catch_up_window: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
-    #[serde(default)]
-    pub paused: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<bool>,
 }
 
-/// Reads a job file; errors name the file and, for YAML, the line.
+/// A field that is there, whatever its value (`null` included).
+fn present<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<serde_json::Value>, D::Error> {
+    serde_json::Value::deserialize(deserializer).map(Some)
+}
+
+/// What every error about a file's shape ends with, when it is not about one job.
+const SHAPE: &str = "a job file is `jobs:` and a list of jobs with the fields of \
+                     `cronfleet job create` (see examples/jobs.yaml)";
+
+/// Reads a job file (`-` is standard input): JSON when it ends in `.json` or starts with
+/// `{`, YAML otherwise. Errors name the file, the job's position and name, and the line.
 pub fn load(path: &Path) -> anyhow::Result<Vec<JobDefinition>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the job file {}", path.display()))?;
-    let file: JobFile = serde_yaml::from_str(&text).map_err(|error| {
-        anyhow::anyhow!(
-            "{}: {error}; expected `jobs:` with a list of jobs (fields as in `cronfleet job create`)",
-            path.display()
-        )
-    })?;
-    Ok(file.jobs)
+    let text = if path == Path::new("-") {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("cannot read the job file from standard input")?;
+        text
+    } else {
+        std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the job file {}", path.display()))?
+    };
+    let json =
+        path.extension().is_some_and(|ext| ext == "json") || text.trim_start().starts_with('{');
+    parse(&text, json).map_err(|error| anyhow!("{}: {error}", label(path)))
+}
+
+/// How errors name a file.
+pub fn label(path: &Path) -> String {
+    if path == Path::new("-") {
+        "<stdin>".to_owned()
+    } else {
+        path.display().to_string()
+    }
+}
+
+fn parse(text: &str, json: bool) -> Result<Vec<JobDefinition>, String> {
+    let parsed = if json {
+        let mut deserializer = serde_json::Deserializer::from_str(text);
+        serde_path_to_error::deserialize::<_, JobFile>(&mut deserializer)
+            .map_err(|error| (error.path().clone(), error.into_inner().to_string()))
+    } else {
+        serde_path_to_error::deserialize::<_, JobFile>(serde_yaml::Deserializer::from_str(text))
+            .map_err(|error| (error.path().clone(), error.into_inner().to_string()))
+    };
+    let (path, message) = match parsed {
+        Ok(file) => return Ok(file.jobs),
+        Err(error) => error,
+    };
+    // serde_yaml starts its messages with (part of) the path; it is said once, in our words.
+    let full_path = path.to_string();
+    let message = match message.split_once(": ") {
+        Some((head, rest)) if head.starts_with("jobs") && full_path.starts_with(head) => rest,
+        _ => &message,
+    };
+    let message = message
+        .replace("expected u32", "expected a whole number of 0 or more")
+        .replace("expected i32", "expected a whole number");
+    let mut segments = path.iter();
+    match (segments.next(), segments.next()) {
+        (Some(Segment::Map { key }), Some(Segment::Seq { index })) if key == "jobs" => {
+            let job = position(*index, &name_at(text, *index).unwrap_or_default());
+            let field = field_path(segments);
+            // An unknown field names itself.
+            if field.is_empty() || message.starts_with("unknown field") {
+                Err(format!("{job}: {message}"))
+            } else {
+                Err(format!("{job}: {field}: {message}"))
+            }
+        }
+        _ => Err(format!("{message}; {SHAPE}")),
+    }
+}
+
+/// Where in a job an error is: `retries`, `labels.region`.
+fn field_path<'a>(segments: impl Iterator<Item = &'a Segment>) -> String {
+    let mut path = String::new();
+    for segment in segments {
+        match segment {
+            Segment::Seq { index } => path.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(key);
+            }
+            Segment::Unknown => {}
+        }
+    }
+    path
+}
+
+/// The name of the job at `index`, if the file has one there (read leniently: the
+/// strict reading failed).
+fn name_at(text: &str, index: usize) -> Option<String> {
+    let file: serde_yaml::Value = serde_yaml::from_str(text).ok()?;
+    file.get("jobs")?
+        .get(index)?
+        .get("name")?
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// The definitions as admin API specs, every one checked with the server's own code
+/// before anything is sent, and their names unique. Errors name the job's position and
+/// name in the server's words, after the file's `label`.
+pub fn checked_specs(label: &str, jobs: &[JobDefinition]) -> anyhow::Result<Vec<v1::JobSpec>> {
+    check_unique_names(jobs.iter().map(|job| job.name.as_str()))
+        .map_err(|error| anyhow!("{label}: {error}"))?;
+    let now = Utc::now();
+    jobs.iter()
+        .enumerate()
+        .map(|(index, job)| {
+            let spec = job.to_spec();
+            job.check_one_schedule()
+                .and_then(|()| job_spec_from_proto(&spec, now).map(drop))
+                .map_err(|error| AdminError::in_job(index, &job.name, error))
+                .map_err(|error| anyhow!("{label}: {error}"))?;
+            Ok(spec)
+        })
+        .collect()
 }
 
 impl JobDefinition {
+    /// At most one schedule: a spec can carry only one, so several are refused here,
+    /// where it is known which were given (none is the server's to refuse).
+    fn check_one_schedule(&self) -> Result<(), AdminError> {
+        let given: Vec<&str> = [
+            ("every", &self.every),
+            ("cron", &self.cron),
+            ("at", &self.at),
+        ]
+        .into_iter()
+        .filter_map(|(field, value)| value.as_ref().map(|_| field))
+        .collect();
+        match given.as_slice() {
+            [first, second] => Err(AdminError::field(
+                "schedule",
+                format!(
+                    "{first} and {second} are both given; expected exactly one of every, cron or at"
+                ),
+            )),
+            [_, _, _] => Err(AdminError::field(
+                "schedule",
+                "every, cron and at are all given; expected exactly one of them",
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// The admin API's form; the server validates every field.
     pub fn to_spec(&self) -> v1::JobSpec {
         let kind = match (&self.every, &self.cron, &self.at) {
@@ -90,6 +260,53 @@ impl JobDefinition {
             pause_note: String::new(),
         }
     }
+
+    /// A stored job as a file defines it: every field that differs from its default, and
+    /// the start of an `every` schedule (so the job is the same wherever it is applied).
+    pub fn of(job: &v1::Job) -> JobDefinition {
+        let spec = job.spec.clone().unwrap_or_default();
+        let schedule = spec.schedule.unwrap_or_default();
+        let mut definition = JobDefinition {
+            name: spec.name,
+            handler: spec.handler,
+            ..JobDefinition::default()
+        };
+        match schedule.kind {
+            Some(v1::schedule::Kind::Every(every)) => definition.every = Some(every),
+            Some(v1::schedule::Kind::Cron(cron)) => definition.cron = Some(cron),
+            Some(v1::schedule::Kind::At(at)) => definition.at = Some(at),
+            None => {}
+        }
+        let unless = |value: String, default: &str| (value != default).then_some(value);
+        definition.tz = unless(schedule.tz, "UTC").filter(|tz| !tz.is_empty());
+        definition.start = unless(schedule.start, "");
+        definition.args = match serde_json::from_str::<serde_json::Value>(&spec.args_json) {
+            Ok(serde_json::Value::Object(map)) if map.is_empty() => None,
+            Ok(args) => Some(args),
+            // The server checked them; should they ever not parse, keep them as text.
+            Err(_) => Some(serde_json::Value::String(spec.args_json)),
+        };
+        definition.priority = (spec.priority != 0).then_some(spec.priority);
+        definition.max_runs = spec.max_runs;
+        definition.timeout = spec.timeout;
+        definition.retries = (spec.retries != 0).then_some(spec.retries);
+        definition.overlap =
+            unless(spec.overlap, OverlapPolicy::default().as_str()).filter(|o| !o.is_empty());
+        definition.catch_up =
+            unless(spec.catch_up, CatchUpPolicy::default().as_str()).filter(|c| !c.is_empty());
+        definition.catch_up_window = spec.catch_up_window;
+        definition.labels = spec.labels.into_iter().collect();
+        definition.paused = (spec.paused == Some(true)).then_some(true);
+        definition
+    }
+}
+
+/// Jobs as a YAML job file: what `cronfleet apply -f` reads back unchanged.
+pub fn to_yaml(jobs: &[v1::Job]) -> anyhow::Result<String> {
+    let file = JobFile {
+        jobs: jobs.iter().map(JobDefinition::of).collect(),
+    };
+    serde_yaml::to_string(&file).context("cannot write the jobs as YAML")
 }
 
 #[cfg(test)]
@@ -97,32 +314,163 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_example_file_loads() {
+    fn the_example_file_loads_and_checks() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/jobs.yaml");
         let jobs = load(&path).unwrap();
         assert_eq!(jobs.len(), 5);
-        let report = jobs
+        let specs = checked_specs("jobs.yaml", &jobs).unwrap();
+        let report = specs
             .iter()
-            .find(|job| job.name == "nightly-report")
-            .unwrap()
-            .to_spec();
+            .find(|spec| spec.name == "nightly-report")
+            .unwrap();
         assert_eq!(
-            report.schedule.unwrap().kind,
+            report.schedule.clone().unwrap().kind,
             Some(v1::schedule::Kind::Cron("30 2 * * *".to_owned()))
+        );
+        assert_eq!(report.paused, None, "left out: as it is");
+    }
+
+    fn parse_error(text: &str, json: bool) -> String {
+        match parse(text, json) {
+            Ok(jobs) => panic!("{text} parsed: {jobs:?}"),
+            Err(error) => error,
+        }
+    }
+
+    #[test]
+    fn an_unknown_field_names_the_job_its_line_and_the_valid_fields() {
+        let yaml = "jobs:\n  - name: a\n    handler: noop\n    every: 5m\n  - name: b\n    handler: noop\n    evry: 5m\n";
+        let error = parse_error(yaml, false);
+        assert!(
+            error.starts_with("jobs[1] (b): unknown field `evry`"),
+            "{error}"
+        );
+        assert!(
+            error.contains("expected one of `name`, `handler`, `every`"),
+            "{error}"
+        );
+        assert!(error.contains("line 7"), "{error}");
+
+        let json = r#"{"jobs": [{"name": "a", "handler": "noop", "evry": "5m"}]}"#;
+        let error = parse_error(json, true);
+        assert!(
+            error.starts_with("jobs[0] (a): unknown field `evry`"),
+            "{error}"
+        );
+        assert!(error.contains("expected one of `name`"), "{error}");
+        assert!(error.contains("line 1 column"), "{error}");
+    }
+
+    #[test]
+    fn a_mistyped_value_names_the_job_and_what_was_expected() {
+        let error = parse_error(
+            "jobs:\n  - name: a\n    handler: noop\n    every: 5m\n    retries: -1\n",
+            false,
+        );
+        assert!(
+            error.starts_with("jobs[0] (a): retries: invalid type: integer `-1`, expected a whole number of 0 or more"),
+            "{error}"
+        );
+        assert!(error.contains("line 5"), "{error}");
+        let error = parse_error(
+            r#"{"jobs": [{"name": "a", "handler": "noop", "labels": {"region": 1}}]}"#,
+            true,
+        );
+        assert!(
+            error.starts_with(
+                "jobs[0] (a): labels.region: invalid type: integer `1`, expected a string"
+            ),
+            "{error}"
         );
     }
 
     #[test]
-    fn unknown_fields_are_rejected_with_their_line() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("jobs.yaml");
-        std::fs::write(
-            &path,
-            "jobs:\n  - name: a\n    handler: noop\n    evry: 5m\n",
+    fn a_file_of_the_wrong_shape_says_what_a_job_file_is() {
+        for (text, expected) in [
+            (
+                "job:\n  - name: a\n",
+                "unknown field `job`, expected `jobs`",
+            ),
+            ("- name: a\n", "invalid type: sequence"),
+            ("", "missing field `jobs`"),
+        ] {
+            let error = parse_error(text, false);
+            assert!(error.contains(expected), "{text:?}: {error}");
+            assert!(error.ends_with(SHAPE), "{text:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn duplicate_names_and_bad_values_are_found_before_anything_is_sent() {
+        let jobs = parse(
+            "jobs:\n  - {name: a, handler: noop, every: 5m}\n  - {name: a, handler: noop, every: 1m}\n",
+            false,
         )
         .unwrap();
-        let error = load(&path).unwrap_err().to_string();
-        assert!(error.contains("unknown field `evry`"), "{error}");
-        assert!(error.contains("line 4"), "{error}");
+        let error = checked_specs("f.yaml", &jobs).unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "f.yaml: jobs[1]: the name \"a\" is also the name of jobs[0]; each job may appear only once"
+        );
+        let jobs = parse(
+            "jobs:\n  - {name: a, handler: noop, every: 5m}\n  - {name: b, handler: noop, cron: '61 * * * *'}\n",
+            false,
+        )
+        .unwrap();
+        let error = checked_specs("f.yaml", &jobs).unwrap_err().to_string();
+        assert!(
+            error.starts_with("f.yaml: jobs[1] (b): cron: invalid cron expression \"61 * * * *\""),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_job_is_written_with_only_what_differs_from_the_defaults() {
+        let job = v1::Job {
+            spec: Some(v1::JobSpec {
+                name: "report".into(),
+                handler: "shell".into(),
+                args_json: r#"{"script":"echo one\necho two"}"#.into(),
+                schedule: Some(v1::Schedule {
+                    kind: Some(v1::schedule::Kind::Every("1d".into())),
+                    tz: "Europe/Berlin".into(),
+                    start: "2030-01-02T09:00:00+01:00".into(),
+                }),
+                retries: 2,
+                overlap: "skip".into(),
+                catch_up: "all".into(),
+                labels: HashMap::from([("region".into(), "eu".into())]),
+                paused: Some(false),
+                ..v1::JobSpec::default()
+            }),
+            ..v1::Job::default()
+        };
+        let yaml = to_yaml(std::slice::from_ref(&job)).unwrap();
+        let expected = "\
+jobs:
+- name: report
+  handler: shell
+  every: 1d
+  tz: Europe/Berlin
+  start: 2030-01-02T09:00:00+01:00
+  args:
+    script: |-
+      echo one
+      echo two
+  retries: 2
+  catch_up: all
+  labels:
+    region: eu
+";
+        assert_eq!(yaml, expected);
+        let back = parse(&yaml, false).unwrap();
+        let spec = back[0].to_spec();
+        let original = job.spec.unwrap();
+        assert_eq!(spec.schedule, original.schedule);
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&spec.args_json).unwrap(),
+            serde_json::from_str::<serde_json::Value>(&original.args_json).unwrap()
+        );
+        assert_eq!(spec.labels, original.labels);
     }
 }

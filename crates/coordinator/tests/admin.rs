@@ -321,7 +321,7 @@ async fn jobs_are_created_read_updated_paused_resumed_and_deleted() {
         .unwrap()
         .into_inner();
     let paused_spec = paused.spec.unwrap();
-    assert!(paused_spec.paused);
+    assert_eq!(paused_spec.paused, Some(true));
     assert_eq!(paused_spec.pause_note, "database migration");
     assert_eq!(paused.version, 3);
     let resumed = admin
@@ -332,7 +332,7 @@ async fn jobs_are_created_read_updated_paused_resumed_and_deleted() {
         .await
         .unwrap()
         .into_inner();
-    assert!(!resumed.spec.unwrap().paused);
+    assert_eq!(resumed.spec.unwrap().paused, Some(false));
     assert!(admin.was_woken().await, "a resumed job may be due at once");
 
     admin
@@ -871,4 +871,152 @@ async fn bad_input_is_refused_with_its_field_and_changes_nothing() {
         &["name", "missing"],
     );
     assert_eq!(admin.list().await, before);
+}
+
+impl Admin {
+    async fn apply(
+        &mut self,
+        jobs: Vec<pb::JobSpec>,
+        manager: &str,
+        prune: bool,
+        dry_run: bool,
+    ) -> Result<Vec<(String, String)>, tonic::Status> {
+        let changes = self
+            .jobs
+            .apply_jobs(pb::ApplyJobsRequest {
+                jobs,
+                manager: manager.into(),
+                prune,
+                dry_run,
+            })
+            .await?
+            .into_inner()
+            .changes;
+        Ok(changes
+            .into_iter()
+            .map(|change| (change.name, change.action))
+            .collect())
+    }
+}
+
+fn changes(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(name, action)| ((*name).to_owned(), (*action).to_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn apply_jobs_checks_every_spec_and_wakes_the_scheduler_only_for_changes() {
+    let mut admin = start(vec![]).await;
+    let applied = admin
+        .apply(vec![every("a", "5m"), every("b", "1m")], "", false, false)
+        .await
+        .unwrap();
+    assert_eq!(applied, changes(&[("a", "created"), ("b", "created")]));
+    assert!(admin.was_woken().await, "new jobs wake the scheduler");
+    let a = admin.get("a").await.unwrap();
+    assert_eq!(a.managed_by, "apply", "an empty manager is the default one");
+    assert_eq!(a.spec.unwrap().paused, Some(false));
+
+    // Nothing changed, or a dry run: the scheduler sleeps on.
+    let again = admin
+        .apply(
+            vec![every("a", "5m"), every("b", "1m")],
+            "apply",
+            false,
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(again, changes(&[("a", "unchanged"), ("b", "unchanged")]));
+    assert!(!admin.was_woken().await);
+    let plan = admin
+        .apply(vec![every("a", "10m")], "apply", true, true)
+        .await
+        .unwrap();
+    assert_eq!(plan, changes(&[("a", "updated"), ("b", "deleted")]));
+    assert!(!admin.was_woken().await);
+    assert_eq!(admin.list().await.len(), 2);
+
+    // An unset `paused` leaves an operator's pause; a set one decides.
+    admin
+        .jobs
+        .pause_job(pb::PauseJobRequest {
+            name: "a".into(),
+            note: "incident".into(),
+        })
+        .await
+        .unwrap();
+    admin.clock.advance(TimeDelta::minutes(1));
+    let kept = admin
+        .apply(vec![every("a", "5m")], "apply", false, false)
+        .await
+        .unwrap();
+    assert_eq!(kept, changes(&[("a", "unchanged")]));
+    let resumed = pb::JobSpec {
+        paused: Some(false),
+        ..every("a", "5m")
+    };
+    let applied = admin
+        .apply(vec![resumed], "apply", false, false)
+        .await
+        .unwrap();
+    assert_eq!(applied, changes(&[("a", "updated")]));
+    assert_eq!(
+        admin.get("a").await.unwrap().spec.unwrap().paused,
+        Some(false)
+    );
+
+    // Checked on the server too, each error naming the job; nothing is written.
+    let before: Vec<(String, i64)> = admin
+        .list()
+        .await
+        .into_iter()
+        .map(|job| (job.spec.unwrap().name, job.version))
+        .collect();
+    let bad_cron = pb::JobSpec {
+        schedule: schedule(pb::schedule::Kind::Cron("61 * * * *".into())),
+        ..every("c", "1m")
+    };
+    assert_status(
+        admin
+            .apply(vec![every("a", "7m"), bad_cron], "apply", false, false)
+            .await,
+        Code::InvalidArgument,
+        &["jobs[1] (c): cron: invalid cron expression \"61 * * * *\""],
+    );
+    assert_status(
+        admin
+            .apply(
+                vec![every("a", "7m"), every("a", "8m")],
+                "apply",
+                false,
+                false,
+            )
+            .await,
+        Code::InvalidArgument,
+        &["jobs[1]: the name \"a\" is also the name of jobs[0]"],
+    );
+    assert_status(
+        admin
+            .apply(vec![every("a", "7m")], "team-b", false, false)
+            .await,
+        Code::FailedPrecondition,
+        &["jobs[0] (a): the job belongs to manager \"apply\", not \"team-b\""],
+    );
+    assert_status(
+        admin
+            .apply(vec![every("", "7m")], "apply", false, false)
+            .await,
+        Code::InvalidArgument,
+        &["jobs[0]: invalid name \"\""],
+    );
+    let after: Vec<(String, i64)> = admin
+        .list()
+        .await
+        .into_iter()
+        .map(|job| (job.spec.unwrap().name, job.version))
+        .collect();
+    assert_eq!(after, before);
 }

@@ -19,7 +19,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
-use super::output::Format;
+use super::output::{Format, OutputFormat};
 
 /// Where a coordinator listens when nothing else is said (DESIGN §4).
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:50051";
@@ -43,17 +43,18 @@ pub struct ClientArgs {
     )]
     pub server: String,
 
-    /// Output format: aligned columns for people, or JSON for programs.
+    /// Output format: aligned columns for people, JSON for programs, or (`job get`, `job
+    /// list`) YAML job files for `cronfleet apply`.
     #[arg(
         short = 'o',
         long = "output",
         value_enum,
-        default_value_t = Format::Table,
+        default_value_t = OutputFormat::Table,
         value_name = "FORMAT",
         global = true,
         help_heading = "Client options"
     )]
-    pub output: Format,
+    pub output: OutputFormat,
 
     /// The admin API's bearer token, for coordinators started with --api-token.
     #[arg(
@@ -65,6 +66,20 @@ pub struct ClientArgs {
         help_heading = "Client options"
     )]
     pub token: Option<String>,
+}
+
+impl ClientArgs {
+    /// How to print: `-o table` or `-o json`. `-o yaml` (a job file) is only for the job
+    /// commands that show jobs, which check for it first.
+    pub fn format(&self) -> anyhow::Result<Format> {
+        match self.output {
+            OutputFormat::Table => Ok(Format::Table),
+            OutputFormat::Json => Ok(Format::Json),
+            OutputFormat::Yaml => Err(anyhow!(
+                "-o yaml prints jobs as a job file, only for `cronfleet job get` and `cronfleet job list`; use -o table or -o json here"
+            )),
+        }
+    }
 }
 
 /// A connection to a coordinator's admin API, with the runtime its calls run on.

@@ -19,7 +19,7 @@ use crate::logging::{self, LogArgs};
 /// and serves the admin API (`--grpc`) and health checks (`--http`) in any case.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Example:\n  cronfleet coordinator --database-url postgres://cronfleet@db:5432/cronfleet \\\n      --grpc 0.0.0.0:50051 --http 0.0.0.0:8080 --advertise-url http://10.0.0.7:50051"
+    after_help = "Examples:\n  cronfleet coordinator --database-url postgres://cronfleet@db:5432/cronfleet \\\n      --grpc 0.0.0.0:50051 --http 0.0.0.0:8080 --advertise-url http://10.0.0.7:50051\n  CRONFLEET_DATABASE_URL=postgres://cronfleet@db:5432/cronfleet cronfleet coordinator \\\n      --etcd http://etcd-1:2379,http://etcd-2:2379,http://etcd-3:2379 --node-id c1"
 )]
 pub struct CoordinatorCommand {
     /// The store: postgres://USER[:PASSWORD]@HOST:PORT/DB, or sqlite:PATH for one node.

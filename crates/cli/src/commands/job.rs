@@ -16,7 +16,8 @@ use cronfleet_core::job::check_schedule_has_a_future;
 use cronfleet_proto::v1 as pb;
 
 use super::client::{Client, ClientArgs};
-use super::output::{self, Format, ManualRunView, RunView};
+use super::output::{self, Format, ManualRunView, OutputFormat, RunView};
+use crate::jobfile;
 
 /// Define and manage jobs.
 #[derive(Debug, Args)]
@@ -33,7 +34,7 @@ Examples:
   cronfleet job create nightly-report --handler shell --cron '0 2 * * *' --tz Europe/Berlin \\
       --args '{\"script\": \"./report.sh\"}'
   cronfleet job list
-  cronfleet job get nightly-report -o json
+  cronfleet job get nightly-report -o yaml
   cronfleet job run nightly-report";
 
 #[derive(Debug, Subcommand)]
@@ -43,27 +44,35 @@ enum JobSubcommand {
     #[command(after_help = CREATE_EXAMPLES)]
     Create(CreateArgs),
     /// List all jobs, by name.
-    #[command(after_help = "Example:\n  cronfleet job list -o json | jq '.[] | select(.paused)'")]
+    #[command(
+        after_help = "Examples:\n  cronfleet job list\n  cronfleet job list -o json | jq '.[] | select(.paused)'\n  cronfleet job list -o yaml > jobs.yaml    # every job as a job file for `cronfleet apply`"
+    )]
     List,
     /// Show one job: its spec and its scheduling state.
-    #[command(after_help = "Example:\n  cronfleet job get nightly-report -o json")]
+    #[command(
+        after_help = "Examples:\n  cronfleet job get nightly-report\n  cronfleet job get nightly-report -o json | jq .next_run_at\n  cronfleet job get nightly-report -o yaml > job.yaml    # a job file: edit, then cronfleet apply -f job.yaml"
+    )]
     Get(NameArgs),
     /// Change a job: only the flags given change; the rest stays as it is.
     #[command(after_help = UPDATE_EXAMPLES)]
     Update(UpdateArgs),
     /// Pause a job: its slots are not run until it is resumed.
     #[command(
-        after_help = "Example:\n  cronfleet job pause nightly-report --note 'database migration, ask ops'"
+        after_help = "Examples:\n  cronfleet job pause nightly-report\n  cronfleet job pause nightly-report --note 'database migration, ask ops'"
     )]
     Pause(PauseArgs),
     /// Resume a paused job; its catch-up policy decides what happens to missed slots.
-    #[command(after_help = "Example:\n  cronfleet job resume nightly-report")]
+    #[command(
+        after_help = "Examples:\n  cronfleet job resume nightly-report\n  cronfleet job list -o json | jq -r '.[] | select(.paused) | .name' | xargs -n1 cronfleet job resume"
+    )]
     Resume(NameArgs),
     /// Run a job now (or at --at) without touching its schedule; a busy job queues it.
     #[command(after_help = RUN_EXAMPLES)]
     Run(RunArgs),
     /// Delete a job and its run history.
-    #[command(after_help = "Example:\n  cronfleet job delete nightly-report")]
+    #[command(
+        after_help = "Examples:\n  cronfleet job delete nightly-report\n  cronfleet job delete nightly-report -o json"
+    )]
     Delete(NameArgs),
 }
 
@@ -237,20 +246,36 @@ fn parse_labels(text: &str) -> Result<Labels, String> {
 impl JobCommand {
     pub fn run(self) -> anyhow::Result<()> {
         let JobCommand { client, command } = self;
-        let format = client.output;
+        // Jobs may also be shown as a job file (`-o yaml`); any other output is checked
+        // before the server is asked to change anything.
+        let as_file = client.output == OutputFormat::Yaml
+            && matches!(command, JobSubcommand::Get(_) | JobSubcommand::List);
+        let format = if as_file {
+            Format::Table
+        } else {
+            client.format()?
+        };
         match command {
-            JobSubcommand::Create(args) => create(&client, args),
+            JobSubcommand::Create(args) => create(&client, args, format),
             JobSubcommand::List => {
                 let server = Client::connect(&client)?;
                 let jobs = server.call(server.jobs().list_jobs(pb::ListJobsRequest {}))?;
-                output::print_jobs(&jobs.jobs, format)
+                if as_file {
+                    output::print(&jobfile::to_yaml(&jobs.jobs)?)
+                } else {
+                    output::print_jobs(&jobs.jobs, format)
+                }
             }
             JobSubcommand::Get(NameArgs { name }) => {
                 let server = Client::connect(&client)?;
                 let job = server.call(server.jobs().get_job(pb::GetJobRequest { name }))?;
-                output::print_job(&job, format)
+                if as_file {
+                    output::print(&jobfile::to_yaml(std::slice::from_ref(&job))?)
+                } else {
+                    output::print_job(&job, format)
+                }
             }
-            JobSubcommand::Update(args) => update(&client, args),
+            JobSubcommand::Update(args) => update(&client, args, format),
             JobSubcommand::Pause(PauseArgs { name, note }) => {
                 let server = Client::connect(&client)?;
                 let job = server.call(server.jobs().pause_job(pb::PauseJobRequest {
@@ -264,7 +289,7 @@ impl JobCommand {
                 let job = server.call(server.jobs().resume_job(pb::ResumeJobRequest { name }))?;
                 output::print_job(&job, format)
             }
-            JobSubcommand::Run(args) => run_now(&client, args),
+            JobSubcommand::Run(args) => run_now(&client, args, format),
             JobSubcommand::Delete(NameArgs { name }) => {
                 let server = Client::connect(&client)?;
                 server.call(
@@ -283,7 +308,7 @@ impl JobCommand {
     }
 }
 
-fn create(client: &ClientArgs, args: CreateArgs) -> anyhow::Result<()> {
+fn create(client: &ClientArgs, args: CreateArgs, format: Format) -> anyhow::Result<()> {
     let CreateArgs {
         name,
         handler,
@@ -305,10 +330,10 @@ fn create(client: &ClientArgs, args: CreateArgs) -> anyhow::Result<()> {
             .jobs()
             .create_job(pb::CreateJobRequest { spec: Some(spec) }),
     )?;
-    output::print_job(&job, client.output)
+    output::print_job(&job, format)
 }
 
-fn update(client: &ClientArgs, args: UpdateArgs) -> anyhow::Result<()> {
+fn update(client: &ClientArgs, args: UpdateArgs, format: Format) -> anyhow::Result<()> {
     let UpdateArgs {
         name,
         handler,
@@ -354,10 +379,10 @@ fn update(client: &ClientArgs, args: UpdateArgs) -> anyhow::Result<()> {
         expected_version: job.version,
         spec: Some(spec),
     }))?;
-    output::print_job(&job, client.output)
+    output::print_job(&job, format)
 }
 
-fn run_now(client: &ClientArgs, args: RunArgs) -> anyhow::Result<()> {
+fn run_now(client: &ClientArgs, args: RunArgs, format: Format) -> anyhow::Result<()> {
     let RunArgs { name, at } = args;
     let server = Client::connect(client)?;
     let answer = server.call(server.jobs().run_job(pb::RunJobRequest {
@@ -365,7 +390,7 @@ fn run_now(client: &ClientArgs, args: RunArgs) -> anyhow::Result<()> {
         at: at.clone().unwrap_or_default(),
     }))?;
     let run = answer.run.unwrap_or_default();
-    match client.output {
+    match format {
         Format::Json => output::print_json(&ManualRunView {
             run: RunView::new(&run),
             queued: answer.queued,
@@ -439,7 +464,7 @@ fn apply_flags(spec: &mut pb::JobSpec, flags: JobFlags) {
         spec.labels = labels.into_iter().collect();
     }
     if flags.paused {
-        spec.paused = true;
+        spec.paused = Some(true);
     }
 }
 

@@ -4,7 +4,9 @@
 //! clap `Args` struct and a `run` method, add a variant to [`Command`] and a line to
 //! [`Command::run`].
 
+pub mod apply;
 pub mod client;
+pub mod completions;
 pub mod coordinator;
 pub mod dev;
 pub mod job;
@@ -28,6 +30,8 @@ pub enum Command {
     Coordinator(coordinator::CoordinatorCommand),
     /// Define, inspect, change, pause, trigger and delete jobs.
     Job(job::JobCommand),
+    /// Create and update jobs to match a job file (declarative, idempotent).
+    Apply(apply::ApplyCommand),
     /// List runs, newest first (filter by job, state, age).
     Runs(runs::RunsCommand),
     /// Inspect one run.
@@ -40,6 +44,8 @@ pub enum Command {
     Worker(worker::WorkerCommand),
     /// Work with schedules offline, without a server (e.g. list the next slots).
     Schedule(schedule::ScheduleCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(completions::CompletionsCommand),
 }
 
 impl Command {
@@ -48,12 +54,14 @@ impl Command {
             Command::Dev(command) => command.run(),
             Command::Coordinator(command) => command.run(),
             Command::Job(command) => command.run(),
+            Command::Apply(command) => command.run(),
             Command::Runs(command) => command.run(),
             Command::Run(command) => command.run(),
             Command::Workers(command) => command.run(),
             Command::Status(command) => command.run(),
             Command::Worker(command) => command.run(),
             Command::Schedule(command) => command.run(),
+            Command::Completions(command) => command.run(),
         }
     }
 }

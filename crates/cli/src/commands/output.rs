@@ -1,5 +1,6 @@
 //! How client commands print what the server answered: aligned tables and `key: value`
-//! details for people, JSON for programs (`-o json`).
+//! details for people, JSON for programs (`-o json`). (`-o yaml`, the job file format, is
+//! for jobs only: `crate::jobfile` writes it.)
 //!
 //! JSON objects use the snake_case names of DESIGN §3 (`next_run_at`, `started_at`, …);
 //! times are RFC 3339 in UTC and absent values are `null`, never empty strings, so that
@@ -16,10 +17,20 @@ use serde::Serialize;
 
 /// The `-o` choices.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Format {
+pub enum OutputFormat {
     /// Aligned columns (lists) or `key: value` lines (single objects).
     Table,
     /// Pretty-printed JSON: arrays for lists, objects for single items.
+    Json,
+    /// Jobs as a job file, the format `cronfleet apply` reads (`job get`, `job list` only).
+    Yaml,
+}
+
+/// How a command prints what it shows: `-o table` or `-o json` (see
+/// `ClientArgs::format`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Table,
     Json,
 }
 
@@ -107,6 +118,9 @@ pub struct JobView {
     pub labels: BTreeMap<String, String>,
     pub paused: bool,
     pub pause_note: Option<String>,
+    /// The `cronfleet apply --manager` that owns the job; `null` for a job defined with
+    /// `job create`.
+    pub managed_by: Option<String>,
     /// False once the schedule has no slots left or max runs is reached.
     pub active: bool,
     pub failure_count: u32,
@@ -153,8 +167,9 @@ impl JobView {
             catch_up: spec.catch_up,
             catch_up_window: spec.catch_up_window,
             labels: sorted(&spec.labels),
-            paused: spec.paused,
+            paused: spec.paused.unwrap_or(false),
             pause_note: non_empty(&spec.pause_note),
+            managed_by: non_empty(&job.managed_by),
             active: job.active,
             failure_count: job.failure_count,
             first_failure_at: time(job.first_failure_at.as_ref()),
@@ -241,6 +256,7 @@ pub fn print_job(job: &pb::Job, format: Format) -> anyhow::Result<()> {
                 ("failures", failures),
                 ("missed slots", view.missed_count.to_string()),
                 ("skipped slots", view.overlap_skipped_count.to_string()),
+                ("managed by", or_dash(view.managed_by.clone())),
                 ("version", view.version.to_string()),
                 ("created", or_dash(view.created_at.clone())),
                 ("updated", or_dash(view.updated_at.clone())),
@@ -697,7 +713,7 @@ impl Table {
 }
 
 /// `cell` cut to `width` characters, ending in `…` when cut.
-fn fit(cell: &str, width: usize) -> String {
+pub fn fit(cell: &str, width: usize) -> String {
     if cell.chars().count() <= width {
         cell.to_owned()
     } else {
@@ -708,7 +724,7 @@ fn fit(cell: &str, width: usize) -> String {
 }
 
 /// A value on one line: newlines and other control characters become spaces.
-fn one_line(text: &str) -> String {
+pub fn one_line(text: &str) -> String {
     text.chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect()

@@ -65,11 +65,12 @@ struct GetArgs {
 
 impl RunCommand {
     pub fn run(self) -> anyhow::Result<()> {
+        let format = self.client.format()?;
         match self.command {
             RunSubcommand::Get(GetArgs { id }) => {
                 let server = Client::connect(&self.client)?;
                 let run = server.call(server.runs().get_run(pb::GetRunRequest { id }))?;
-                output::print_run(&run, self.client.output)
+                output::print_run(&run, format)
             }
             RunSubcommand::Logs(LogsArgs { id, follow }) => {
                 let server = Client::connect(&self.client)?;
@@ -82,7 +83,7 @@ impl RunCommand {
                     reason: reason.unwrap_or_default(),
                 };
                 let run = server.call(server.runs().cancel_run(request))?;
-                output::print_run(&run, self.client.output)
+                output::print_run(&run, format)
             }
         }
     }

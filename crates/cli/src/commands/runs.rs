@@ -50,8 +50,9 @@ impl RunsCommand {
         // The server's own reading of the filter: a bad state or time is reported in its
         // words without a round trip.
         run_filter_from_proto(&request)?;
+        let format = self.client.format()?;
         let server = Client::connect(&self.client)?;
         let runs = server.call(server.runs().list_runs(request))?;
-        output::print_runs(&runs.runs, self.client.output)
+        output::print_runs(&runs.runs, format)
     }
 }

@@ -18,6 +18,9 @@ use cronfleet_core::time::{format_in_zone, parse_time, parse_tz};
 pub const MAX_COUNT: u64 = 10_000;
 
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  cronfleet schedule next --cron '0 9 * * MON-FRI' --tz Europe/Berlin\n  cronfleet schedule next --every 1mo --start 2026-01-31T10:00:00Z --count 4"
+)]
 pub struct ScheduleCommand {
     #[command(subcommand)]
     command: ScheduleSubcommand,

@@ -19,8 +19,9 @@ pub struct StatusCommand {
 
 impl StatusCommand {
     pub fn run(self) -> anyhow::Result<()> {
+        let format = self.client.format()?;
         let server = Client::connect(&self.client)?;
         let status = server.call(server.cluster().get_status(pb::GetStatusRequest {}))?;
-        output::print_status(&status, self.client.output)
+        output::print_status(&status, format)
     }
 }

@@ -19,8 +19,9 @@ pub struct WorkersCommand {
 
 impl WorkersCommand {
     pub fn run(self) -> anyhow::Result<()> {
+        let format = self.client.format()?;
         let server = Client::connect(&self.client)?;
         let workers = server.call(server.cluster().list_workers(pb::ListWorkersRequest {}))?;
-        output::print_workers(&workers.workers, self.client.output)
+        output::print_workers(&workers.workers, format)
     }
 }

@@ -15,6 +15,7 @@ use std::str::FromStr;
 
 use chrono::{DateTime, TimeDelta, Timelike, Utc};
 use chrono_tz::Tz;
+use cronfleet_core::apply::{DesiredJob, JobChange};
 use cronfleet_core::duration::{Interval, format_fixed_duration, parse_fixed_duration};
 use cronfleet_core::job::{Job, JobSpec};
 use cronfleet_core::policy::{CatchUp, CatchUpPolicy, OverlapPolicy};
@@ -65,10 +66,44 @@ pub fn job_spec_from_proto(spec: &pb::JobSpec, now: DateTime<Utc>) -> Result<Job
         .iter()
         .map(|(key, value)| (key.clone(), value.clone()))
         .collect();
-    job.paused = spec.paused;
+    job.paused = spec.paused.unwrap_or(false);
     job.pause_note = non_empty(&spec.pause_note);
     job.validate()?;
     Ok(job)
+}
+
+/// Reads one job of an `ApplyJobs` list: its spec (as [`job_spec_from_proto`]), and
+/// whether it gives the fields an apply otherwise keeps from the stored job (an `every`
+/// start, the paused state).
+pub fn desired_job_from_proto(
+    spec: &pb::JobSpec,
+    now: DateTime<Utc>,
+) -> Result<DesiredJob, AdminError> {
+    Ok(DesiredJob {
+        spec: job_spec_from_proto(spec, now)?,
+        start_given: spec
+            .schedule
+            .as_ref()
+            .is_some_and(|schedule| !schedule.start.is_empty()),
+        paused_given: spec.paused.is_some(),
+    })
+}
+
+/// What an apply did (or would do) to one job.
+pub fn job_change_to_proto(change: &JobChange) -> pb::JobChange {
+    pb::JobChange {
+        name: change.name.clone(),
+        action: change.action.as_str().to_owned(),
+        fields: change
+            .fields
+            .iter()
+            .map(|field| pb::FieldChange {
+                field: field.field.to_owned(),
+                from: field.from.clone(),
+                to: field.to.clone(),
+            })
+            .collect(),
+    }
 }
 
 /// Reads a schedule: exactly one of `every`, `cron`, `at`, in `tz` (empty: UTC).
@@ -222,7 +257,7 @@ pub fn job_spec_to_proto(spec: &JobSpec) -> pb::JobSpec {
             .iter()
             .map(|(key, value)| (key.clone(), value.clone()))
             .collect(),
-        paused: spec.paused,
+        paused: Some(spec.paused),
         pause_note: spec.pause_note.clone().unwrap_or_default(),
     }
 }
@@ -264,6 +299,7 @@ pub fn job_to_proto(job: &Job) -> pb::Job {
         created_at: Some(timestamp(job.created_at)),
         updated_at: Some(timestamp(job.updated_at)),
         schedule_text: job.spec.schedule.to_string(),
+        managed_by: job.managed_by.clone().unwrap_or_default(),
     }
 }
 
@@ -351,7 +387,7 @@ mod tests {
         wire.catch_up = "all".into();
         wire.catch_up_window = Some("2h".into());
         wire.labels.insert("region".into(), "eu".into());
-        wire.paused = true;
+        wire.paused = Some(true);
         wire.pause_note = "maintenance".into();
         let domain = job_spec_from_proto(&wire, now()).unwrap();
         assert_eq!(

@@ -2,10 +2,11 @@
 //!
 //! | error                                                        | gRPC code             |
 //! |--------------------------------------------------------------|-----------------------|
-//! | [`AdminError::InvalidField`], [`InvalidJob`], `StoreError::InvalidJob` | `INVALID_ARGUMENT` |
+//! | [`AdminError::InvalidField`], [`InvalidJob`], `StoreError::InvalidJob`, `StoreError::Apply` (but `OwnedByAnother`) | `INVALID_ARGUMENT` |
+//! | [`AdminError::InJob`]                                         | that of the job's error |
 //! | `StoreError::JobNotFound`, `StoreError::RunNotFound`         | `NOT_FOUND`           |
 //! | `StoreError::DuplicateJob`                                   | `ALREADY_EXISTS`      |
-//! | `StoreError::VersionConflict`, `AlreadyQueued`, `JobBusy`, `IllegalTransition` | `FAILED_PRECONDITION` |
+//! | `StoreError::VersionConflict`, `AlreadyQueued`, `JobBusy`, `IllegalTransition`, `ApplyError::OwnedByAnother` | `FAILED_PRECONDITION` |
 //! | `StoreError::Fenced`, any error with `is_transient()`, [`AdminError::Unavailable`] | `UNAVAILABLE` |
 //! | anything else (`Corrupt`, other database errors, migrations) | `INTERNAL`            |
 //!
@@ -17,6 +18,7 @@
 //! Messages are the errors' own Display: lowercase, no trailing period, naming the field,
 //! the bad value and what would be valid.
 
+use cronfleet_core::apply::{ApplyError, position};
 use cronfleet_core::job::InvalidJob;
 use cronfleet_store::StoreError;
 use tonic::{Code, Status};
@@ -35,6 +37,13 @@ pub enum AdminError {
     InvalidJob(#[from] InvalidJob),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A bad job in a list (`ApplyJobs`): its position and name, and what is wrong with it.
+    #[error("{}: {error}", position(*.index, .name))]
+    InJob {
+        index: usize,
+        name: String,
+        error: Box<AdminError>,
+    },
     /// Something this call needs is out of reach now (the leader, etcd); the message says
     /// what and why.
     #[error("{0}")]
@@ -50,10 +59,20 @@ impl AdminError {
         }
     }
 
+    /// `error`, said of the job at `index` of a list.
+    pub fn in_job(index: usize, name: &str, error: AdminError) -> AdminError {
+        AdminError::InJob {
+            index,
+            name: name.to_owned(),
+            error: Box::new(error),
+        }
+    }
+
     /// The gRPC code this error is answered with (see the module table).
     pub fn code(&self) -> Code {
         match self {
             AdminError::InvalidField { .. } | AdminError::InvalidJob(_) => Code::InvalidArgument,
+            AdminError::InJob { error, .. } => error.code(),
             AdminError::Store(error) => store_code(error),
             AdminError::Unavailable(_) => Code::Unavailable,
         }
@@ -63,6 +82,8 @@ impl AdminError {
 fn store_code(error: &StoreError) -> Code {
     match error {
         StoreError::InvalidJob(_) => Code::InvalidArgument,
+        StoreError::Apply(ApplyError::OwnedByAnother { .. }) => Code::FailedPrecondition,
+        StoreError::Apply(_) => Code::InvalidArgument,
         StoreError::JobNotFound(_) | StoreError::RunNotFound(_) => Code::NotFound,
         StoreError::DuplicateJob(_) => Code::AlreadyExists,
         StoreError::VersionConflict { .. }
@@ -138,6 +159,36 @@ mod tests {
                 .into(),
                 Code::FailedPrecondition,
                 "already has a waiting run (3)",
+            ),
+            (
+                AdminError::in_job(
+                    2,
+                    "nightly",
+                    AdminError::field("cron", "invalid cron expression \"61 * * * *\""),
+                ),
+                Code::InvalidArgument,
+                "jobs[2] (nightly): cron: invalid cron expression \"61 * * * *\"",
+            ),
+            (
+                StoreError::Apply(ApplyError::DuplicateName {
+                    name: "nightly".into(),
+                    first: 0,
+                    second: 3,
+                })
+                .into(),
+                Code::InvalidArgument,
+                "jobs[3]: the name \"nightly\" is also the name of jobs[0]",
+            ),
+            (
+                StoreError::Apply(ApplyError::OwnedByAnother {
+                    index: 0,
+                    name: "nightly".into(),
+                    owner: "team-b".into(),
+                    manager: "apply".into(),
+                })
+                .into(),
+                Code::FailedPrecondition,
+                "belongs to manager \"team-b\"",
             ),
             (
                 StoreError::Database(sqlx_io_error()).into(),

@@ -1,11 +1,14 @@
 //! `JobService`: create, read, change, pause, resume, delete and trigger jobs.
 
+use cronfleet_core::apply::{ApplyAction, ApplyRequest, DEFAULT_MANAGER};
 use cronfleet_core::time::{format_in_zone, parse_time};
 use cronfleet_proto::v1 as pb;
 use cronfleet_proto::v1::job_service_server::JobService;
 use tonic::{Request, Response, Status};
 
-use super::convert::{job_spec_from_proto, job_to_proto, run_to_proto};
+use super::convert::{
+    desired_job_from_proto, job_change_to_proto, job_spec_from_proto, job_to_proto, run_to_proto,
+};
 use super::{AdminError, AdminServices, Call, required_name};
 
 #[tonic::async_trait]
@@ -158,6 +161,52 @@ impl JobService for AdminServices {
                 Ok(pb::RunJobResponse {
                     run: Some(run_to_proto(&manual.run)),
                     queued: manual.queued,
+                })
+            })
+            .await
+    }
+
+    async fn apply_jobs(
+        &self,
+        request: Request<pb::ApplyJobsRequest>,
+    ) -> Result<Response<pb::ApplyJobsResponse>, Status> {
+        let request = request.into_inner();
+        Call::plain("ApplyJobs")
+            .answer(async {
+                let now = self.now();
+                // Every spec is read before the store is asked anything.
+                let jobs = request
+                    .jobs
+                    .iter()
+                    .enumerate()
+                    .map(|(index, spec)| {
+                        desired_job_from_proto(spec, now)
+                            .map_err(|error| AdminError::in_job(index, &spec.name, error))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let manager = if request.manager.is_empty() {
+                    DEFAULT_MANAGER.to_owned()
+                } else {
+                    request.manager.clone()
+                };
+                let apply = ApplyRequest {
+                    manager,
+                    jobs,
+                    prune: request.prune,
+                };
+                let changes = self
+                    .store()
+                    .apply_jobs(&apply, request.dry_run, now)
+                    .await?;
+                if !request.dry_run
+                    && changes
+                        .iter()
+                        .any(|change| change.action != ApplyAction::Unchanged)
+                {
+                    self.wake().await;
+                }
+                Ok(pb::ApplyJobsResponse {
+                    changes: changes.iter().map(job_change_to_proto).collect(),
                 })
             })
             .await
