@@ -188,7 +188,7 @@ impl Telemetry {
         if let Some(provider) = self.provider {
             ENABLED.store(false, Ordering::Relaxed);
             if let Err(error) = provider.shutdown_with_timeout(SHUTDOWN_TIMEOUT) {
-                eprintln!("traces: shutting the exporter down failed: {error}");
+                tracing::warn!(%error, "shutting the trace exporter down failed");
             }
         }
     }
