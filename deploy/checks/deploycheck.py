@@ -48,14 +48,17 @@ def parse_duration(text):
 
 @functools.lru_cache(maxsize=None)
 def accepted(binary, subcommand):
-    """The long flags and environment variables `cronfleet SUBCOMMAND --help` lists."""
+    """The long flags, short flags and environment variables `cronfleet SUBCOMMAND --help`
+    lists."""
     help_text = subprocess.run(
         [binary, subcommand, "--help"], capture_output=True, text=True, check=True
     ).stdout
     flags = set(re.findall(r"(?<![\w-])--([a-z][a-z0-9-]*)", help_text))
+    # `-f, --file <FILE>`: a short flag is listed beside its long one.
+    shorts = set(re.findall(r"(?<![\w-])-([A-Za-z]), --[a-z]", help_text))
     # `[env: NAME=VALUE]`, or `[env: NAME]` for settings whose values --help hides (tokens).
     envs = set(re.findall(r"\[env: ([A-Z][A-Z0-9_]*)[=\]]", help_text))
-    return flags, envs
+    return flags, shorts, envs
 
 
 def subcommands(binary):

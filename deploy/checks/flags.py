@@ -6,13 +6,16 @@ this check
 - finds its subcommand, flags and environment (compose `command` / `environment`;
   Kubernetes `args`, `env` with `$(VAR)` references and downward-API fields, `envFrom`
   ConfigMaps and Secrets of the same build);
-- checks that the subcommand exists and that every flag and every variable is one the
-  binary lists in `cronfleet SUBCOMMAND --help`, a standard OpenTelemetry variable its
-  trace export reads (OPENTELEMETRY), or in NOT_CRONFLEET with the reason;
-- starts the binary with exactly that command line and environment for a few seconds (a
-  dry run): a value the binary rejects (a bad duration, a lease ttl not below the worker
-  timeout…) makes it exit with an error, while an accepted configuration either keeps
-  running or stops only at the unreachable database;
+- checks that the subcommand exists and that every flag (long or short) and every
+  variable is one the binary lists in `cronfleet SUBCOMMAND --help`, a standard
+  OpenTelemetry variable its trace export reads (OPENTELEMETRY), or in NOT_CRONFLEET with
+  the reason;
+- starts the servers (coordinator, worker) with exactly that command line and environment
+  for a few seconds (a dry run): a value the binary rejects (a bad duration, a lease ttl
+  not below the worker timeout…) makes it exit with an error, while an accepted
+  configuration either keeps running or stops only at the unreachable database. Client
+  commands (the compose `jobs` service's `cronfleet apply`) are run for real by
+  example_jobs.py and topology.py instead;
 - checks what the binary's settings imply for the manifests: probes and Service target
   ports hit the ports the process listens on, on an address the kubelet can reach; the
   pods' Prometheus scrape annotations name the HTTP port and /metrics; an OTLP endpoint
@@ -41,7 +44,6 @@ NOT_CRONFLEET = {
     "RUST_LOG": "log filter, read by the binary's tracing subscriber",
     "POD_IP": "downward API, only used in $(POD_IP) references",
     "POD_NAME": "downward API, only used in $(POD_NAME) references",
-    "SYNC_INVENTORY_URL": "read by deploy/compose/create-example-jobs.sh",
 }
 
 # The standard OpenTelemetry variables the binary's trace export reads (the OpenTelemetry
@@ -58,6 +60,9 @@ OPENTELEMETRY = {
     *(f"OTEL_EXPORTER_OTLP{signal}_{setting}" for signal in ("", "_TRACES")
       for setting in ("ENDPOINT", "HEADERS", "COMPRESSION", "TIMEOUT")),
 }
+
+# The subcommands that are long-running servers, dry-run as configured.
+SERVERS = {"coordinator", "worker", "dev"}
 
 # Downward-API fields, as a pod would see them.
 FIELD_VALUES = {
@@ -127,19 +132,19 @@ def compose_uses(path, report):
         where = f"docker-compose.yml: service {name}"
         env = {key: "" if value is None else str(value)
                for key, value in (service.get("environment") or {}).items()}
-        entrypoint = service.get("entrypoint")
         command = service.get("command") or []
         if isinstance(command, str):
             command = command.split()
-        if entrypoint:
-            # A script that runs client commands (the `jobs` service): its variables must
-            # be the client's; its command lines are run for real by example_jobs.py.
-            uses.append(use(where, "job", [], env, dry_run=False))
+        if service.get("entrypoint"):
+            report.fail(where, "entrypoint overrides the image's `cronfleet`: its command lines "
+                               "cannot be checked against the binary")
             continue
         if not command:
             report.fail(where, "no command: the image's default is `--help`")
             continue
-        uses.append(use(where, command[0], command[1:], env))
+        # A client command (the `jobs` service's `apply`) is not dry-run here: it would
+        # only fail to reach its server. example_jobs.py and topology.py run it for real.
+        uses.append(use(where, command[0], command[1:], env, dry_run=command[0] in SERVERS))
         if command[0] == "worker":
             # `docker compose up --scale worker=N` needs replicas that differ in nothing.
             report.check("container_name" not in service, where, "a fixed container_name prevents --scale")
@@ -371,11 +376,13 @@ def check_names(binary, known, use, report):
     if not report.check(subcommand in known, where,
                         f"`cronfleet {subcommand}` does not exist (commands: {', '.join(sorted(known))})"):
         return
-    flags, envs = accepted(binary, subcommand)
+    flags, shorts, envs = accepted(binary, subcommand)
     for arg in use["args"]:
         if arg.startswith("--"):
             flag = arg[2:].split("=", 1)[0]
             report.check(flag in flags, where, f"`cronfleet {subcommand}` has no flag --{flag}")
+        elif re.match(r"-[A-Za-z]", arg):
+            report.check(arg[1] in shorts, where, f"`cronfleet {subcommand}` has no flag -{arg[1]}")
     for name in use["env"]:
         if name.startswith("OTEL_"):
             report.check(name in OPENTELEMETRY, where,

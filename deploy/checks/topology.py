@@ -5,11 +5,14 @@ overlap, no slot unaccounted for.
 What runs is read from the compose file (as `docker-compose config` prints it), not
 restated here: each cronfleet service's command and environment, `deploy.replicas`
 workers, `depends_on` order, health checks (the services' own healthcheck commands) and
-stop grace periods, and the `jobs` service's script. Because every process shares one
-loopback instead of having a container each, values are rewritten:
+stop grace periods, and the one-shot `jobs` service's command (`cronfleet apply` of a
+mounted job file), run once everything it depends on is up and again after the restarts,
+as another `docker compose up` would. Because every process shares one loopback instead of
+having a container each, values are rewritten:
 
 - `SERVICE:PORT` (e.g. `http://coordinator-1:50051`, `etcd:2379`) → `127.0.0.1:<free port>`,
   one port per service and container port;
+- a path under a volume's container path → the same path under its host path;
 - a process's listen addresses (`0.0.0.0:PORT`, and the worker's default
   `127.0.0.1:8081`) and its healthcheck's `127.0.0.1/PORT` → its own free port;
 - CRONFLEET_DATABASE_URL → a fresh database on the throw-away PostgreSQL server in
@@ -39,6 +42,8 @@ import yaml
 
 from deploycheck import Report, free_port, http_status, parse_duration
 
+# The long-running roles; any other cronfleet service is a one-shot client command.
+SERVERS = {"coordinator", "worker"}
 LISTEN_DEFAULTS = {"coordinator": {"CRONFLEET_GRPC": 50051, "CRONFLEET_HTTP": 8080},
                    "worker": {"CRONFLEET_WORKER_HTTP": 8081}}
 # Container ports of the services that are not cronfleet processes.
@@ -76,7 +81,7 @@ class Topology:
         # Client commands authenticate as compose's own client (the `jobs` service) does.
         self.client_env = dict(os.environ)
         for service in self.services.values():
-            if service.get("entrypoint") and "CRONFLEET_API_TOKEN" in (service.get("environment") or {}):
+            if self.is_one_shot(service) and "CRONFLEET_API_TOKEN" in (service.get("environment") or {}):
                 self.client_env["CRONFLEET_API_TOKEN"] = str(service["environment"]["CRONFLEET_API_TOKEN"])
 
     def is_cronfleet(self, service):
@@ -85,6 +90,9 @@ class Topology:
     def role(self, service):
         command = service.get("command") or []
         return None if service.get("entrypoint") else (command[0] if command else None)
+
+    def is_one_shot(self, service):
+        return self.is_cronfleet(service) and self.role(service) not in SERVERS
 
     def container_ports(self, name, service):
         if not self.is_cronfleet(service):
@@ -129,13 +137,31 @@ class Topology:
         mounts = {}
         for volume in service.get("volumes", []):
             if isinstance(volume, dict):
-                mounts[volume["target"]] = volume["source"]
+                mounts[volume["target"].rstrip("/")] = volume["source"]
             else:
                 source, target = volume.split(":")[:2]
-                mounts[target] = source
+                mounts[target.rstrip("/")] = source
+
+        def host(word):
+            for target, source in sorted(mounts.items(), key=lambda m: -len(m[0])):
+                if word == target or word.startswith(target + "/"):
+                    return source + word[len(target):]
+            return self.rewrite(word, own)
+
         entrypoint = service.get("entrypoint") or [self.binary]
         words = list(entrypoint) + list(service.get("command") or [])
-        return [mounts.get(word, self.rewrite(word, own)) for word in words]
+        return [host(word) for word in words]
+
+    def run_once(self, name):
+        """Runs a one-shot service to its end; returns the last line it printed."""
+        process = self.start(name)
+        status = process.wait(timeout=120)
+        if status != 0:
+            raise Failure(f"{process.label} exited {status}; see {process.log_path}")
+        with open(process.log_path) as output:
+            lines = [line.strip() for line in output if line.strip()]
+        return f"{process.label}: `{' '.join(process.args[1:])}` exited 0" + (
+            f": {lines[-1]}" if lines else "")
 
     def start(self, name):
         replica = self.next_replica.get(name, 1)
@@ -289,7 +315,7 @@ def run_scenario(topology, ledger, report):
     services = topology.services
     coordinators = [n for n, s in services.items() if topology.is_cronfleet(s) and topology.role(s) == "coordinator"]
     workers = [n for n, s in services.items() if topology.is_cronfleet(s) and topology.role(s) == "worker"]
-    one_shots = [n for n, s in services.items() if topology.is_cronfleet(s) and s.get("entrypoint")]
+    one_shots = [n for n, s in services.items() if topology.is_one_shot(s)]
     report.check(len(coordinators) >= 2, "compose", f"expected two coordinators or more, found {coordinators}")
     report.check(workers, "compose", "no worker service")
 
@@ -297,11 +323,7 @@ def run_scenario(topology, ledger, report):
     for name in start_order({n: s for n, s in services.items() if topology.is_cronfleet(s)}):
         service = services[name]
         if name in one_shots:
-            process = topology.start(name)
-            status = process.wait(timeout=120)
-            if status != 0:
-                raise Failure(f"{process.label} exited {status}; see {process.log_path}")
-            log(f"{name}: ran its script (exit 0)")
+            log(topology.run_once(name))
             continue
         replicas = (service.get("deploy") or {}).get("replicas", service.get("scale", 1))
         live[name] = [topology.start(name) for _ in range(replicas)]
@@ -343,6 +365,14 @@ def run_scenario(topology, ledger, report):
             wait_for_progress(topology, time.time())
             log(f"{process.label}: stopped {busy}, drained in {took:.2f}s (exit 0), "
                 f"{replacement.label} healthy, runs go on")
+
+    # Another `docker compose up` runs the one-shots again: safe, and it changes no job list.
+    for name in one_shots:
+        log(topology.run_once(name))
+    names = {job["name"] for job in json.loads(topology.cli("job", "list", "-o", "json"))}
+    expected = {job["name"] for job in example_jobs} | {name for name, _, _ in LEDGER_JOBS}
+    report.check(names == expected, "jobs service, run again",
+                 f"jobs are now {sorted(names)}, were {sorted(expected)}")
 
     for name, _, _ in LEDGER_JOBS:
         topology.cli("job", "pause", name, "--note", "end of the rolling-restart test")
