@@ -127,7 +127,8 @@ class Topology:
         for key, value in (service.get("environment") or {}).items():
             env[key] = self.rewrite("" if value is None else value, own)
         for variable, default in LISTEN_DEFAULTS.get(self.role(service), {}).items():
-            env.setdefault(variable, f"127.0.0.1:{own[default]}")
+            if variable not in env:
+                env[variable] = f"127.0.0.1:{own[default]}"
         if "CRONFLEET_DATABASE_URL" in env:
             env["CRONFLEET_DATABASE_URL"] = self.database_url
         return env
