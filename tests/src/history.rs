@@ -113,3 +113,12 @@ pub fn assert_every_slot_accounted_once(job: &Value, runs: &[Value], every: f64)
     );
     covered.len()
 }
+
+/// The earliest dispatch under an epoch newer than `epoch`, as seconds since the epoch.
+pub fn first_dispatch_after_epoch(runs: &[Value], epoch: i64) -> Option<f64> {
+    runs.iter()
+        .filter(|run| run["epoch"].as_i64() > Some(epoch))
+        .filter(|run| !run["dispatched_at"].is_null())
+        .map(|run| seconds(&run["dispatched_at"]))
+        .min_by(f64::total_cmp)
+}

@@ -17,7 +17,7 @@ use cronfleet_e2e::cluster::{
     Cluster, FAST_FAILURE_DETECTION, assert_no_overlap, cli_at, create, ledger_mark, ledger_script,
     read_ledger, seconds_now, wait_for,
 };
-use cronfleet_e2e::history::{history, seconds};
+use cronfleet_e2e::history::{first_dispatch_after_epoch, history, seconds};
 use cronfleet_e2e::proxy::PartitionProxy;
 use cronfleet_store::{PostgresStore, Store};
 use serde_json::{Value, json};
@@ -176,13 +176,7 @@ async fn a_leader_cut_off_from_etcd_leases_and_dispatches_nothing_once_another_l
     cluster.coordinators[0].process.freeze();
     let mut new_leader_dispatched = None;
     wait_for("c2 to lead and dispatch", Duration::from_secs(30), || {
-        new_leader_dispatched = cluster
-            .runs_on(1, "tick")
-            .iter()
-            .filter(|run| run["epoch"].as_i64() > Some(old_epoch))
-            .filter(|run| !run["dispatched_at"].is_null())
-            .map(|run| seconds(&run["dispatched_at"]))
-            .min_by(f64::total_cmp);
+        new_leader_dispatched = first_dispatch_after_epoch(&cluster.runs_on(1, "tick"), old_epoch);
         new_leader_dispatched.is_some()
     });
     let new_leader_dispatched = new_leader_dispatched.expect("a dispatch");

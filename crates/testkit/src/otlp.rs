@@ -130,8 +130,15 @@ pub struct Collector {
 }
 
 impl Collector {
+    /// A collector on a free loopback port.
     pub fn start() -> std::io::Result<Collector> {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        Collector::start_on("127.0.0.1:0")
+    }
+
+    /// A collector on `addr` (e.g. OTLP's default `127.0.0.1:4317`, to catch a process
+    /// that exports where nobody told it to).
+    pub fn start_on(addr: &str) -> std::io::Result<Collector> {
+        let listener = std::net::TcpListener::bind(addr)?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let sink = Sink::default();
