@@ -8,7 +8,6 @@
 //! becomes the admin API's `JobSpec`, checked by the server's own code
 //! ([`checked_specs`]), so a file is validated exactly like the command line is.
 
-use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::path::Path;
 
@@ -16,10 +15,11 @@ use anyhow::{Context, anyhow};
 use chrono::Utc;
 use cronfleet_coordinator::admin::AdminError;
 use cronfleet_coordinator::admin::convert::job_spec_from_proto;
+pub use cronfleet_coordinator::rest::model::JobDefinition;
+use cronfleet_coordinator::rest::model::plain_serde_message;
 use cronfleet_core::apply::{check_unique_names, position};
-use cronfleet_core::policy::{CatchUpPolicy, OverlapPolicy};
 use cronfleet_proto::v1;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use serde_path_to_error::Segment;
 
 /// What a job file holds.
@@ -27,58 +27,6 @@ use serde_path_to_error::Segment;
 #[serde(deny_unknown_fields)]
 struct JobFile {
     jobs: Vec<JobDefinition>,
-}
-
-/// One job as written in a file. Fields left out take their defaults, except `start` (an
-/// existing `every` job keeps its start) and `paused` (an existing job stays paused or not):
-/// see `cronfleet_core::apply`.
-#[derive(Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct JobDefinition {
-    pub name: String,
-    pub handler: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub every: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cron: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub at: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tz: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub start: Option<String>,
-    /// Any JSON value; `args: null` is the value null, not "no args".
-    #[serde(
-        default,
-        deserialize_with = "present",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub args: Option<serde_json::Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub priority: Option<i32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_runs: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retries: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub overlap: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub catch_up: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub catch_up_window: Option<String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub labels: BTreeMap<String, String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub paused: Option<bool>,
-}
-
-/// A field that is there, whatever its value (`null` included).
-fn present<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<serde_json::Value>, D::Error> {
-    serde_json::Value::deserialize(deserializer).map(Some)
 }
 
 /// What every error about a file's shape ends with, when it is not about one job.
@@ -131,9 +79,7 @@ fn parse(text: &str, json: bool) -> Result<Vec<JobDefinition>, String> {
         Some((head, rest)) if head.starts_with("jobs") && full_path.starts_with(head) => rest,
         _ => &message,
     };
-    let message = message
-        .replace("expected u32", "expected a whole number of 0 or more")
-        .replace("expected i32", "expected a whole number");
+    let message = plain_serde_message(message);
     let mut segments = path.iter();
     match (segments.next(), segments.next()) {
         (Some(Segment::Map { key }), Some(Segment::Seq { index })) if key == "jobs" => {
@@ -199,108 +145,6 @@ pub fn checked_specs(label: &str, jobs: &[JobDefinition]) -> anyhow::Result<Vec<
         .collect()
 }
 
-impl JobDefinition {
-    /// At most one schedule: a spec can carry only one, so several are refused here,
-    /// where it is known which were given (none is the server's to refuse).
-    fn check_one_schedule(&self) -> Result<(), AdminError> {
-        let given: Vec<&str> = [
-            ("every", &self.every),
-            ("cron", &self.cron),
-            ("at", &self.at),
-        ]
-        .into_iter()
-        .filter_map(|(field, value)| value.as_ref().map(|_| field))
-        .collect();
-        match given.as_slice() {
-            [first, second] => Err(AdminError::field(
-                "schedule",
-                format!(
-                    "{first} and {second} are both given; expected exactly one of every, cron or at"
-                ),
-            )),
-            [_, _, _] => Err(AdminError::field(
-                "schedule",
-                "every, cron and at are all given; expected exactly one of them",
-            )),
-            _ => Ok(()),
-        }
-    }
-
-    /// The admin API's form; the server validates every field.
-    pub fn to_spec(&self) -> v1::JobSpec {
-        let kind = match (&self.every, &self.cron, &self.at) {
-            (Some(every), None, None) => Some(v1::schedule::Kind::Every(every.clone())),
-            (None, Some(cron), None) => Some(v1::schedule::Kind::Cron(cron.clone())),
-            (None, None, Some(at)) => Some(v1::schedule::Kind::At(at.clone())),
-            // None or several: the server says which one is wrong.
-            _ => None,
-        };
-        v1::JobSpec {
-            name: self.name.clone(),
-            handler: self.handler.clone(),
-            args_json: self
-                .args
-                .as_ref()
-                .map(ToString::to_string)
-                .unwrap_or_default(),
-            schedule: Some(v1::Schedule {
-                kind,
-                tz: self.tz.clone().unwrap_or_default(),
-                start: self.start.clone().unwrap_or_default(),
-            }),
-            priority: self.priority.unwrap_or(0),
-            max_runs: self.max_runs,
-            timeout: self.timeout.clone(),
-            retries: self.retries.unwrap_or(0),
-            overlap: self.overlap.clone().unwrap_or_default(),
-            catch_up: self.catch_up.clone().unwrap_or_default(),
-            catch_up_window: self.catch_up_window.clone(),
-            labels: self.labels.clone().into_iter().collect::<HashMap<_, _>>(),
-            paused: self.paused,
-            pause_note: String::new(),
-        }
-    }
-
-    /// A stored job as a file defines it: every field that differs from its default, and
-    /// the start of an `every` schedule (so the job is the same wherever it is applied).
-    pub fn of(job: &v1::Job) -> JobDefinition {
-        let spec = job.spec.clone().unwrap_or_default();
-        let schedule = spec.schedule.unwrap_or_default();
-        let mut definition = JobDefinition {
-            name: spec.name,
-            handler: spec.handler,
-            ..JobDefinition::default()
-        };
-        match schedule.kind {
-            Some(v1::schedule::Kind::Every(every)) => definition.every = Some(every),
-            Some(v1::schedule::Kind::Cron(cron)) => definition.cron = Some(cron),
-            Some(v1::schedule::Kind::At(at)) => definition.at = Some(at),
-            None => {}
-        }
-        let unless = |value: String, default: &str| (value != default).then_some(value);
-        definition.tz = unless(schedule.tz, "UTC").filter(|tz| !tz.is_empty());
-        definition.start = unless(schedule.start, "");
-        definition.args = match serde_json::from_str::<serde_json::Value>(&spec.args_json) {
-            Ok(serde_json::Value::Object(map)) if map.is_empty() => None,
-            Ok(args) => Some(args),
-            // The server checked them; should they ever not parse, keep them as text.
-            Err(_) => Some(serde_json::Value::String(spec.args_json)),
-        };
-        definition.priority = (spec.priority != 0).then_some(spec.priority);
-        definition.max_runs = spec.max_runs;
-        definition.timeout = spec.timeout;
-        definition.retries = (spec.retries != 0).then_some(spec.retries);
-        definition.overlap =
-            unless(spec.overlap, OverlapPolicy::default().as_str()).filter(|o| !o.is_empty());
-        definition.catch_up =
-            unless(spec.catch_up, CatchUpPolicy::default().as_str()).filter(|c| !c.is_empty());
-        definition.catch_up_window = spec.catch_up_window;
-        definition.labels = spec.labels.into_iter().collect();
-        definition.paused = (spec.paused == Some(true)).then_some(true);
-        definition
-    }
-}
-
 /// Jobs as a YAML job file: what `cronfleet apply -f` reads back unchanged.
 pub fn to_yaml(jobs: &[v1::Job]) -> anyhow::Result<String> {
     let file = JobFile {
@@ -311,6 +155,8 @@ pub fn to_yaml(jobs: &[v1::Job]) -> anyhow::Result<String> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
 
     #[test]

@@ -43,15 +43,25 @@ impl Tokens {
         self.0.first().map(String::as_str)
     }
 
-    /// Checks the `authorization: Bearer …` of a call; `who` names the flag that sets the
-    /// tokens, for the message.
+    /// Checks the `authorization: Bearer …` of a gRPC call; `who` names the flag that sets
+    /// the tokens, for the message.
     pub fn check(&self, metadata: &MetadataMap, who: &str) -> Result<(), Status> {
+        let authorization = metadata
+            .get("authorization")
+            .and_then(|value| value.to_str().ok());
+        self.check_authorization(authorization, who)
+    }
+
+    /// Checks the value of an `Authorization` header (gRPC metadata or HTTP).
+    pub fn check_authorization(
+        &self,
+        authorization: Option<&str>,
+        who: &str,
+    ) -> Result<(), Status> {
         if self.0.is_empty() {
             return Ok(());
         }
-        let presented = metadata
-            .get("authorization")
-            .and_then(|value| value.to_str().ok())
+        let presented = authorization
             .and_then(|value| value.strip_prefix("Bearer "))
             .map(str::trim);
         match presented {

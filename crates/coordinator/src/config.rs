@@ -136,7 +136,9 @@ impl CoordinatorConfig {
                 MAX_OUTPUT_BYTES / 1024
             ));
         }
+        // The admin API is served over gRPC and, under /api/v1, on the HTTP port.
         check_open_api(&self.api_tokens, self.grpc_addr, self.insecure_open_api)?;
+        check_open_api(&self.api_tokens, self.http_addr, self.insecure_open_api)?;
         Ok(())
     }
 }

@@ -17,6 +17,7 @@ mod gateway;
 mod leader;
 pub mod metrics;
 mod registry;
+pub mod rest;
 mod run_trace;
 pub mod server;
 pub mod wake;

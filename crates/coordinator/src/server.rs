@@ -28,6 +28,7 @@ use crate::gateway::WorkerGateway;
 use crate::leader::{Role, Shared, Term, run_dispatcher, run_monitor, run_pruner, run_scheduler};
 use crate::metrics::{self, CoordinatorMetrics, LeadershipChange};
 use crate::registry::Registry;
+use crate::rest;
 use crate::run_trace::RunTraces;
 use crate::wake::Wakeup;
 use crate::workers::WorkerDirectory;
@@ -153,6 +154,7 @@ pub async fn start(
             role: role_receiver.clone(),
             api_token: shared.config.api_tokens.first().map(str::to_owned),
         });
+    let rest_api = rest::router(admin.clone(), shared.config.api_tokens.clone());
     let (jobs, runs, cluster) = admin.routes();
     let admin_auth = shared.config.api_tokens.interceptor("--api-token");
     let gateway = WorkerServiceServer::new(WorkerGateway::new(Arc::clone(&shared)));
@@ -172,10 +174,10 @@ pub async fn start(
         );
     tasks.spawn(async move { grpc.await.map_err(CoordinatorError::from) });
 
-    let health = health_routes(Arc::clone(&shared));
+    let http = health_routes(Arc::clone(&shared)).merge(rest_api);
     let http_shutdown = shutdown.clone();
     tasks.spawn(async move {
-        axum::serve(http_listener, health)
+        axum::serve(http_listener, http)
             .with_graceful_shutdown(http_shutdown.cancelled_owned())
             .await
             .map_err(CoordinatorError::Http)

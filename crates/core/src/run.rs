@@ -231,6 +231,31 @@ pub fn output_tail(output: &str, limit: usize) -> &str {
     &output[start..]
 }
 
+/// What `now` (the log's kept tail) adds to `shown` (the tail shown before). The kept
+/// tail is a window that slides once the log outgrows it: the new part starts after the
+/// end of what was shown, found by its last line-or-so.
+pub fn output_added(shown: &str, now: &str) -> String {
+    if let Some(added) = now.strip_prefix(shown) {
+        return added.to_owned();
+    }
+    // The longest end of `shown` that `now` still holds: up to 256 bytes, at least the
+    // last line.
+    let last_line = shown
+        .trim_end_matches('\n')
+        .rfind('\n')
+        .map_or(0, |at| at + 1);
+    let mut start = shown.len().saturating_sub(256).min(last_line);
+    while start <= last_line {
+        if shown.is_char_boundary(start)
+            && let Some(at) = now.rfind(&shown[start..])
+        {
+            return now[at + shown.len() - start..].to_owned();
+        }
+        start += 1;
+    }
+    format!("[… output dropped: only the last part of a log is kept …]\n{now}")
+}
+
 /// How far a handler says it has come.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Progress {
@@ -374,5 +399,19 @@ mod tests {
             "unknown run state \"done\"; valid values are pending, dispatched, running, \
              succeeded, failed, timed_out, cancelled, lost, skipped, missed"
         );
+    }
+
+    #[test]
+    fn follow_prints_each_piece_of_a_log_once() {
+        assert_eq!(output_added("", "a\nb\n"), "a\nb\n");
+        assert_eq!(output_added("a\nb\n", "a\nb\nc\n"), "c\n");
+        assert_eq!(output_added("a\nb\n", "a\nb\n"), "");
+        // The window slid: the first line fell out, the new one came in.
+        assert_eq!(
+            output_added("line 1\nline 2\n", "line 2\nline 3\n"),
+            "line 3\n"
+        );
+        // Nothing in common any more: say so and print the whole tail.
+        assert!(output_added("old\n", "new\n").ends_with("]\nnew\n"));
     }
 }

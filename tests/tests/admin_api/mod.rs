@@ -8,6 +8,7 @@ use std::process::Output;
 use std::sync::Arc;
 
 use chrono::{TimeDelta, Utc};
+use cronfleet_coordinator::Tokens;
 use cronfleet_coordinator::admin::AdminServices;
 use cronfleet_coordinator::clock::SystemClock;
 use cronfleet_coordinator::wake::Wakeup;
@@ -15,6 +16,7 @@ use cronfleet_coordinator::workers::{WorkerDirectory, WorkerInfo, WorkerState};
 use cronfleet_e2e::cronfleet_binary;
 use cronfleet_store::{PostgresStore, RunFilter, Store};
 use serde_json::Value;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
@@ -23,14 +25,17 @@ pub struct OneWorker;
 
 impl WorkerDirectory for OneWorker {
     fn workers(&self) -> Vec<WorkerInfo> {
+        // The same worker on every call (two calls must answer the same).
+        static STARTED: std::sync::OnceLock<chrono::DateTime<Utc>> = std::sync::OnceLock::new();
+        let started = *STARTED.get_or_init(Utc::now);
         vec![WorkerInfo {
             node_id: "worker-1".into(),
             handlers: vec!["shell".into(), "noop".into()],
             labels: BTreeMap::from([("region".into(), "eu".into())]),
             capacity: 4,
             busy: 1,
-            connected_at: Utc::now() - TimeDelta::minutes(5),
-            last_heartbeat_at: Utc::now(),
+            connected_at: started - TimeDelta::minutes(5),
+            last_heartbeat_at: started,
             state: WorkerState::Connected,
             version: "0.1.0".into(),
         }]
@@ -40,6 +45,21 @@ impl WorkerDirectory for OneWorker {
 /// The admin API on a free loopback port over a fresh database; returns its URL and the
 /// store (to set up what only a worker could do, and to check that nothing changed).
 pub async fn start_admin() -> (String, Arc<PostgresStore>) {
+    let admin = start_admin_with_rest(Tokens::default()).await;
+    (admin.grpc, admin.store)
+}
+
+/// The admin API over gRPC and REST, each on a free loopback port, over one fresh database.
+pub struct Admin {
+    /// `http://127.0.0.1:PORT` of the gRPC services.
+    pub grpc: String,
+    /// `http://127.0.0.1:PORT` of the HTTP server (the REST API under /api/v1).
+    pub http: String,
+    pub store: Arc<PostgresStore>,
+}
+
+/// [`start_admin`], with the REST API too, both asking for `tokens`.
+pub async fn start_admin_with_rest(tokens: Tokens) -> Admin {
     let database = cronfleet_testkit::test_database()
         .await
         .expect("test database");
@@ -54,14 +74,22 @@ pub async fn start_admin() -> (String, Arc<PostgresStore>) {
         Wakeup::default(),
         Arc::new(OneWorker),
     );
+    let rest = cronfleet_coordinator::rest::router(admin.clone(), tokens.clone());
+    let (jobs, runs, cluster) = admin.routes();
+    let auth = tokens.interceptor("--api-token");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
+    let grpc = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(
         Server::builder()
-            .add_routes(admin.into_routes())
+            .add_service(InterceptedService::new(jobs, auth.clone()))
+            .add_service(InterceptedService::new(runs, auth.clone()))
+            .add_service(InterceptedService::new(cluster, auth))
             .serve_with_incoming(TcpIncoming::from(listener)),
     );
-    (url, store)
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, rest).await });
+    Admin { grpc, http, store }
 }
 
 /// Runs `cronfleet ARGS` against `server` (through `CRONFLEET_SERVER`, as a user's shell

@@ -10,9 +10,9 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use cronfleet_coordinator::rest::model::ChangeView;
 use cronfleet_core::apply::DEFAULT_MANAGER;
 use cronfleet_proto::v1 as pb;
-use serde::Serialize;
 
 use super::client::{Client, ClientArgs};
 use super::output::{self, Format};
@@ -78,42 +78,6 @@ impl ApplyCommand {
                     .collect::<Vec<_>>(),
             ),
             Format::Table => output::print(&changes_text(&answer.changes, self.dry_run)),
-        }
-    }
-}
-
-/// What an apply did to one job, as `-o json` prints it.
-#[derive(Debug, Serialize)]
-struct ChangeView {
-    name: String,
-    /// created | updated | unchanged | deleted (with --dry-run: what would be done).
-    action: String,
-    /// For `updated`: each changed field, with its values as a file writes them (`null`:
-    /// unset).
-    fields: Vec<FieldView>,
-}
-
-#[derive(Debug, Serialize)]
-struct FieldView {
-    field: String,
-    from: Option<String>,
-    to: Option<String>,
-}
-
-impl ChangeView {
-    fn new(change: &pb::JobChange) -> ChangeView {
-        ChangeView {
-            name: change.name.clone(),
-            action: change.action.clone(),
-            fields: change
-                .fields
-                .iter()
-                .map(|field| FieldView {
-                    field: field.field.clone(),
-                    from: field.from.clone(),
-                    to: field.to.clone(),
-                })
-                .collect(),
         }
     }
 }

@@ -109,10 +109,10 @@ impl DevCommand {
                 }
             }
             eprintln!(
-                "cronfleet dev is running: API {url}, health http://{}/healthz, {} workers, data in {}",
-                self.listen.http,
-                self.workers,
-                self.data_dir.display()
+                "cronfleet dev is running: API {url} (gRPC) and http://{http}/api/v1 (REST), health http://{http}/healthz, {workers} workers, data in {data}",
+                http = self.listen.http,
+                workers = self.workers,
+                data = self.data_dir.display()
             );
             eprintln!("try: cronfleet job list    (Ctrl-C stops)");
 

@@ -16,7 +16,9 @@ use cronfleet_core::job::check_schedule_has_a_future;
 use cronfleet_proto::v1 as pb;
 
 use super::client::{Client, ClientArgs};
-use super::output::{self, Format, ManualRunView, OutputFormat, RunView};
+use cronfleet_coordinator::rest::model::{ManualRunView, RunView};
+
+use super::output::{self, Format, OutputFormat};
 use crate::jobfile;
 
 /// Define and manage jobs.

@@ -12,6 +12,8 @@ use std::io::{self, IsTerminal, Write};
 use anyhow::Context;
 use chrono::SecondsFormat;
 use clap::ValueEnum;
+pub use cronfleet_coordinator::rest::model::time;
+use cronfleet_coordinator::rest::model::{JobView, RunView, StatusView, WorkerView};
 use cronfleet_proto::v1 as pb;
 use serde::Serialize;
 
@@ -53,27 +55,12 @@ pub fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
     print(&text)
 }
 
-/// An RFC 3339 UTC time, or `None` for an absent (or unrepresentable) timestamp.
-pub fn time(timestamp: Option<&prost_types::Timestamp>) -> Option<String> {
-    timestamp
-        .and_then(cronfleet_proto::datetime)
-        .map(|time| time.to_rfc3339_opts(SecondsFormat::AutoSi, true))
-}
-
 /// A table cell for a time: seconds precision, `-` when absent.
 fn time_cell(timestamp: Option<&prost_types::Timestamp>) -> String {
     timestamp.and_then(cronfleet_proto::datetime).map_or_else(
         || "-".to_owned(),
         |t| t.to_rfc3339_opts(SecondsFormat::Secs, true),
     )
-}
-
-fn non_empty(text: &str) -> Option<String> {
-    (!text.is_empty()).then(|| text.to_owned())
-}
-
-fn sorted(labels: &std::collections::HashMap<String, String>) -> BTreeMap<String, String> {
-    labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
 fn labels_text(labels: &BTreeMap<String, String>) -> String {
@@ -89,99 +76,13 @@ fn labels_text(labels: &BTreeMap<String, String>) -> String {
 
 // ------------------------------------------------------------------------------ jobs
 
-/// A job as `-o json` prints it.
-#[derive(Debug, Serialize)]
-pub struct JobView {
-    pub name: String,
-    pub handler: String,
-    pub args: serde_json::Value,
-    /// The schedule in words: `every 5m starting … (UTC)`, `cron 0 9 * * 1-5 (Europe/Berlin)`.
-    pub schedule: String,
-    /// The schedule's parts: exactly one of `every`, `cron`, `at` is set.
-    pub every: Option<String>,
-    pub cron: Option<String>,
-    pub at: Option<String>,
-    /// Slot 0 of an `every` schedule.
-    pub start: Option<String>,
-    pub tz: String,
-    pub next_run_at: Option<String>,
-    pub last_run_at: Option<String>,
-    pub priority: i32,
-    pub max_runs: Option<u32>,
-    pub remaining_runs: Option<u32>,
-    /// `null`: the coordinator's default.
-    pub timeout: Option<String>,
-    pub retries: u32,
-    pub overlap: String,
-    pub catch_up: String,
-    pub catch_up_window: Option<String>,
-    pub labels: BTreeMap<String, String>,
-    pub paused: bool,
-    pub pause_note: Option<String>,
-    /// The `cronfleet apply --manager` that owns the job; `null` for a job defined with
-    /// `job create`.
-    pub managed_by: Option<String>,
-    /// False once the schedule has no slots left or max runs is reached.
-    pub active: bool,
-    pub failure_count: u32,
-    pub first_failure_at: Option<String>,
-    pub missed_count: u64,
-    pub overlap_skipped_count: u64,
-    pub id: i64,
-    pub version: i64,
-    pub created_at: Option<String>,
-    pub updated_at: Option<String>,
+/// What tables say of a job.
+trait JobViewText {
+    fn status(&self) -> &'static str;
+    fn short_schedule(&self) -> String;
 }
 
-impl JobView {
-    pub fn new(job: &pb::Job) -> JobView {
-        let spec = job.spec.clone().unwrap_or_default();
-        let schedule = spec.schedule.clone().unwrap_or_default();
-        let (mut every, mut cron, mut at) = (None, None, None);
-        match schedule.kind {
-            Some(pb::schedule::Kind::Every(text)) => every = Some(text),
-            Some(pb::schedule::Kind::Cron(text)) => cron = Some(text),
-            Some(pb::schedule::Kind::At(text)) => at = Some(text),
-            None => {}
-        }
-        JobView {
-            // The server checked the args; should they ever not parse, show them as text.
-            args: serde_json::from_str(&spec.args_json)
-                .unwrap_or(serde_json::Value::String(spec.args_json.clone())),
-            name: spec.name,
-            handler: spec.handler,
-            schedule: job.schedule_text.clone(),
-            every,
-            cron,
-            at,
-            start: non_empty(&schedule.start),
-            tz: schedule.tz,
-            next_run_at: time(job.next_run_at.as_ref()),
-            last_run_at: time(job.last_run_at.as_ref()),
-            priority: spec.priority,
-            max_runs: spec.max_runs,
-            remaining_runs: job.remaining_runs,
-            timeout: spec.timeout,
-            retries: spec.retries,
-            overlap: spec.overlap,
-            catch_up: spec.catch_up,
-            catch_up_window: spec.catch_up_window,
-            labels: sorted(&spec.labels),
-            paused: spec.paused.unwrap_or(false),
-            pause_note: non_empty(&spec.pause_note),
-            managed_by: non_empty(&job.managed_by),
-            active: job.active,
-            failure_count: job.failure_count,
-            first_failure_at: time(job.first_failure_at.as_ref()),
-            missed_count: job.missed_count,
-            overlap_skipped_count: job.overlap_skipped_count,
-            id: job.id,
-            version: job.version,
-            created_at: time(job.created_at.as_ref()),
-            updated_at: time(job.updated_at.as_ref()),
-        }
-    }
-
+impl JobViewText for JobView {
     /// `paused`, `inactive` or `active`.
     fn status(&self) -> &'static str {
         if self.paused {
@@ -292,84 +193,18 @@ pub fn print_jobs(jobs: &[pb::Job], format: Format) -> anyhow::Result<()> {
 
 // ------------------------------------------------------------------------------ runs
 
-/// A run as `-o json` prints it.
-#[derive(Debug, Serialize)]
-pub struct RunView {
-    pub id: i64,
-    pub job: String,
-    pub state: String,
-    /// The scheduled time this run is for (the requested time of a manual run).
-    pub slot: Option<String>,
-    pub attempt: u32,
-    pub trigger: String,
-    pub worker: Option<String>,
-    pub started_at: Option<String>,
-    pub finished_at: Option<String>,
-    pub error: Option<String>,
-    /// Why a pending run is not dispatched yet.
-    pub pending_reason: Option<String>,
-    /// For `skipped` / `missed` records: how many slots, and the last one.
-    pub slot_count: u64,
-    pub last_slot: Option<String>,
-    pub created_at: Option<String>,
-    pub dispatched_at: Option<String>,
-    pub deadline: Option<String>,
-    pub progress_done: u64,
-    pub progress_remaining: u64,
-    pub output: Option<String>,
-    pub trace_id: Option<String>,
-    pub epoch: i64,
-}
-
-impl RunView {
-    pub fn new(run: &pb::Run) -> RunView {
-        RunView {
-            id: run.id,
-            job: run.job.clone(),
-            state: run.state.clone(),
-            slot: time(run.slot.as_ref()),
-            attempt: run.attempt,
-            trigger: run.trigger.clone(),
-            worker: non_empty(&run.worker),
-            started_at: time(run.started_at.as_ref()),
-            finished_at: time(run.finished_at.as_ref()),
-            error: non_empty(&run.error),
-            pending_reason: non_empty(&run.pending_reason),
-            slot_count: run.slot_count,
-            last_slot: time(run.last_slot.as_ref()),
-            created_at: time(run.created_at.as_ref()),
-            dispatched_at: time(run.dispatched_at.as_ref()),
-            deadline: time(run.deadline.as_ref()),
-            progress_done: run.progress_done,
-            progress_remaining: run.progress_remaining,
-            output: non_empty(&run.output),
-            trace_id: non_empty(&run.trace_id),
-            epoch: run.epoch,
-        }
+/// What a table's last column says about a run: its error, why it waits, or how many
+/// slots a skipped / missed record stands for.
+fn run_note(view: &RunView) -> String {
+    if let Some(error) = &view.error {
+        error.clone()
+    } else if let Some(reason) = &view.pending_reason {
+        reason.clone()
+    } else if view.slot_count > 1 {
+        format!("{} slots", view.slot_count)
+    } else {
+        String::new()
     }
-
-    /// What a table's last column says about a run: its error, why it waits, or how
-    /// many slots a skipped / missed record stands for.
-    fn note(&self) -> String {
-        if let Some(error) = &self.error {
-            error.clone()
-        } else if let Some(reason) = &self.pending_reason {
-            reason.clone()
-        } else if self.slot_count > 1 {
-            format!("{} slots", self.slot_count)
-        } else {
-            String::new()
-        }
-    }
-}
-
-/// A manual run as `job run -o json` prints it: the run, and whether it waits for the
-/// job's current run.
-#[derive(Debug, Serialize)]
-pub struct ManualRunView {
-    #[serde(flatten)]
-    pub run: RunView,
-    pub queued: bool,
 }
 
 pub fn print_run(run: &pb::Run, format: Format) -> anyhow::Result<()> {
@@ -446,7 +281,7 @@ pub fn print_runs(runs: &[pb::Run], format: Format) -> anyhow::Result<()> {
                     view.worker.clone().unwrap_or_else(|| "-".to_owned()),
                     time_cell(run.started_at.as_ref()),
                     time_cell(run.finished_at.as_ref()),
-                    view.note(),
+                    run_note(view),
                 ]);
             }
             print(&table.render(terminal_width()))
@@ -455,36 +290,6 @@ pub fn print_runs(runs: &[pb::Run], format: Format) -> anyhow::Result<()> {
 }
 
 // ------------------------------------------------------------------------------ workers
-
-/// A worker as `-o json` prints it.
-#[derive(Debug, Serialize)]
-pub struct WorkerView {
-    pub node_id: String,
-    pub state: String,
-    pub handlers: Vec<String>,
-    pub labels: BTreeMap<String, String>,
-    pub capacity: u32,
-    pub busy: u32,
-    pub version: String,
-    pub connected_at: Option<String>,
-    pub last_heartbeat_at: Option<String>,
-}
-
-impl WorkerView {
-    pub fn new(worker: &pb::Worker) -> WorkerView {
-        WorkerView {
-            node_id: worker.node_id.clone(),
-            state: worker.state.clone(),
-            handlers: worker.handlers.clone(),
-            labels: sorted(&worker.labels),
-            capacity: worker.capacity,
-            busy: worker.busy,
-            version: worker.version.clone(),
-            connected_at: time(worker.connected_at.as_ref()),
-            last_heartbeat_at: time(worker.last_heartbeat_at.as_ref()),
-        }
-    }
-}
 
 pub fn print_workers(workers: &[pb::Worker], format: Format) -> anyhow::Result<()> {
     match format {
@@ -509,64 +314,18 @@ fn workers_table(workers: &[pb::Worker]) -> String {
             worker.state.clone(),
             format!("{}/{}", worker.busy, worker.capacity),
             worker.handlers.join(","),
-            labels_text(&sorted(&worker.labels)),
+            labels_text(
+                &worker
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            ),
             time_cell(worker.last_heartbeat_at.as_ref()),
             worker.version.clone(),
         ]);
     }
     table.render(terminal_width())
-}
-
-/// A coordinator as `-o json` prints it.
-#[derive(Debug, Serialize)]
-pub struct CoordinatorView {
-    pub node_id: String,
-    pub url: String,
-    pub leader: bool,
-}
-
-/// `cronfleet status -o json`.
-#[derive(Debug, Serialize)]
-pub struct StatusView {
-    /// `null` while there is no leader.
-    pub leader: Option<LeaderView>,
-    pub epoch: i64,
-    pub coordinators: Vec<CoordinatorView>,
-    pub workers: Vec<WorkerView>,
-    pub answered_by: Option<String>,
-    pub workers_unavailable: Option<String>,
-    pub election_unavailable: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct LeaderView {
-    pub node_id: String,
-    pub url: String,
-}
-
-impl StatusView {
-    pub fn new(status: &pb::ClusterStatus) -> StatusView {
-        StatusView {
-            leader: status.leader.as_ref().map(|leader| LeaderView {
-                node_id: leader.node_id.clone(),
-                url: leader.url.clone(),
-            }),
-            epoch: status.epoch,
-            coordinators: status
-                .coordinators
-                .iter()
-                .map(|node| CoordinatorView {
-                    node_id: node.node_id.clone(),
-                    url: node.url.clone(),
-                    leader: node.leader,
-                })
-                .collect(),
-            workers: status.workers.iter().map(WorkerView::new).collect(),
-            answered_by: non_empty(&status.answered_by),
-            workers_unavailable: non_empty(&status.workers_unavailable),
-            election_unavailable: non_empty(&status.election_unavailable),
-        }
-    }
 }
 
 pub fn print_status(status: &pb::ClusterStatus, format: Format) -> anyhow::Result<()> {

@@ -1,6 +1,7 @@
 //! `cronfleet run …`: one run in detail, its log (also while it runs), or cancelling it.
 
 use clap::{Args, Subcommand};
+use cronfleet_core::run::output_added;
 use cronfleet_proto::v1 as pb;
 
 use super::client::{Client, ClientArgs};
@@ -98,56 +99,12 @@ fn print_logs(server: &Client, id: i64, follow: bool) -> anyhow::Result<()> {
     let mut shown = String::new();
     loop {
         let run = server.call(server.runs().get_run(pb::GetRunRequest { id }))?;
-        output::print(&new_output(&shown, &run.output))?;
+        output::print(&output_added(&shown, &run.output))?;
         shown = run.output;
         let ended = !matches!(run.state.as_str(), "pending" | "dispatched" | "running");
         if !follow || ended {
             return Ok(());
         }
         std::thread::sleep(FOLLOW_INTERVAL);
-    }
-}
-
-/// What `now` (the log's kept tail) adds to `shown` (the tail printed before). The kept
-/// tail is a window that slides once the log outgrows it: the new part starts after the
-/// end of what was shown, found by its last line-or-so.
-fn new_output(shown: &str, now: &str) -> String {
-    if let Some(added) = now.strip_prefix(shown) {
-        return added.to_owned();
-    }
-    // The longest end of `shown` that `now` still holds: up to 256 bytes, at least the
-    // last line.
-    let last_line = shown
-        .trim_end_matches('\n')
-        .rfind('\n')
-        .map_or(0, |at| at + 1);
-    let mut start = shown.len().saturating_sub(256).min(last_line);
-    while start <= last_line {
-        if shown.is_char_boundary(start)
-            && let Some(at) = now.rfind(&shown[start..])
-        {
-            return now[at + shown.len() - start..].to_owned();
-        }
-        start += 1;
-    }
-    format!("[… output dropped: only the last part of a log is kept …]\n{now}")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::new_output;
-
-    #[test]
-    fn follow_prints_each_piece_of_a_log_once() {
-        assert_eq!(new_output("", "a\nb\n"), "a\nb\n");
-        assert_eq!(new_output("a\nb\n", "a\nb\nc\n"), "c\n");
-        assert_eq!(new_output("a\nb\n", "a\nb\n"), "");
-        // The window slid: the first line fell out, the new one came in.
-        assert_eq!(
-            new_output("line 1\nline 2\n", "line 2\nline 3\n"),
-            "line 3\n"
-        );
-        // Nothing in common any more: say so and print the whole tail.
-        assert!(new_output("old\n", "new\n").ends_with("]\nnew\n"));
     }
 }

@@ -15,7 +15,8 @@ pub struct ListenArgs {
         value_name = "ADDR"
     )]
     pub grpc: SocketAddr,
-    /// Where /healthz, /readyz and /metrics are served.
+    /// Where the REST API (/api/v1, OpenAPI document at /api/v1/openapi.json), /healthz,
+    /// /readyz and /metrics are served.
     #[arg(
         long,
         env = "CRONFLEET_HTTP",

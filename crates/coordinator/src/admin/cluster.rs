@@ -13,7 +13,7 @@ use tonic::transport::Endpoint;
 use tonic::{Request, Response, Status};
 
 use super::convert::worker_to_proto;
-use super::{AdminError, AdminServices, Call};
+use super::{AdminError, AdminServices, Call, grpc};
 use crate::election::LeaderInfo;
 
 /// Metadata marking a call one coordinator forwarded to the leader.
@@ -22,13 +22,14 @@ pub const FORWARDED: &str = "x-cronfleet-forwarded";
 /// Bound on connecting to the leader and on its answer.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(3);
 
-#[tonic::async_trait]
-impl ClusterService for AdminServices {
-    async fn list_workers(
+impl AdminServices {
+    /// The workers connected to the leader. `forwarded`: another coordinator asked on a
+    /// caller's behalf, so this node answers with its own workers and asks no one.
+    pub async fn list_workers(
         &self,
-        request: Request<pb::ListWorkersRequest>,
-    ) -> Result<Response<pb::ListWorkersResponse>, Status> {
-        let forwarded = request.metadata().contains_key(FORWARDED);
+        _request: pb::ListWorkersRequest,
+        forwarded: bool,
+    ) -> Result<pb::ListWorkersResponse, AdminError> {
         Call::plain("ListWorkers")
             .answer(async {
                 let workers = self
@@ -40,10 +41,10 @@ impl ClusterService for AdminServices {
             .await
     }
 
-    async fn get_status(
+    pub async fn get_status(
         &self,
-        _request: Request<pb::GetStatusRequest>,
-    ) -> Result<Response<pb::ClusterStatus>, Status> {
+        _request: pb::GetStatusRequest,
+    ) -> Result<pb::ClusterStatus, AdminError> {
         Call::plain("GetStatus")
             .answer(async {
                 let epoch = self.store().epoch().await?;
@@ -75,6 +76,25 @@ impl ClusterService for AdminServices {
                 Ok(status)
             })
             .await
+    }
+}
+
+/// The gRPC service: each call is the inherent method of the same name.
+#[tonic::async_trait]
+impl ClusterService for AdminServices {
+    async fn list_workers(
+        &self,
+        request: Request<pb::ListWorkersRequest>,
+    ) -> Result<Response<pb::ListWorkersResponse>, Status> {
+        let forwarded = request.metadata().contains_key(FORWARDED);
+        grpc(AdminServices::list_workers(self, request.into_inner(), forwarded).await)
+    }
+
+    async fn get_status(
+        &self,
+        request: Request<pb::GetStatusRequest>,
+    ) -> Result<Response<pb::ClusterStatus>, Status> {
+        grpc(AdminServices::get_status(self, request.into_inner()).await)
     }
 }
 

@@ -1,14 +1,20 @@
-//! The admin API's errors and their one mapping to gRPC statuses.
+//! The admin API's errors and their one mapping to gRPC statuses and HTTP statuses (the
+//! REST API, `crate::rest`): an error gets its gRPC code here ([`AdminError::code`]), and
+//! the code its HTTP status and REST name ([`http_status`], [`code_name`]).
 //!
-//! | error                                                        | gRPC code             |
-//! |--------------------------------------------------------------|-----------------------|
-//! | [`AdminError::InvalidField`], [`InvalidJob`], `StoreError::InvalidJob`, `StoreError::Apply` (but `OwnedByAnother`) | `INVALID_ARGUMENT` |
-//! | [`AdminError::InJob`]                                         | that of the job's error |
-//! | `StoreError::JobNotFound`, `StoreError::RunNotFound`         | `NOT_FOUND`           |
-//! | `StoreError::DuplicateJob`                                   | `ALREADY_EXISTS`      |
-//! | `StoreError::VersionConflict`, `AlreadyQueued`, `JobBusy`, `IllegalTransition`, `ApplyError::OwnedByAnother` | `FAILED_PRECONDITION` |
-//! | `StoreError::Fenced`, any error with `is_transient()`, [`AdminError::Unavailable`] | `UNAVAILABLE` |
-//! | anything else (`Corrupt`, other database errors, migrations) | `INTERNAL`            |
+//! | error                                                        | gRPC code             | HTTP |
+//! |--------------------------------------------------------------|-----------------------|------|
+//! | [`AdminError::InvalidField`], [`InvalidJob`], `StoreError::InvalidJob`, `StoreError::Apply` (but `OwnedByAnother`) | `INVALID_ARGUMENT` | 400 |
+//! | [`AdminError::InJob`]                                         | that of the job's error | |
+//! | `StoreError::JobNotFound`, `StoreError::RunNotFound`         | `NOT_FOUND`           | 404  |
+//! | `StoreError::DuplicateJob`                                   | `ALREADY_EXISTS`      | 409  |
+//! | `StoreError::VersionConflict`, `AlreadyQueued`, `JobBusy`, `IllegalTransition`, `ApplyError::OwnedByAnother` | `FAILED_PRECONDITION` | 409 |
+//! | `StoreError::Fenced`, any error with `is_transient()`, [`AdminError::Unavailable`] | `UNAVAILABLE` | 503 |
+//! | anything else (`Corrupt`, other database errors, migrations) | `INTERNAL`            | 500  |
+//! | a missing or wrong bearer token (`crate::auth`)              | `UNAUTHENTICATED`     | 401  |
+//!
+//! `FAILED_PRECONDITION` is HTTP 409 Conflict rather than 400: every such refusal is about
+//! the state of a job or run (a newer version, a waiting run), not about the request.
 //!
 //! `AlreadyQueued` is `FAILED_PRECONDITION` rather than `ABORTED`: retrying the same call
 //! at once cannot help, the job's waiting run has to start first (gRPC's rule for
@@ -76,6 +82,71 @@ impl AdminError {
             AdminError::Store(error) => store_code(error),
             AdminError::Unavailable(_) => Code::Unavailable,
         }
+    }
+
+    /// The request field this error is about, as a request names it: `cron`, or
+    /// `jobs[2].cron` for a job in a list. `None` when the error is not about one field.
+    pub fn field_name(&self) -> Option<String> {
+        match self {
+            AdminError::InvalidField { field, .. } => Some((*field).to_owned()),
+            AdminError::InvalidJob(error) | AdminError::Store(StoreError::InvalidJob(error)) => {
+                Some(error.field.to_owned())
+            }
+            AdminError::InJob { index, error, .. } => Some(match error.field_name() {
+                Some(field) => format!("jobs[{index}].{field}"),
+                None => format!("jobs[{index}]"),
+            }),
+            AdminError::Store(StoreError::Apply(error)) => Some(match error {
+                ApplyError::InvalidManager(_) => "manager".to_owned(),
+                ApplyError::DuplicateName { second, .. } => format!("jobs[{second}].name"),
+                ApplyError::OwnedByAnother { index, .. } => format!("jobs[{index}]"),
+                ApplyError::InvalidJob { index, error, .. } => {
+                    format!("jobs[{index}].{}", error.field)
+                }
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// The HTTP status of a gRPC code (see the module table).
+pub fn http_status(code: Code) -> u16 {
+    match code {
+        Code::Ok => 200,
+        Code::InvalidArgument | Code::OutOfRange => 400,
+        Code::Unauthenticated => 401,
+        Code::PermissionDenied => 403,
+        Code::NotFound => 404,
+        Code::AlreadyExists | Code::FailedPrecondition | Code::Aborted => 409,
+        Code::ResourceExhausted => 429,
+        Code::Cancelled => 499,
+        Code::Unimplemented => 501,
+        Code::Unavailable => 503,
+        Code::DeadlineExceeded => 504,
+        Code::Unknown | Code::Internal | Code::DataLoss => 500,
+    }
+}
+
+/// A gRPC code's name as the REST API's errors give it: `invalid_argument`, `not_found`, …
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "ok",
+        Code::Cancelled => "cancelled",
+        Code::Unknown => "unknown",
+        Code::InvalidArgument => "invalid_argument",
+        Code::DeadlineExceeded => "deadline_exceeded",
+        Code::NotFound => "not_found",
+        Code::AlreadyExists => "already_exists",
+        Code::PermissionDenied => "permission_denied",
+        Code::ResourceExhausted => "resource_exhausted",
+        Code::FailedPrecondition => "failed_precondition",
+        Code::Aborted => "aborted",
+        Code::OutOfRange => "out_of_range",
+        Code::Unimplemented => "unimplemented",
+        Code::Internal => "internal",
+        Code::Unavailable => "unavailable",
+        Code::DataLoss => "data_loss",
+        Code::Unauthenticated => "unauthenticated",
     }
 }
 

@@ -9,15 +9,10 @@ use tonic::{Request, Response, Status};
 use super::convert::{
     desired_job_from_proto, job_change_to_proto, job_spec_from_proto, job_to_proto, run_to_proto,
 };
-use super::{AdminError, AdminServices, Call, required_name};
+use super::{AdminError, AdminServices, Call, grpc, required_name};
 
-#[tonic::async_trait]
-impl JobService for AdminServices {
-    async fn create_job(
-        &self,
-        request: Request<pb::CreateJobRequest>,
-    ) -> Result<Response<pb::Job>, Status> {
-        let request = request.into_inner();
+impl AdminServices {
+    pub async fn create_job(&self, request: pb::CreateJobRequest) -> Result<pb::Job, AdminError> {
         let name = request.spec.as_ref().map_or("", |spec| spec.name.as_str());
         Call::job("CreateJob", name)
             .answer(async {
@@ -34,11 +29,7 @@ impl JobService for AdminServices {
             .await
     }
 
-    async fn get_job(
-        &self,
-        request: Request<pb::GetJobRequest>,
-    ) -> Result<Response<pb::Job>, Status> {
-        let request = request.into_inner();
+    pub async fn get_job(&self, request: pb::GetJobRequest) -> Result<pb::Job, AdminError> {
         Call::job("GetJob", &request.name)
             .answer(async {
                 let job = self.store().get_job(required_name(&request.name)?).await?;
@@ -47,10 +38,10 @@ impl JobService for AdminServices {
             .await
     }
 
-    async fn list_jobs(
+    pub async fn list_jobs(
         &self,
-        _request: Request<pb::ListJobsRequest>,
-    ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        _request: pb::ListJobsRequest,
+    ) -> Result<pb::ListJobsResponse, AdminError> {
         Call::plain("ListJobs")
             .answer(async {
                 let jobs = self.store().list_jobs().await?;
@@ -61,11 +52,7 @@ impl JobService for AdminServices {
             .await
     }
 
-    async fn update_job(
-        &self,
-        request: Request<pb::UpdateJobRequest>,
-    ) -> Result<Response<pb::Job>, Status> {
-        let request = request.into_inner();
+    pub async fn update_job(&self, request: pb::UpdateJobRequest) -> Result<pb::Job, AdminError> {
         Call::job("UpdateJob", &request.name)
             .answer(async {
                 let name = required_name(&request.name)?;
@@ -85,11 +72,7 @@ impl JobService for AdminServices {
             .await
     }
 
-    async fn pause_job(
-        &self,
-        request: Request<pb::PauseJobRequest>,
-    ) -> Result<Response<pb::Job>, Status> {
-        let request = request.into_inner();
+    pub async fn pause_job(&self, request: pb::PauseJobRequest) -> Result<pb::Job, AdminError> {
         Call::job("PauseJob", &request.name)
             .answer(async {
                 let name = required_name(&request.name)?;
@@ -100,11 +83,7 @@ impl JobService for AdminServices {
             .await
     }
 
-    async fn resume_job(
-        &self,
-        request: Request<pb::ResumeJobRequest>,
-    ) -> Result<Response<pb::Job>, Status> {
-        let request = request.into_inner();
+    pub async fn resume_job(&self, request: pb::ResumeJobRequest) -> Result<pb::Job, AdminError> {
         Call::job("ResumeJob", &request.name)
             .answer(async {
                 let name = required_name(&request.name)?;
@@ -115,11 +94,10 @@ impl JobService for AdminServices {
             .await
     }
 
-    async fn delete_job(
+    pub async fn delete_job(
         &self,
-        request: Request<pb::DeleteJobRequest>,
-    ) -> Result<Response<pb::DeleteJobResponse>, Status> {
-        let request = request.into_inner();
+        request: pb::DeleteJobRequest,
+    ) -> Result<pb::DeleteJobResponse, AdminError> {
         Call::job("DeleteJob", &request.name)
             .answer(async {
                 self.store()
@@ -130,11 +108,10 @@ impl JobService for AdminServices {
             .await
     }
 
-    async fn run_job(
+    pub async fn run_job(
         &self,
-        request: Request<pb::RunJobRequest>,
-    ) -> Result<Response<pb::RunJobResponse>, Status> {
-        let request = request.into_inner();
+        request: pb::RunJobRequest,
+    ) -> Result<pb::RunJobResponse, AdminError> {
         Call::job("RunJob", &request.name)
             .answer(async {
                 let name = required_name(&request.name)?;
@@ -166,11 +143,10 @@ impl JobService for AdminServices {
             .await
     }
 
-    async fn apply_jobs(
+    pub async fn apply_jobs(
         &self,
-        request: Request<pb::ApplyJobsRequest>,
-    ) -> Result<Response<pb::ApplyJobsResponse>, Status> {
-        let request = request.into_inner();
+        request: pb::ApplyJobsRequest,
+    ) -> Result<pb::ApplyJobsResponse, AdminError> {
         Call::plain("ApplyJobs")
             .answer(async {
                 let now = self.now();
@@ -210,5 +186,72 @@ impl JobService for AdminServices {
                 })
             })
             .await
+    }
+}
+
+/// The gRPC service: each call is the inherent method of the same name.
+#[tonic::async_trait]
+impl JobService for AdminServices {
+    async fn create_job(
+        &self,
+        request: Request<pb::CreateJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        grpc(AdminServices::create_job(self, request.into_inner()).await)
+    }
+
+    async fn get_job(
+        &self,
+        request: Request<pb::GetJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        grpc(AdminServices::get_job(self, request.into_inner()).await)
+    }
+
+    async fn list_jobs(
+        &self,
+        request: Request<pb::ListJobsRequest>,
+    ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        grpc(AdminServices::list_jobs(self, request.into_inner()).await)
+    }
+
+    async fn update_job(
+        &self,
+        request: Request<pb::UpdateJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        grpc(AdminServices::update_job(self, request.into_inner()).await)
+    }
+
+    async fn pause_job(
+        &self,
+        request: Request<pb::PauseJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        grpc(AdminServices::pause_job(self, request.into_inner()).await)
+    }
+
+    async fn resume_job(
+        &self,
+        request: Request<pb::ResumeJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        grpc(AdminServices::resume_job(self, request.into_inner()).await)
+    }
+
+    async fn delete_job(
+        &self,
+        request: Request<pb::DeleteJobRequest>,
+    ) -> Result<Response<pb::DeleteJobResponse>, Status> {
+        grpc(AdminServices::delete_job(self, request.into_inner()).await)
+    }
+
+    async fn run_job(
+        &self,
+        request: Request<pb::RunJobRequest>,
+    ) -> Result<Response<pb::RunJobResponse>, Status> {
+        grpc(AdminServices::run_job(self, request.into_inner()).await)
+    }
+
+    async fn apply_jobs(
+        &self,
+        request: Request<pb::ApplyJobsRequest>,
+    ) -> Result<Response<pb::ApplyJobsResponse>, Status> {
+        grpc(AdminServices::apply_jobs(self, request.into_inner()).await)
     }
 }

@@ -20,10 +20,13 @@
 //! [`AdminServices::into_routes`] gives all three as one `tonic::service::Routes`
 //! instead, for `Server::builder().add_routes(…)` or `.into_axum_router()`.
 //!
-//! Every call is a thin shell: read the request ([`convert`]), call the [`Store`] with the
-//! clock's `now`, wake the leader's loops when what they wait for changed, and answer or
-//! map the error to a status in one place ([`error`]). Each call is logged at debug with
-//! its method, job (or run) and outcome.
+//! Every call is an inherent method of [`AdminServices`] taking the request message and
+//! answering the reply message or an [`AdminError`]: read the request ([`convert`]), call
+//! the [`Store`] with the clock's `now`, wake the leader's loops when what they wait for
+//! changed. The gRPC services are thin shells over these methods, and so is the REST API
+//! (`crate::rest`), so both give the same answers and the same errors, mapped to a gRPC
+//! code and an HTTP status in one place ([`error`]). Each call is logged at debug with its
+//! method, job (or run) and outcome.
 
 mod cluster;
 pub mod convert;
@@ -220,20 +223,17 @@ impl<'a> Call<'a> {
         }
     }
 
-    /// Runs the call, logs its outcome and turns its error into a status.
+    /// Runs the call and logs its outcome.
     async fn answer<T>(
         self,
         call: impl Future<Output = Result<T, AdminError>>,
-    ) -> Result<Response<T>, Status> {
+    ) -> Result<T, AdminError> {
         let started = Instant::now();
         let result = call.await;
         let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let Call { method, job, run } = self;
-        match result {
-            Ok(answer) => {
-                tracing::debug!(method, job, run, elapsed_ms, "admin call");
-                Ok(Response::new(answer))
-            }
+        match &result {
+            Ok(_) => tracing::debug!(method, job, run, elapsed_ms, "admin call"),
             Err(error) => {
                 let code = error.code();
                 // Bad requests are the caller's business; a failing store is the operator's.
@@ -248,10 +248,15 @@ impl<'a> Call<'a> {
                         tracing::debug!(method, job, run, elapsed_ms, ?code, %error, "admin call refused");
                     }
                 }
-                Err(error.into())
             }
         }
+        result
     }
+}
+
+/// An admin call's answer over gRPC: the status of [`AdminError::code`].
+fn grpc<T>(result: Result<T, AdminError>) -> Result<Response<T>, Status> {
+    result.map(Response::new).map_err(Status::from)
 }
 
 /// A request's job name: required, and otherwise looked up as it is (an unknown or

@@ -6,28 +6,22 @@ use cronfleet_proto::v1::run_service_server::RunService;
 use tonic::{Request, Response, Status};
 
 use super::convert::{run_filter_from_proto, run_to_proto};
-use super::{AdminServices, Call};
+use super::{AdminError, AdminServices, Call, grpc};
 
-#[tonic::async_trait]
-impl RunService for AdminServices {
-    async fn get_run(
-        &self,
-        request: Request<pb::GetRunRequest>,
-    ) -> Result<Response<pb::Run>, Status> {
-        let id = request.into_inner().id;
-        Call::run("GetRun", id)
+impl AdminServices {
+    pub async fn get_run(&self, request: pb::GetRunRequest) -> Result<pb::Run, AdminError> {
+        Call::run("GetRun", request.id)
             .answer(async {
-                let run = self.store().get_run(id).await?;
+                let run = self.store().get_run(request.id).await?;
                 Ok(run_to_proto(&run))
             })
             .await
     }
 
-    async fn list_runs(
+    pub async fn list_runs(
         &self,
-        request: Request<pb::ListRunsRequest>,
-    ) -> Result<Response<pb::ListRunsResponse>, Status> {
-        let request = request.into_inner();
+        request: pb::ListRunsRequest,
+    ) -> Result<pb::ListRunsResponse, AdminError> {
         let job = (!request.job.is_empty()).then_some(request.job.as_str());
         let call = Call {
             job,
@@ -47,11 +41,7 @@ impl RunService for AdminServices {
         .await
     }
 
-    async fn cancel_run(
-        &self,
-        request: Request<pb::CancelRunRequest>,
-    ) -> Result<Response<pb::Run>, Status> {
-        let request = request.into_inner();
+    pub async fn cancel_run(&self, request: pb::CancelRunRequest) -> Result<pb::Run, AdminError> {
         Call::run("CancelRun", request.id)
             .answer(async {
                 let reason = if request.reason.is_empty() {
@@ -68,5 +58,30 @@ impl RunService for AdminServices {
                 Ok(run_to_proto(&run))
             })
             .await
+    }
+}
+
+/// The gRPC service: each call is the inherent method of the same name.
+#[tonic::async_trait]
+impl RunService for AdminServices {
+    async fn get_run(
+        &self,
+        request: Request<pb::GetRunRequest>,
+    ) -> Result<Response<pb::Run>, Status> {
+        grpc(AdminServices::get_run(self, request.into_inner()).await)
+    }
+
+    async fn list_runs(
+        &self,
+        request: Request<pb::ListRunsRequest>,
+    ) -> Result<Response<pb::ListRunsResponse>, Status> {
+        grpc(AdminServices::list_runs(self, request.into_inner()).await)
+    }
+
+    async fn cancel_run(
+        &self,
+        request: Request<pb::CancelRunRequest>,
+    ) -> Result<Response<pb::Run>, Status> {
+        grpc(AdminServices::cancel_run(self, request.into_inner()).await)
     }
 }
