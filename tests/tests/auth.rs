@@ -1,7 +1,8 @@
 //! API and worker tokens end to end: a coordinator started with `--api-token` (two, as
 //! during a rotation) and `--worker-token` answers only callers that present one, tells
 //! the others what is missing, and never writes a token to its log; without tokens it
-//! refuses to serve its admin API on a non-loopback address unless told to.
+//! refuses to serve its admin API (gRPC, or REST on the HTTP port) on a non-loopback
+//! address unless told to.
 
 use std::time::Duration;
 
@@ -36,6 +37,23 @@ async fn tokens_guard_the_admin_api_and_the_worker_stream() {
         let answered = cluster.cli(&["job", "list", "--token", token]);
         assert!(answered.success, "token {token}: {}", answered.stderr);
     }
+    // The REST API on the HTTP port asks for the same tokens (its probes do not).
+    let http = cluster.coordinators[0].http;
+    let client = reqwest::Client::new();
+    let jobs = format!("http://{http}/api/v1/jobs");
+    let status_with = |token: Option<&str>| {
+        let mut request = client.get(&jobs);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move { request.send().await.expect("REST call").status().as_u16() }
+    };
+    assert_eq!(status_with(None).await, 401);
+    assert_eq!(status_with(Some("guess")).await, 401);
+    assert_eq!(status_with(Some(OLD)).await, 200);
+    assert_eq!(status_with(Some(NEW)).await, 200);
+    assert!(http_get(http, "/healthz").is_some_and(|(status, _)| status == 200));
+
     let created = cluster.cli(&[
         "job",
         "create",
@@ -127,6 +145,34 @@ async fn an_open_admin_api_is_refused_off_loopback() {
         log.contains("refusing to serve the admin API without a token")
             && log.contains("--insecure-open-api"),
         "{log}"
+    );
+
+    // The REST API is served on the HTTP port: an open one there is refused the same way.
+    let mut refused_http = Process::spawn(
+        "refused-http",
+        &[
+            "coordinator",
+            "--database-url",
+            database.url(),
+            "--grpc",
+            &free_addr().to_string(),
+            "--http",
+            &format!("0.0.0.0:{}", free_addr().port()),
+        ]
+        .map(str::to_owned),
+        cluster.dir.path(),
+    );
+    let status = refused_http.wait_exit(Duration::from_secs(20));
+    assert!(
+        status.is_some_and(|status| !status.success()),
+        "an open REST API on 0.0.0.0 does not start: {status:?}"
+    );
+    assert!(
+        refused_http
+            .log_text()
+            .contains("refusing to serve the admin API without a token on 0.0.0.0"),
+        "{}",
+        refused_http.log_text()
     );
 
     let mut accepted = Process::spawn(

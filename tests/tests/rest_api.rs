@@ -985,6 +985,10 @@ async fn the_openapi_document_describes_every_route() {
                 "{method} {path} documents its errors"
             );
             for (status, response) in operation["responses"].as_object().unwrap() {
+                assert!(
+                    response["description"].is_string(),
+                    "{method} {path} {status} has a description (OpenAPI requires one)"
+                );
                 let described = response["content"].is_object() || status == "204";
                 assert!(described, "{method} {path} {status} describes its body");
             }

@@ -10,6 +10,7 @@ pub mod completions;
 pub mod coordinator;
 pub mod dev;
 pub mod job;
+pub mod openapi;
 pub mod output;
 pub mod run;
 pub mod runs;
@@ -46,6 +47,8 @@ pub enum Command {
     Schedule(schedule::ScheduleCommand),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(completions::CompletionsCommand),
+    /// Print the REST API's OpenAPI document (what /api/v1/openapi.json serves).
+    Openapi(openapi::OpenapiCommand),
 }
 
 impl Command {
@@ -62,6 +65,7 @@ impl Command {
             Command::Worker(command) => command.run(),
             Command::Schedule(command) => command.run(),
             Command::Completions(command) => command.run(),
+            Command::Openapi(command) => command.run(),
         }
     }
 }

@@ -99,7 +99,7 @@ fn job_spec(definition: &JobDefinition) -> Answer<pb::JobSpec> {
 
 /// Every job, by name.
 #[utoipa::path(get, path = "/jobs", tag = "jobs",
-    responses((status = 200, body = JobList), (status = "default", description = "an error", body = ErrorBody)))]
+    responses((status = 200, description = "every job", body = JobList), (status = "default", description = "an error", body = ErrorBody)))]
 async fn list_jobs(State(admin): State<AdminServices>) -> Answer<Json<JobList>> {
     let answer = admin.list_jobs(pb::ListJobsRequest {}).await?;
     Ok(Json(JobList {
@@ -109,7 +109,7 @@ async fn list_jobs(State(admin): State<AdminServices>) -> Answer<Json<JobList>> 
 
 /// Defines a job, with the fields of a job file.
 #[utoipa::path(post, path = "/jobs", tag = "jobs", request_body = JobDefinition,
-    responses((status = 201, body = JobView), (status = "default", description = "an error", body = ErrorBody)))]
+    responses((status = 201, description = "the job", body = JobView), (status = "default", description = "an error", body = ErrorBody)))]
 async fn create_job(State(admin): State<AdminServices>, bytes: Bytes) -> Answer<Response> {
     let definition: JobDefinition = required_body(&bytes)?;
     let spec = job_spec(&definition)?;
@@ -122,7 +122,7 @@ async fn create_job(State(admin): State<AdminServices>, bytes: Bytes) -> Answer<
 /// One job.
 #[utoipa::path(get, path = "/jobs/{name}", tag = "jobs",
     params(("name" = String, Path, description = "the job's name")),
-    responses((status = 200, body = JobView), (status = "default", description = "an error", body = ErrorBody)))]
+    responses((status = 200, description = "the job", body = JobView), (status = "default", description = "an error", body = ErrorBody)))]
 async fn get_job(
     State(admin): State<AdminServices>,
     name: Result<Path<String>, PathRejection>,
@@ -145,7 +145,7 @@ struct UpdateQuery {
 /// Replaces a job's definition (fields left out take their defaults, as in a job file).
 #[utoipa::path(put, path = "/jobs/{name}", tag = "jobs", request_body = JobDefinition,
     params(("name" = String, Path, description = "the job's name"), UpdateQuery),
-    responses((status = 200, body = JobView), (status = "default", description = "an error", body = ErrorBody)))]
+    responses((status = 200, description = "the job", body = JobView), (status = "default", description = "an error", body = ErrorBody)))]
 async fn update_job(
     State(admin): State<AdminServices>,
     name: Result<Path<String>, PathRejection>,
@@ -190,7 +190,7 @@ async fn delete_job(
 /// Pauses a job: no new runs until it is resumed (a running one goes on).
 #[utoipa::path(post, path = "/jobs/{name}/pause", tag = "jobs", request_body(content = Option<PauseBody>),
     params(("name" = String, Path, description = "the job's name")),
-    responses((status = 200, body = JobView), (status = "default", description = "an error", body = ErrorBody)))]
+    responses((status = 200, description = "the job", body = JobView), (status = "default", description = "an error", body = ErrorBody)))]
 async fn pause_job(
     State(admin): State<AdminServices>,
     name: Result<Path<String>, PathRejection>,
@@ -210,7 +210,7 @@ async fn pause_job(
 /// Resumes a paused job from its next slot.
 #[utoipa::path(post, path = "/jobs/{name}/resume", tag = "jobs",
     params(("name" = String, Path, description = "the job's name")),
-    responses((status = 200, body = JobView), (status = "default", description = "an error", body = ErrorBody)))]
+    responses((status = 200, description = "the job", body = JobView), (status = "default", description = "an error", body = ErrorBody)))]
 async fn resume_job(
     State(admin): State<AdminServices>,
     name: Result<Path<String>, PathRejection>,
@@ -224,7 +224,7 @@ async fn resume_job(
 /// Adds a manual run, now or at a given time, without touching the schedule.
 #[utoipa::path(post, path = "/jobs/{name}/run", tag = "jobs", request_body(content = Option<RunBody>),
     params(("name" = String, Path, description = "the job's name")),
-    responses((status = 201, body = ManualRunView), (status = "default", description = "an error", body = ErrorBody)))]
+    responses((status = 201, description = "the run added", body = ManualRunView), (status = "default", description = "an error", body = ErrorBody)))]
 async fn run_job(
     State(admin): State<AdminServices>,
     name: Result<Path<String>, PathRejection>,
@@ -248,7 +248,7 @@ async fn run_job(
 /// Makes one manager's jobs match a list (`cronfleet apply`), in one transaction: nothing
 /// is written if any job is refused.
 #[utoipa::path(post, path = "/apply", tag = "jobs", request_body = ApplyBody,
-    responses((status = 200, body = ApplyResult), (status = "default", description = "an error", body = ErrorBody)))]
+    responses((status = 200, description = "what changed (or would change)", body = ApplyResult), (status = "default", description = "an error", body = ErrorBody)))]
 async fn apply_jobs(State(admin): State<AdminServices>, bytes: Bytes) -> Answer<Json<ApplyResult>> {
     let apply: ApplyBody = required_body(&bytes)?;
     let jobs = apply
@@ -294,7 +294,7 @@ struct RunsQuery {
 
 /// The run history, newest first.
 #[utoipa::path(get, path = "/runs", tag = "runs", params(RunsQuery),
-    responses((status = 200, body = RunList), (status = "default", description = "an error", body = ErrorBody)))]
+    responses((status = 200, description = "the runs, newest first", body = RunList), (status = "default", description = "an error", body = ErrorBody)))]
 async fn list_runs(
     State(admin): State<AdminServices>,
     filter: Result<Query<RunsQuery>, QueryRejection>,
@@ -316,7 +316,7 @@ async fn list_runs(
 /// One run.
 #[utoipa::path(get, path = "/runs/{id}", tag = "runs",
     params(("id" = i64, Path, description = "the run's id")),
-    responses((status = 200, body = RunView), (status = "default", description = "an error", body = ErrorBody)))]
+    responses((status = 200, description = "the run", body = RunView), (status = "default", description = "an error", body = ErrorBody)))]
 async fn get_run(
     State(admin): State<AdminServices>,
     id: Result<Path<i64>, PathRejection>,
@@ -337,7 +337,7 @@ struct LogsQuery {
 /// `--run-log-limit`), live while it runs.
 #[utoipa::path(get, path = "/runs/{id}/logs", tag = "runs",
     params(("id" = i64, Path, description = "the run's id"), LogsQuery),
-    responses((status = 200, body = String, content_type = "text/plain"), (status = "default", description = "an error", body = ErrorBody)))]
+    responses((status = 200, description = "the kept tail of the run's log", body = String, content_type = "text/plain"), (status = "default", description = "an error", body = ErrorBody)))]
 async fn run_logs(
     State(admin): State<AdminServices>,
     id: Result<Path<i64>, PathRejection>,
@@ -391,7 +391,7 @@ fn ended(state: &str) -> bool {
 /// Cancels a run: a pending one at once, a running one is stopped on its worker.
 #[utoipa::path(post, path = "/runs/{id}/cancel", tag = "runs", request_body(content = Option<CancelBody>),
     params(("id" = i64, Path, description = "the run's id")),
-    responses((status = 200, body = RunView), (status = "default", description = "an error", body = ErrorBody)))]
+    responses((status = 200, description = "the run", body = RunView), (status = "default", description = "an error", body = ErrorBody)))]
 async fn cancel_run(
     State(admin): State<AdminServices>,
     id: Result<Path<i64>, PathRejection>,
@@ -413,7 +413,7 @@ async fn cancel_run(
 /// The workers connected to the leader (asked from the leader by a coordinator that does
 /// not lead).
 #[utoipa::path(get, path = "/workers", tag = "cluster",
-    responses((status = 200, body = WorkerList), (status = "default", description = "an error", body = ErrorBody)))]
+    responses((status = 200, description = "the workers", body = WorkerList), (status = "default", description = "an error", body = ErrorBody)))]
 async fn list_workers(State(admin): State<AdminServices>) -> Answer<Json<WorkerList>> {
     let answer = admin.list_workers(pb::ListWorkersRequest {}, false).await?;
     Ok(Json(WorkerList {
@@ -423,7 +423,7 @@ async fn list_workers(State(admin): State<AdminServices>) -> Answer<Json<WorkerL
 
 /// The leader, the fencing epoch, the coordinators and the workers.
 #[utoipa::path(get, path = "/status", tag = "cluster",
-    responses((status = 200, body = StatusView), (status = "default", description = "an error", body = ErrorBody)))]
+    responses((status = 200, description = "the cluster's status", body = StatusView), (status = "default", description = "an error", body = ErrorBody)))]
 async fn get_status(State(admin): State<AdminServices>) -> Answer<Json<StatusView>> {
     let status = admin.get_status(pb::GetStatusRequest {}).await?;
     Ok(Json(StatusView::new(&status)))
