@@ -137,9 +137,10 @@ impl JobView {
     }
 }
 
-/// One job as written in a file. Fields left out take their defaults, except `start` (an
-/// existing `every` job keeps its start) and `paused` (an existing job stays paused or not):
-/// see `cronfleet_core::apply`.
+/// One job as a job file and the REST API write it: the fields of `cronfleet job create`,
+/// with exactly one of `every`, `cron` and `at`. Fields left out take their defaults,
+/// except, in an apply, `start` (an existing `every` job keeps its start) and `paused` (an
+/// existing job stays paused or not).
 #[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobDefinition {

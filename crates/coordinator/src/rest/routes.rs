@@ -27,7 +27,7 @@ use super::model::{
     ManualRunView, PauseBody, RunBody, RunList, RunView, StatusView, WorkerList, WorkerView,
     plain_serde_message,
 };
-use crate::admin::AdminServices;
+use crate::admin::{AdminError, AdminServices};
 
 /// How often `GET /runs/{id}/logs?follow=true` looks for more (the leader saves live logs
 /// about twice a second).
@@ -259,7 +259,7 @@ async fn apply_jobs(State(admin): State<AdminServices>, bytes: Bytes) -> Answer<
             definition
                 .check_one_schedule()
                 .map(|()| definition.to_spec())
-                .map_err(|error| crate::admin::AdminError::in_job(index, &definition.name, error))
+                .map_err(|error| AdminError::in_job(index, &definition.name, error))
         })
         .collect::<Result<Vec<_>, _>>()?;
     let answer = admin
