@@ -33,7 +33,10 @@ impl Services {
                 // a 1M-job table in memory.
                 let options = PostgresOptions::default()
                     .setting("shared_buffers", "512MB")
-                    .setting("max_wal_size", "4GB");
+                    .setting("max_wal_size", "4GB")
+                    // The profile of the database side: which statements the time goes to.
+                    .setting("shared_preload_libraries", "pg_stat_statements")
+                    .setting("pg_stat_statements.track_utility", "off");
                 let server = PostgresServer::start_with(options)
                     .await
                     .context("start a throw-away PostgreSQL")?;
@@ -186,6 +189,38 @@ impl Database {
         .bind(to)
         .fetch_one(&self.pool)
         .await?)
+    }
+
+    /// Starts the statement profile afresh (`pg_stat_statements`, when the server has it
+    /// loaded); returns whether it is available.
+    pub async fn reset_statement_profile(&self) -> bool {
+        let created = sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            .execute(&self.pool)
+            .await;
+        created.is_ok()
+            && sqlx::query("SELECT pg_stat_statements_reset()")
+                .execute(&self.pool)
+                .await
+                .is_ok()
+    }
+
+    /// The statements that took the most database time since the reset, for this database:
+    /// total and mean milliseconds, calls, rows, and the start of the statement text.
+    pub async fn statement_profile(&self, top: i64) -> anyhow::Result<serde_json::Value> {
+        let rows: Vec<(f64, f64, i64, i64, String)> = sqlx::query_as(
+            "SELECT total_exec_time, mean_exec_time, calls, rows, left(regexp_replace(query, '\\s+', ' ', 'g'), 160) \
+             FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+             ORDER BY total_exec_time DESC LIMIT $1",
+        )
+        .bind(top)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(json!(rows
+            .into_iter()
+            .map(|(total, mean, calls, rows, query)| json!({
+                "total_ms": total, "mean_ms": mean, "calls": calls, "rows": rows, "query": query,
+            }))
+            .collect::<Vec<_>>()))
     }
 
     pub async fn close(self) {

@@ -1080,6 +1080,18 @@ async fn only_the_earliest_waiting_run_of_a_job_is_dispatchable(store: Arc<dyn S
     );
     store.set_pending_reason(&ids, None).await.unwrap();
     assert_eq!(store.get_run(ids[0]).await.unwrap().pending_reason, None);
+
+    // A waiting run follows its job's new priority.
+    let ordered = store.get_job("ordered").await.unwrap();
+    let mut raised = ordered.spec.clone();
+    raised.priority = -10;
+    store
+        .update_job("ordered", ordered.version, &raised, t(2))
+        .await
+        .unwrap();
+    let ready = store.dispatchable_runs(t(2), 10).await.unwrap();
+    let order: Vec<&str> = ready.iter().map(|d| d.run.job_name.as_str()).collect();
+    assert_eq!(order, ["ordered", "urgent"], "after the priority change");
 }
 
 async fn lost_runs_are_retried_a_bounded_number_of_times(store: Arc<dyn Store>) {

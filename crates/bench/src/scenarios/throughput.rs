@@ -31,6 +31,7 @@ pub async fn run(context: &Context<'_>, report: &mut Report) -> anyhow::Result<(
         .await?;
     eprintln!("seeded {jobs} one-off jobs");
 
+    let profiled = database.reset_statement_profile().await;
     let started = Instant::now();
     let cluster = Cluster::start(
         context,
@@ -113,6 +114,28 @@ pub async fn run(context: &Context<'_>, report: &mut Report) -> anyhow::Result<(
         _ => f64::NAN,
     };
     let rate = count as f64 / span;
+    let statements = if profiled {
+        database.statement_profile(12).await?
+    } else {
+        json!(null)
+    };
+    if let Some(top) = statements.as_array() {
+        eprintln!("throughput: database time by statement (pg_stat_statements):");
+        for statement in top.iter().take(8) {
+            eprintln!(
+                "  {:>9.0} ms {:>8} calls {:>9} rows  {}",
+                statement["total_ms"].as_f64().unwrap_or(0.0),
+                statement["calls"],
+                statement["rows"],
+                statement["query"]
+                    .as_str()
+                    .unwrap_or("")
+                    .chars()
+                    .take(110)
+                    .collect::<String>()
+            );
+        }
+    }
     let sustained = sustained_rate(&samples, jobs as f64);
     // The machine's busy share is of all cores; the processes' CPU is in cores.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
@@ -184,6 +207,7 @@ pub async fn run(context: &Context<'_>, report: &mut Report) -> anyhow::Result<(
             "coordinator_peak_rss_mib": coordinator_peak,
             "worker_peak_rss_mib": worker_peak,
             "ended_runs_over_time": samples,
+            "database_time_by_statement": statements,
         }),
     );
     database.close().await;
