@@ -14,8 +14,9 @@ use cronfleet_proto::v1::{
     CoordinatorMessage, LeaseRenewed, NotLeader, Register, Registered, RunFinished, RunOutcome,
     WorkerMessage, coordinator_message, worker_message,
 };
-use cronfleet_store::{Finished, RunTransition, StoreError};
+use cronfleet_store::{FinishOrder, Finished, RunTransition, StoreError};
 use tokio::sync::mpsc;
+use tokio_stream::Stream as _;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
@@ -24,6 +25,8 @@ use crate::leader::{Role, Shared, Term};
 use crate::registry::WorkerSender;
 use crate::workers::{WorkerInfo, WorkerState};
 
+/// At most this many reports already received from one worker are handled together.
+const REPORT_BATCH: usize = 512;
 /// Messages queued per worker stream before the coordinator stops waiting for it.
 const STREAM_BUFFER: usize = 1024;
 /// How long a worker's report is retried while the store is unreachable (it is restarting,
@@ -200,11 +203,112 @@ async fn read_reports(
                 break;
             }
         };
+        // Whatever else the worker has sent already is handled with it, so that its run
+        // starts and ends are written in batches (one transaction each).
+        let mut reports = vec![kind];
+        let mut ended = false;
+        while reports.len() < REPORT_BATCH {
+            match ready_message(&mut inbound) {
+                Some(Some(Ok(WorkerMessage { kind: Some(kind) }))) => reports.push(kind),
+                Some(Some(Ok(WorkerMessage { kind: None }))) => {}
+                Some(Some(Err(status))) => {
+                    info!(worker = %node, %status, "worker stream broke");
+                    ended = true;
+                    break;
+                }
+                Some(None) => {
+                    ended = true;
+                    break;
+                }
+                None => break,
+            }
+        }
         shared.registry.heard_from(&node, shared.clock.now());
-        handle_report(&shared, &term, &node, &sender, kind).await;
+        handle_reports(&shared, &term, &node, &sender, reports).await;
+        if ended {
+            break;
+        }
     }
     shared.registry.disconnect(&node, connection);
     info!(worker = %node, "worker disconnected");
+}
+
+/// The next message if the worker has already sent it: `None` when none is ready,
+/// `Some(None)` when the stream has ended.
+fn ready_message(
+    inbound: &mut Streaming<WorkerMessage>,
+) -> Option<Option<Result<WorkerMessage, Status>>> {
+    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+    match std::pin::Pin::new(inbound).poll_next(&mut context) {
+        std::task::Poll::Ready(next) => Some(next),
+        std::task::Poll::Pending => None,
+    }
+}
+
+/// Handles a worker's reports in arrival order, except that consecutive run starts and
+/// run ends are written together: starts first (a run's start always arrives before its
+/// end), then ends. Anything else (a log chunk, a heartbeat) first writes what is pending,
+/// so a run's log is in before its end is recorded.
+async fn handle_reports(
+    shared: &Shared,
+    term: &Term,
+    node: &str,
+    sender: &WorkerSender,
+    reports: Vec<worker_message::Kind>,
+) {
+    let mut started: Vec<i64> = Vec::new();
+    let mut finished: Vec<RunFinished> = Vec::new();
+    for report in reports {
+        match report {
+            worker_message::Kind::RunStarted(report) => started.push(report.run_id),
+            worker_message::Kind::RunFinished(report) => finished.push(report),
+            other => {
+                record_starts(shared, term, node, std::mem::take(&mut started)).await;
+                finish_runs(shared, term, node, std::mem::take(&mut finished)).await;
+                handle_report(shared, term, node, sender, other).await;
+            }
+        }
+    }
+    record_starts(shared, term, node, started).await;
+    finish_runs(shared, term, node, finished).await;
+}
+
+/// Records that the worker started runs `run_ids`; a run the coordinator has already
+/// given up is cancelled on the worker.
+async fn record_starts(shared: &Shared, term: &Term, node: &str, run_ids: Vec<i64>) {
+    if run_ids.is_empty() {
+        return;
+    }
+    let running = RunTransition::to(RunState::Running);
+    let batch: Vec<(i64, RunTransition)> =
+        run_ids.iter().map(|id| (*id, running.clone())).collect();
+    let results = match retry_transient(term, || {
+        shared.store.transition_runs(&batch, shared.clock.now())
+    })
+    .await
+    {
+        Some(Ok(results)) => results,
+        Some(Err(error)) => {
+            warn!(runs = run_ids.len(), worker = %node, %error, "cannot record run starts");
+            return;
+        }
+        None => return,
+    };
+    let now = shared.clock.now();
+    for (run_id, result) in run_ids.into_iter().zip(results) {
+        match result {
+            Ok(run) => shared.metrics.run_started(&run, now),
+            Err(StoreError::IllegalTransition { source, .. }) => {
+                // The coordinator has already given this run up (timed out, lost,
+                // cancelled): the worker must not go on with it.
+                warn!(run_id, worker = %node, %source, "worker started a run that is over");
+                shared
+                    .send_cancel(run_id, Some(node), "the run is already over")
+                    .await;
+            }
+            Err(_) => {}
+        }
+    }
 }
 
 async fn handle_report(
@@ -226,25 +330,7 @@ async fn handle_report(
             let _ = sender.try_send(message(coordinator_message::Kind::LeaseRenewed(renewed)));
         }
         worker_message::Kind::RunStarted(started) => {
-            let run_id = started.run_id;
-            let running = RunTransition::to(RunState::Running);
-            let result = retry_transient(term, || {
-                shared
-                    .store
-                    .transition_run(run_id, &running, shared.clock.now())
-            })
-            .await;
-            if let Some(Ok(run)) = &result {
-                shared.metrics.run_started(run, shared.clock.now());
-            }
-            if let Some(Err(StoreError::IllegalTransition { source, .. })) = result {
-                // The coordinator has already given this run up (timed out, lost,
-                // cancelled): the worker must not go on with it.
-                warn!(run_id, worker = %node, %source, "worker started a run that is over");
-                shared
-                    .send_cancel(run_id, Some(node), "the run is already over")
-                    .await;
-            }
+            record_starts(shared, term, node, vec![started.run_id]).await;
         }
         worker_message::Kind::RunProgress(progress) => {
             let report = Progress {
@@ -261,56 +347,79 @@ async fn handle_report(
                 .append_output(log.run_id, &log.text, shared.config.run_log_limit)
         }
         worker_message::Kind::RunFinished(finished) => {
-            finish_run(shared, term, node, finished).await
+            finish_runs(shared, term, node, vec![finished]).await
         }
     }
 }
 
-async fn finish_run(shared: &Shared, term: &Term, node: &str, finished: RunFinished) {
-    let run_id = finished.run_id;
-    let logged = shared
-        .registry
-        .take_output(run_id, shared.config.run_log_limit);
-    shared.registry.release(node, run_id);
-    let outcome = RunOutcome::try_from(finished.outcome).unwrap_or(RunOutcome::Unspecified);
-    let state = match outcome {
-        RunOutcome::Succeeded => RunState::Succeeded,
-        RunOutcome::Failed | RunOutcome::Unspecified => RunState::Failed,
-        RunOutcome::TimedOut => RunState::TimedOut,
-        RunOutcome::Cancelled => RunState::Cancelled,
-        RunOutcome::Rejected => {
-            // Never started: another worker may run it at once. A worker that refuses
-            // work (it is draining, or out of step with us) gets no more on this
-            // connection, so the run does not bounce back to it.
-            shared.registry.set_draining(node);
-            let reason = format!("rejected by worker {node}: {}", finished.error);
-            shared.lose_run(term, run_id, &reason).await;
-            return;
+/// Records the ends the worker reported, in one transaction; a rejected run (never
+/// started) is declared lost at once so that another worker takes it.
+async fn finish_runs(shared: &Shared, term: &Term, node: &str, reports: Vec<RunFinished>) {
+    if reports.is_empty() {
+        return;
+    }
+    let mut orders = Vec::with_capacity(reports.len());
+    for finished in reports {
+        let run_id = finished.run_id;
+        let logged = shared
+            .registry
+            .take_output(run_id, shared.config.run_log_limit);
+        shared.registry.release(node, run_id);
+        let outcome = RunOutcome::try_from(finished.outcome).unwrap_or(RunOutcome::Unspecified);
+        let state = match outcome {
+            RunOutcome::Succeeded => RunState::Succeeded,
+            RunOutcome::Failed | RunOutcome::Unspecified => RunState::Failed,
+            RunOutcome::TimedOut => RunState::TimedOut,
+            RunOutcome::Cancelled => RunState::Cancelled,
+            RunOutcome::Rejected => {
+                // Never started: another worker may run it at once. A worker that refuses
+                // work (it is draining, or out of step with us) gets no more on this
+                // connection, so the run does not bounce back to it.
+                shared.registry.set_draining(node);
+                let reason = format!("rejected by worker {node}: {}", finished.error);
+                shared.lose_run(term, run_id, &reason).await;
+                continue;
+            }
+        };
+        let mut transition = RunTransition::to(state);
+        if !finished.error.is_empty() {
+            transition = transition.with_error(finished.error);
         }
-    };
-    let mut transition = RunTransition::to(state);
-    if !finished.error.is_empty() {
-        transition = transition.with_error(finished.error);
+        let output = if finished.output.is_empty() {
+            logged
+        } else {
+            Some(output_tail(&finished.output, shared.config.run_log_limit).to_owned())
+        };
+        if let Some(output) = output {
+            transition = transition.with_output(output);
+        }
+        orders.push(FinishOrder {
+            id: run_id,
+            transition,
+            rules: shared.config.finish_rules(finished.remaining),
+        });
     }
-    let output = if finished.output.is_empty() {
-        logged
-    } else {
-        Some(output_tail(&finished.output, shared.config.run_log_limit).to_owned())
-    };
-    if let Some(output) = output {
-        transition = transition.with_output(output);
-    }
-    let rules = shared.config.finish_rules(finished.remaining);
-    let result = retry_transient(term, || {
-        shared
-            .store
-            .finish_run(run_id, &transition, &rules, shared.clock.now())
-    })
-    .await;
-    match result {
-        Some(Ok(finished)) => record_finished(shared, &finished, node),
-        Some(Err(error)) => warn!(run_id, worker = %node, %error, "cannot record the run's result"),
-        None => {}
+    if !orders.is_empty() {
+        let result = retry_transient(term, || {
+            shared.store.finish_runs(&orders, shared.clock.now())
+        })
+        .await;
+        match result {
+            Some(Ok(results)) => {
+                for (order, result) in orders.iter().zip(results) {
+                    match result {
+                        Ok(finished) => record_finished(shared, &finished, node),
+                        Err(error) => {
+                            warn!(run_id = order.id, worker = %node, %error, "cannot record the run's result")
+                        }
+                    }
+                }
+            }
+            Some(Err(error)) => {
+                warn!(runs = orders.len(), worker = %node, %error, "cannot record the runs' results")
+            }
+            None => {}
+        }
     }
     shared.dispatcher_wake.wake();
 }

@@ -261,7 +261,7 @@ pub(crate) async fn run_dispatcher(shared: Arc<Shared>, term: Term) {
                 let full = u32::try_from(candidates.len()).unwrap_or(u32::MAX) >= batch;
                 let mut waiting: HashMap<String, Vec<i64>> = HashMap::new();
                 let mut shortages = Vec::new();
-                let mut dispatched = 0usize;
+                let mut reserved = Vec::with_capacity(candidates.len());
                 for candidate in candidates {
                     let run_id = candidate.run.id;
                     match shared
@@ -272,15 +272,12 @@ pub(crate) async fn run_dispatcher(shared: Arc<Shared>, term: Term) {
                             waiting.entry(reason.to_string()).or_default().push(run_id);
                             shortages.push(reason);
                         }
-                        Ok(reservation) => {
-                            match dispatch_one(&shared, &term, candidate, reservation).await {
-                                Dispatch::Sent => dispatched += 1,
-                                Dispatch::Skipped => {}
-                                Dispatch::TermEnded => return,
-                            }
-                        }
+                        Ok(reservation) => reserved.push((candidate, reservation)),
                     }
                 }
+                let Some(dispatched) = dispatch_batch(&shared, &term, reserved).await else {
+                    return;
+                };
                 shared.metrics.set_waiting_for_worker(shortages.iter());
                 for (reason, ids) in waiting {
                     debug!(runs = ids.len(), reason, "runs wait");
@@ -316,42 +313,84 @@ enum Dispatch {
     TermEnded,
 }
 
-async fn dispatch_one(
+/// Dispatches reserved runs in one fenced store transaction, then sends each worker its
+/// assigns. Returns how many were sent, or `None` when the term is over.
+async fn dispatch_batch(
+    shared: &Shared,
+    term: &Term,
+    reserved: Vec<(DispatchableRun, Reservation)>,
+) -> Option<usize> {
+    if reserved.is_empty() {
+        return Some(0);
+    }
+    let now = shared.clock.now();
+    let mut spans = Vec::with_capacity(reserved.len());
+    let mut orders = Vec::with_capacity(reserved.len());
+    for (candidate, reservation) in &reserved {
+        let timeout = candidate.timeout.unwrap_or(shared.config.default_timeout);
+        let deadline = now + TimeDelta::from_std(timeout).unwrap_or(TimeDelta::MAX);
+        let root = shared.traces.root_for_dispatch(&candidate.run);
+        let span = dispatch_span(root, &candidate.run, &reservation.node_id, term.epoch);
+        let transition = RunTransition::dispatch(&reservation.node_id, term.epoch, deadline)
+            .with_trace_id(cronfleet_telemetry::trace_id_of(&span));
+        orders.push((candidate.run.id, transition));
+        spans.push(span);
+    }
+    let results = match shared.store.transition_runs(&orders, now).await {
+        Ok(results) => results,
+        Err(error) => {
+            for ((candidate, reservation), span) in reserved.iter().zip(&spans) {
+                span.record("otel.status_description", error.to_string());
+                shared
+                    .registry
+                    .release(&reservation.node_id, candidate.run.id);
+            }
+            if let StoreError::Fenced { .. } = error {
+                term.ended.cancel();
+                return None;
+            }
+            shared.metrics.store_error("transition_run", &error);
+            warn!(runs = orders.len(), %error, "dispatch failed; will try again");
+            return Some(0);
+        }
+    };
+    let mut sent = 0;
+    for (((candidate, reservation), span), result) in reserved.into_iter().zip(spans).zip(results) {
+        match result {
+            Ok(run) => match deliver(shared, term, candidate, reservation, run, &span).await {
+                Dispatch::Sent => sent += 1,
+                Dispatch::Skipped => {}
+                Dispatch::TermEnded => return None,
+            },
+            Err(error) => {
+                span.record("otel.status_description", error.to_string());
+                shared
+                    .registry
+                    .release(&reservation.node_id, candidate.run.id);
+                match error {
+                    StoreError::JobBusy { .. } | StoreError::IllegalTransition { .. } => {}
+                    error => {
+                        shared.metrics.store_error("transition_run", &error);
+                        warn!(run_id = candidate.run.id, %error, "dispatch failed; will try again");
+                    }
+                }
+            }
+        }
+    }
+    Some(sent)
+}
+
+/// Sends the assign of a run the store has just recorded as dispatched to its worker.
+async fn deliver(
     shared: &Shared,
     term: &Term,
     candidate: DispatchableRun,
     reservation: Reservation,
+    run: cronfleet_core::run::Run,
+    span: &tracing::Span,
 ) -> Dispatch {
-    let run_id = candidate.run.id;
+    let run_id = run.id;
     let node = reservation.node_id;
-    let now = shared.clock.now();
-    let timeout = candidate.timeout.unwrap_or(shared.config.default_timeout);
-    let deadline = now + TimeDelta::from_std(timeout).unwrap_or(TimeDelta::MAX);
-    let root = shared.traces.root_for_dispatch(&candidate.run);
-    let span = dispatch_span(root, &candidate.run, &node, term.epoch);
-    let transition = RunTransition::dispatch(&node, term.epoch, deadline)
-        .with_trace_id(cronfleet_telemetry::trace_id_of(&span));
-    let run = match shared.store.transition_run(run_id, &transition, now).await {
-        Ok(run) => run,
-        Err(error) => {
-            span.record("otel.status_description", error.to_string());
-            shared.registry.release(&node, run_id);
-            return match error {
-                StoreError::Fenced { .. } => {
-                    term.ended.cancel();
-                    Dispatch::TermEnded
-                }
-                StoreError::JobBusy { .. } | StoreError::IllegalTransition { .. } => {
-                    Dispatch::Skipped
-                }
-                error => {
-                    shared.metrics.store_error("transition_run", &error);
-                    warn!(run_id, %error, "dispatch failed; will try again");
-                    Dispatch::Skipped
-                }
-            };
-        }
-    };
     let assign = Assign {
         run_id,
         job: run.job_name.clone(),
@@ -362,7 +401,7 @@ async fn dispatch_one(
         deadline: timestamp_opt(run.deadline),
         epoch: term.epoch,
         trigger: run.trigger.as_str().to_owned(),
-        trace_context: cronfleet_telemetry::inject_span(&span),
+        trace_context: cronfleet_telemetry::inject_span(span),
     };
     let message = CoordinatorMessage {
         kind: Some(coordinator_message::Kind::Assign(assign)),

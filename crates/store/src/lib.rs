@@ -128,6 +128,31 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         now: DateTime<Utc>,
     ) -> Result<Run, StoreError>;
 
+    /// [`Store::transition_run`] for many runs in one transaction, for the leader's hot
+    /// path (dispatching a batch, recording a batch of starts). Each run gets its own answer
+    /// in `batch` order: a run that is gone, or whose move is illegal or busy, is reported
+    /// and the others go on. A fenced batch (any transition's epoch no longer in force)
+    /// changes nothing and is an error as a whole. The default calls `transition_run` for
+    /// each run.
+    async fn transition_runs(
+        &self,
+        batch: &[(i64, RunTransition)],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Result<Run, StoreError>>, StoreError> {
+        transition_each(self, batch, now).await
+    }
+
+    /// [`Store::finish_run`] for many runs in one transaction, each with its own answer in
+    /// `batch` order (see [`Store::transition_runs`]). The default calls `finish_run` for
+    /// each run.
+    async fn finish_runs(
+        &self,
+        batch: &[FinishOrder],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Result<Finished, StoreError>>, StoreError> {
+        finish_each(self, batch, now).await
+    }
+
     /// Adds a manual run of job `name` for `at` (not dispatched before then), leaving the
     /// schedule as it is. On a busy job the run waits for the current one (`queued`); a
     /// job that already has a waiting run refuses another.
@@ -232,6 +257,41 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// [`Store::transition_runs`] one run (and one transaction) at a time.
+pub(crate) async fn transition_each<S: Store + ?Sized>(
+    store: &S,
+    batch: &[(i64, RunTransition)],
+    now: DateTime<Utc>,
+) -> Result<Vec<Result<Run, StoreError>>, StoreError> {
+    let mut results = Vec::with_capacity(batch.len());
+    for (id, transition) in batch {
+        match store.transition_run(*id, transition, now).await {
+            Err(error @ StoreError::Fenced { .. }) => return Err(error),
+            result => results.push(result),
+        }
+    }
+    Ok(results)
+}
+
+/// [`Store::finish_runs`] one run (and one transaction) at a time.
+pub(crate) async fn finish_each<S: Store + ?Sized>(
+    store: &S,
+    batch: &[FinishOrder],
+    now: DateTime<Utc>,
+) -> Result<Vec<Result<Finished, StoreError>>, StoreError> {
+    let mut results = Vec::with_capacity(batch.len());
+    for order in batch {
+        match store
+            .finish_run(order.id, &order.transition, &order.rules, now)
+            .await
+        {
+            Err(error @ StoreError::Fenced { .. }) => return Err(error),
+            result => results.push(result),
+        }
+    }
+    Ok(results)
+}
+
 /// A subscription to [`Store::announce_change`].
 #[async_trait]
 pub trait ChangeFeed: Send {
@@ -252,6 +312,14 @@ pub struct FinishRules {
     pub auto_pause: cronfleet_core::policy::AutoPausePolicy,
     /// Work the handler reported as left; a success with work left continues at once.
     pub remaining: u64,
+}
+
+/// One run's end for [`Store::finish_runs`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct FinishOrder {
+    pub id: i64,
+    pub transition: RunTransition,
+    pub rules: FinishRules,
 }
 
 /// What [`Store::finish_run`] did.

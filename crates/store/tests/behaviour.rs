@@ -14,7 +14,7 @@ use cronfleet_core::policy::{CatchUpPolicy, OverlapPolicy};
 use cronfleet_core::run::{MAX_OUTPUT_BYTES, RunState, Trigger};
 use cronfleet_core::schedule::Schedule;
 use cronfleet_store::{
-    PostgresStore, RunFilter, RunOrder, RunTransition, SqliteStore, Store, StoreError,
+    FinishOrder, PostgresStore, RunFilter, RunOrder, RunTransition, SqliteStore, Store, StoreError,
 };
 
 const EPOCH: i64 = 7;
@@ -1080,6 +1080,18 @@ async fn only_the_earliest_waiting_run_of_a_job_is_dispatchable(store: Arc<dyn S
     );
     store.set_pending_reason(&ids, None).await.unwrap();
     assert_eq!(store.get_run(ids[0]).await.unwrap().pending_reason, None);
+
+    // A waiting run follows its job's new priority.
+    let ordered = store.get_job("ordered").await.unwrap();
+    let mut raised = ordered.spec.clone();
+    raised.priority = -10;
+    store
+        .update_job("ordered", ordered.version, &raised, t(2))
+        .await
+        .unwrap();
+    let ready = store.dispatchable_runs(t(2), 10).await.unwrap();
+    let order: Vec<&str> = ready.iter().map(|d| d.run.job_name.as_str()).collect();
+    assert_eq!(order, ["ordered", "urgent"], "after the priority change");
 }
 
 async fn lost_runs_are_retried_a_bounded_number_of_times(store: Arc<dyn Store>) {
@@ -1163,6 +1175,123 @@ fn rules(remaining: u64) -> cronfleet_store::FinishRules {
         },
         remaining,
     }
+}
+
+/// The batched hot path (`transition_runs`, `finish_runs`) does what the one-run calls do,
+/// run by run: each run moves or is told why not, and a fenced batch changes nothing.
+async fn batches_move_each_run_or_say_why(store: Arc<dyn Store>) {
+    leader(&*store).await;
+    for name in ["batch-a", "batch-b", "batch-c"] {
+        let mut spec = every_second(name);
+        spec.schedule =
+            Schedule::every(Interval::Elapsed(TimeDelta::hours(1)), t(0), chrono_tz::UTC);
+        spec.retries = u32::from(name == "batch-b");
+        store.create_job(&spec, t(0)).await.unwrap();
+    }
+    let lease = store.lease_due(t(0), EPOCH, 10, &settings()).await.unwrap();
+    let ids: Vec<i64> = lease.runs.iter().map(|run| run.id).collect();
+    assert_eq!(ids.len(), 3);
+    let dispatch = |worker: &str, epoch: i64| RunTransition::dispatch(worker, epoch, t(60));
+
+    let fenced = store
+        .transition_runs(&[(ids[0], dispatch("w1", EPOCH - 1))], t(0))
+        .await;
+    assert!(
+        matches!(fenced, Err(StoreError::Fenced { .. })),
+        "{fenced:?}"
+    );
+    assert_eq!(
+        store.get_run(ids[0]).await.unwrap().state,
+        RunState::Pending
+    );
+
+    let mut batch: Vec<(i64, RunTransition)> =
+        ids.iter().map(|id| (*id, dispatch("w1", EPOCH))).collect();
+    batch.push((999_999, dispatch("w1", EPOCH)));
+    let dispatched = store.transition_runs(&batch, t(0)).await.unwrap();
+    assert_eq!(dispatched.len(), 4);
+    for (run, id) in dispatched.iter().zip(&ids) {
+        let run = run.as_ref().unwrap();
+        assert_eq!(run.id, *id);
+        assert_eq!(run.state, RunState::Dispatched);
+        assert_eq!(run.worker.as_deref(), Some("w1"));
+        assert_eq!(run.dispatched_at, Some(t(0)));
+        assert_eq!(run.deadline, Some(t(60)));
+    }
+    assert!(matches!(
+        dispatched[3],
+        Err(StoreError::RunNotFound(999_999))
+    ));
+
+    let running = RunTransition::to(RunState::Running);
+    let started = store
+        .transition_runs(
+            &[
+                (ids[0], running.clone()),
+                (ids[1], running.clone()),
+                (ids[2], dispatch("w2", EPOCH)),
+            ],
+            t(0) + ms(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(started[0].as_ref().unwrap().started_at, Some(t(0) + ms(10)));
+    assert_eq!(started[1].as_ref().unwrap().state, RunState::Running);
+    assert!(
+        matches!(started[2], Err(StoreError::IllegalTransition { .. })),
+        "a dispatched run cannot be dispatched again: {:?}",
+        started[2]
+    );
+    assert_eq!(
+        store.get_job("batch-a").await.unwrap().last_run_at,
+        Some(t(0) + ms(10))
+    );
+
+    let ends = [
+        FinishOrder {
+            id: ids[0],
+            transition: RunTransition::to(RunState::Succeeded).with_output("done"),
+            rules: rules(0),
+        },
+        FinishOrder {
+            id: ids[1],
+            transition: RunTransition::to(RunState::Failed).with_error("exit status 1"),
+            rules: rules(0),
+        },
+    ];
+    let finished = store.finish_runs(&ends, t(1)).await.unwrap();
+    let succeeded = finished[0].as_ref().unwrap();
+    assert_eq!(succeeded.run.state, RunState::Succeeded);
+    assert_eq!(succeeded.run.output.as_deref(), Some("done"));
+    assert_eq!(succeeded.run.finished_at, Some(t(1)));
+    assert!(succeeded.retry.is_none());
+    let failed = finished[1].as_ref().unwrap();
+    assert_eq!(failed.run.error.as_deref(), Some("exit status 1"));
+    let retry = failed.retry.as_ref().expect("batch-b has a retry left");
+    assert_eq!((retry.slot, retry.attempt), (t(0), 2));
+    assert_eq!(
+        store
+            .get_job("batch-b")
+            .await
+            .unwrap()
+            .failures
+            .failure_count,
+        1
+    );
+    assert_eq!(
+        store
+            .get_job("batch-a")
+            .await
+            .unwrap()
+            .failures
+            .failure_count,
+        0
+    );
+    let again = store.finish_runs(&ends[..1], t(2)).await.unwrap();
+    assert!(matches!(
+        again[0],
+        Err(StoreError::IllegalTransition { .. })
+    ));
 }
 
 /// Leases the job's due slot at `at`, dispatches and starts it; returns the run id.
@@ -1420,6 +1549,7 @@ on_both_backends!(
     catch_up_all_runs_one_after_another,
     max_runs_ends_the_job,
     transitions_follow_the_state_machine,
+    batches_move_each_run_or_say_why,
     a_stale_epoch_can_neither_lease_nor_dispatch,
     replace_cancels_the_old_runs,
     runs_can_be_filtered,

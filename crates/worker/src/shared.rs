@@ -568,10 +568,13 @@ impl Shared {
         });
         let handler = self.handlers[&assign.handler].clone();
         state.runs.insert(run.run_id, run.clone());
+        let started_at = Utc::now();
+        self.metrics
+            .run_started((started_at - slot).to_std().unwrap_or(Duration::ZERO));
         let _ = tx.send(WorkerMessage {
             kind: Some(Outgoing::RunStarted(RunStarted {
                 run_id: run.run_id,
-                started_at: Some(cronfleet_proto::timestamp(Utc::now())),
+                started_at: Some(cronfleet_proto::timestamp(started_at)),
             })),
         });
         info!(
