@@ -290,47 +290,38 @@ async fn check_epochs<'a>(
     Ok(())
 }
 
-/// Fetches runs by id (locked when `lock`), keyed by id.
-async fn fetch_runs(
-    conn: &mut PgConnection,
-    ids: &[i64],
-    lock: bool,
-) -> Result<HashMap<i64, Run>, StoreError> {
-    let query = if lock {
-        concat!(
-            "SELECT ",
-            run_columns!(),
-            " FROM runs JOIN jobs ON jobs.id = runs.job_id WHERE runs.id = ANY($1) \
-             ORDER BY runs.id FOR UPDATE OF runs"
-        )
-    } else {
-        concat!(
-            "SELECT ",
-            run_columns!(),
-            " FROM runs JOIN jobs ON jobs.id = runs.job_id WHERE runs.id = ANY($1)"
-        )
-    };
-    let rows: Vec<RunRow> = sqlx::query_as(query)
-        .bind(ids)
-        .fetch_all(&mut *conn)
-        .await?;
+/// Fetches runs by id and locks them, keyed by id.
+async fn lock_runs(conn: &mut PgConnection, ids: &[i64]) -> Result<HashMap<i64, Run>, StoreError> {
+    let rows: Vec<RunRow> = sqlx::query_as(concat!(
+        "SELECT ",
+        run_columns!(),
+        " FROM runs JOIN jobs ON jobs.id = runs.job_id WHERE runs.id = ANY($1) \
+         ORDER BY runs.id FOR UPDATE OF runs"
+    ))
+    .bind(ids)
+    .fetch_all(&mut *conn)
+    .await?;
     Ok(runs_from_rows(rows)?
         .into_iter()
         .map(|run| (run.id, run))
         .collect())
 }
 
+/// The runs a batch moved: each as it was before (or why it could not move), in batch
+/// order, and as it is now, by id.
+type Moved = (Vec<Result<Run, StoreError>>, HashMap<i64, Run>);
+
 /// [`apply_transition`] for many distinct runs with a handful of statements: one read
-/// under lock, one `UNNEST` update of the runs, one of their jobs. Returns each run as it
-/// was before, or why it could not move. A unique violation (a second active run of a
-/// job) fails the whole statement: the caller runs the batch one by one instead.
+/// under lock, one `UNNEST` update of the runs (returning them as they are now), one of
+/// their jobs. A unique violation (a second active run of a job) fails the whole
+/// statement: the caller runs the batch one by one instead.
 async fn apply_transitions(
     conn: &mut PgConnection,
     batch: &[(i64, &RunTransition)],
     now: DateTime<Utc>,
-) -> Result<Vec<Result<Run, StoreError>>, StoreError> {
+) -> Result<Moved, StoreError> {
     let ids: Vec<i64> = batch.iter().map(|(id, _)| *id).collect();
-    let mut before = fetch_runs(conn, &ids, true).await?;
+    let mut before = lock_runs(conn, &ids).await?;
     let mut planned = Vec::with_capacity(batch.len());
     for (id, transition) in batch {
         planned.push(match before.remove(id) {
@@ -340,16 +331,18 @@ async fn apply_transitions(
     }
     let updates: Vec<&(Run, crate::lease_writes::RunUpdate)> =
         planned.iter().filter_map(|p| p.as_ref().ok()).collect();
+    let mut after = HashMap::new();
     if !updates.is_empty() {
-        sqlx::query(
+        let rows: Vec<RunRow> = sqlx::query_as(concat!(
             "UPDATE runs SET state = u.state, worker = u.worker, epoch = u.epoch, \
              dispatched_at = u.dispatched_at, started_at = u.started_at, finished_at = u.finished_at, \
              deadline = u.deadline, error = u.error, output = u.output, trace_id = u.trace_id \
              FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::timestamptz[], \
              $6::timestamptz[], $7::timestamptz[], $8::timestamptz[], $9::text[], $10::text[], $11::text[]) \
              AS u(id, state, worker, epoch, dispatched_at, started_at, finished_at, deadline, error, \
-             output, trace_id) WHERE runs.id = u.id",
-        )
+             output, trace_id), jobs WHERE runs.id = u.id AND jobs.id = runs.job_id RETURNING ",
+            run_columns!()
+        ))
         .bind(updates.iter().map(|(run, _)| run.id).collect::<Vec<_>>())
         .bind(updates.iter().map(|(_, u)| u.state).collect::<Vec<_>>())
         .bind(updates.iter().map(|(_, u)| u.worker.as_deref()).collect::<Vec<_>>())
@@ -361,8 +354,12 @@ async fn apply_transitions(
         .bind(updates.iter().map(|(_, u)| u.error.as_deref()).collect::<Vec<_>>())
         .bind(updates.iter().map(|(_, u)| u.output.as_deref()).collect::<Vec<_>>())
         .bind(updates.iter().map(|(_, u)| u.trace_id.as_deref()).collect::<Vec<_>>())
-        .execute(&mut *conn)
+        .fetch_all(&mut *conn)
         .await?;
+        after = runs_from_rows(rows)?
+            .into_iter()
+            .map(|run| (run.id, run))
+            .collect();
         let job_updates: Vec<&(Run, crate::lease_writes::RunUpdate)> = updates
             .iter()
             .copied()
@@ -397,10 +394,11 @@ async fn apply_transitions(
             .await?;
         }
     }
-    Ok(planned
+    let before = planned
         .into_iter()
         .map(|planned| planned.map(|(run, _)| run))
-        .collect())
+        .collect();
+    Ok((before, after))
 }
 
 /// Whether a batch must go one run at a time: it names a run twice.
@@ -813,18 +811,13 @@ impl Store for PostgresStore {
         let mut tx = self.pool.begin().await?;
         check_epochs(&mut tx, batch.iter().map(|(_, t)| t)).await?;
         let refs: Vec<(i64, &RunTransition)> = batch.iter().map(|(id, t)| (*id, t)).collect();
-        let before = match apply_transitions(&mut tx, &refs, now).await {
+        let (before, mut after) = match apply_transitions(&mut tx, &refs, now).await {
             Err(StoreError::Database(error)) if unique_violation(&error).is_some() => {
                 drop(tx);
                 return crate::transition_each(self, batch, now).await;
             }
             other => other?,
         };
-        let moved: Vec<i64> = before
-            .iter()
-            .filter_map(|run| run.as_ref().ok().map(|run| run.id))
-            .collect();
-        let mut after = fetch_runs(&mut tx, &moved, false).await?;
         tx.commit().await?;
         Ok(before
             .into_iter()
@@ -852,7 +845,7 @@ impl Store for PostgresStore {
             .iter()
             .map(|order| (order.id, &order.transition))
             .collect();
-        let before = match apply_transitions(&mut tx, &refs, now).await {
+        let (before, mut after) = match apply_transitions(&mut tx, &refs, now).await {
             Err(StoreError::Database(error)) if unique_violation(&error).is_some() => {
                 drop(tx);
                 return crate::finish_each(self, batch, now).await;
@@ -908,11 +901,6 @@ impl Store for PostgresStore {
             }
             planned.push(Ok((run.id, follow_up, plan.pause_reason)));
         }
-        let ended: Vec<i64> = planned
-            .iter()
-            .filter_map(|p| p.as_ref().ok().map(|(id, _, _)| *id))
-            .collect();
-        let mut after = fetch_runs(&mut tx, &ended, false).await?;
         tx.commit().await?;
         Ok(planned
             .into_iter()
