@@ -4,11 +4,13 @@
 //! ever ran twice at once.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Write;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+
+pub use cronfleet_testkit::http_get;
 
 use crate::cronfleet_binary;
 
@@ -131,26 +133,6 @@ pub fn cli_at(server: &str, args: &[&str]) -> CliOutput {
 pub fn free_addr() -> SocketAddr {
     let port = cronfleet_testkit::free_port().expect("a free port");
     SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-/// The status and body of `GET path` on a plain HTTP/1.1 server, if it answers.
-pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let status = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response
-        .split("\r\n\r\n")
-        .nth(1)
-        .unwrap_or_default()
-        .to_owned();
-    Some((status, body))
 }
 
 /// Polls `condition` until it holds or `timeout` passes; says what was awaited if not.

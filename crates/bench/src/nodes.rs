@@ -3,13 +3,13 @@
 //! its own file; plus what the benchmark reads of them (Prometheus `/metrics`, resident
 //! memory and CPU time from `/proc`).
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use cronfleet_testkit::http_get;
 
 /// Where the processes come from and how they are configured.
 #[derive(Debug, Clone)]
@@ -298,46 +298,6 @@ pub fn machine_cpu_ticks() -> Option<(f64, f64)> {
 pub fn free_addr() -> anyhow::Result<SocketAddr> {
     let port = cronfleet_testkit::free_port()?;
     Ok(SocketAddr::from(([127, 0, 0, 1], port)))
-}
-
-/// The status and body of `GET path` on a plain HTTP/1.1 server, if it answers.
-fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let status = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n")?.1;
-    // axum answers a body of unknown length chunked: undo it.
-    let body = if response
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)
-    } else {
-        body.to_owned()
-    };
-    Some((status, body))
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if size == 0 || rest.len() < size {
-            break;
-        }
-        out.push_str(&rest[..size]);
-        body = rest[size..].trim_start_matches("\r\n");
-    }
-    out
 }
 
 /// The log directory to use: `dir` if given (created), else a fresh temp dir kept after

@@ -18,7 +18,9 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
 
 use crate::error::{duplicate_name, unique_violation};
-use crate::lease_writes::{FollowUp, StreakChange, plan_finish, plan_transition, plan_writes};
+use crate::lease_writes::{
+    FinishPlan, FollowUp, StreakChange, plan_finish, plan_transition, plan_writes,
+};
 use crate::rows::{
     DispatchRow, JobRow, JobValues, RunRow, dispatchable_from_rows, jobs_from_rows, runs_from_rows,
 };
@@ -408,6 +410,33 @@ fn has_repeats(ids: impl Iterator<Item = i64>) -> bool {
     ids.sort_unstable();
     ids.dedup();
     ids.len() != count
+}
+
+/// Writes what a run's end calls for (`plan_finish`): its follow-up run (a retry or a
+/// continuation), returned, and the job's automatic pause.
+async fn write_finish_plan(
+    conn: &mut PgConnection,
+    job_id: i64,
+    plan: &FinishPlan,
+    epoch: i64,
+    now: DateTime<Utc>,
+) -> Result<Option<Run>, StoreError> {
+    let follow_up = match &plan.follow_up {
+        Some(follow_up) => insert_follow_up(conn, job_id, follow_up, epoch, now).await?,
+        None => None,
+    };
+    if let Some(reason) = &plan.pause_reason {
+        sqlx::query(
+            "UPDATE jobs SET paused = TRUE, pause_note = $2, version = version + 1, updated_at = $3 \
+             WHERE id = $1",
+        )
+        .bind(job_id)
+        .bind(reason)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(follow_up)
 }
 
 async fn insert_follow_up(
@@ -882,23 +911,7 @@ impl Store for PostgresStore {
                 .get(&run.job_id)
                 .ok_or_else(|| StoreError::Corrupt(format!("run {} has no job", run.id)))?;
             let plan = plan_finish(&run, order.transition.to, job, &order.rules, now);
-            let follow_up = match &plan.follow_up {
-                Some(follow_up) => {
-                    insert_follow_up(&mut tx, job.id, follow_up, run.epoch, now).await?
-                }
-                None => None,
-            };
-            if let Some(reason) = &plan.pause_reason {
-                sqlx::query(
-                    "UPDATE jobs SET paused = TRUE, pause_note = $2, version = version + 1, updated_at = $3 \
-                     WHERE id = $1",
-                )
-                .bind(job.id)
-                .bind(reason)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            }
+            let follow_up = write_finish_plan(&mut tx, job.id, &plan, run.epoch, now).await?;
             planned.push(Ok((run.id, follow_up, plan.pause_reason)));
         }
         tx.commit().await?;
@@ -1168,23 +1181,7 @@ impl Store for PostgresStore {
         .await?;
         let job = Job::try_from(row)?;
         let plan = plan_finish(&before, transition.to, &job, rules, now);
-        let follow_up = match &plan.follow_up {
-            Some(follow_up) => {
-                insert_follow_up(&mut tx, job.id, follow_up, before.epoch, now).await?
-            }
-            None => None,
-        };
-        if let Some(reason) = &plan.pause_reason {
-            sqlx::query(
-                "UPDATE jobs SET paused = TRUE, pause_note = $2, version = version + 1, updated_at = $3 \
-                 WHERE id = $1",
-            )
-            .bind(job.id)
-            .bind(reason)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
+        let follow_up = write_finish_plan(&mut tx, job.id, &plan, before.epoch, now).await?;
         let run = fetch_run(&mut tx, id, false).await?;
         tx.commit().await?;
         let (retry, continuation) = match follow_up {

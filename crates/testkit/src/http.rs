@@ -1,7 +1,9 @@
 //! Just enough HTTP/1.1 over a `TcpStream` to ask etcd for `/health` and to use its v3 JSON
-//! gateway; an HTTP client crate would be a large dependency for three requests.
+//! gateway, and to read a cronfleet process's probes and metrics ([`http_get`]); an HTTP
+//! client crate would be a large dependency for these few requests.
 
 use std::io;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -132,6 +134,24 @@ pub(crate) fn base64_decode(text: &str) -> Option<Vec<u8>> {
         }
     }
     Some(out)
+}
+
+/// The status and body of `GET path` on a plain HTTP/1.1 server (a coordinator's or a
+/// worker's probes and `/metrics`), if it answers; blocking, for tests and the benchmark.
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream =
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    stream.set_read_timeout(Some(REQUEST_TIMEOUT)).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).ok()?;
+    let response = parse_response(&raw).ok()?;
+    Some((response.status, response.body))
 }
 
 #[cfg(test)]

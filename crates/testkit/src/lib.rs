@@ -31,6 +31,7 @@ mod test_database;
 
 pub use error::{Result, ServerReport, TestkitError};
 pub use etcd::{ETCD_BIN_ENV, EtcdCluster, EtcdServer, find_etcd};
+pub use http::http_get;
 pub use ports::free_port;
 pub use postgres::{
     CreatedDatabase, PG_BINDIR_ENV, PostgresOptions, PostgresServer, create_database_on,
