@@ -14,22 +14,19 @@ ARG RUST_VERSION=1.95
 ARG DEBIAN_RELEASE=bookworm
 
 FROM rust:${RUST_VERSION}-slim-${DEBIAN_RELEASE} AS build
-# etcd-client's build script compiles etcd's .proto files with protoc (our own .proto
-# files are compiled with protox and need none).
-# hadolint ignore=DL3008
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends protobuf-compiler \
-    && rm -rf /var/lib/apt/lists/*
-ENV PROTOC=/usr/bin/protoc
 WORKDIR /src
 # Every workspace member must be here for cargo to load the workspace.
 COPY Cargo.toml Cargo.lock ./
 COPY proto ./proto
 COPY crates ./crates
 COPY tests ./tests
+# etcd-client's build script compiles etcd's .proto files with protoc: the one shipped in
+# the protoc-bin-vendored package, with its includes (crates/protoc prints where), so
+# the image needs no system protoc (our own .proto files are compiled with protox).
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p cronfleet-cli \
+    eval "$(cargo run --locked -q -p cronfleet-protoc)" \
+    && cargo build --release --locked -p cronfleet-cli \
     && install -m 0755 target/release/cronfleet /usr/local/bin/cronfleet
 
 FROM debian:${DEBIAN_RELEASE}-slim

@@ -118,6 +118,36 @@ fn dev_mode_runs_jobs_from_a_file_without_overlap_and_survives_a_restart() {
     assert_no_overlap(&read_ledger(&ledger), None);
 }
 
+/// A single-node start is quiet and correct: the workers register with the leader at the
+/// first attempt — no redirect to the node itself, no "no leader yet" — and nothing is
+/// logged as a warning or an error.
+#[test]
+fn dev_mode_starts_as_its_own_leader_without_redirecting_its_workers() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dev = start_dev(&scratch.path().join("data"), None, scratch.path(), "dev");
+    wait_for("both workers to register", Duration::from_secs(10), || {
+        dev.process
+            .log_text()
+            .matches("registered with the leader")
+            .count()
+            == 2
+    });
+    let log = dev.process.log_text();
+    for unwanted in [
+        "not the leader",
+        "redirect",
+        "not leading yet",
+        "no leader",
+        " WARN ",
+        " ERROR ",
+    ] {
+        assert!(
+            !log.contains(unwanted),
+            "the start logged {unwanted:?}:\n{log}"
+        );
+    }
+}
+
 fn ledger_runs(ledger: &std::path::Path) -> usize {
     read_ledger(ledger).len()
 }

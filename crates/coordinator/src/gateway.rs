@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tokio_stream::Stream as _;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::leader::{Role, Shared, Term};
 use crate::registry::WorkerSender;
@@ -83,11 +83,19 @@ impl WorkerService for WorkerGateway {
         match role {
             Role::Follower => {
                 let leader = self.shared.election.leader().await.ok().flatten();
+                // The election may already name this node while its term is still being
+                // set up (the epoch raised, the loops started): that is "no leader yet"
+                // for the worker, which asks again shortly, never a redirect to itself.
+                let leader = leader.filter(|leader| leader.node_id != self.shared.config.node_id);
                 let not_leader = NotLeader {
                     leader_url: leader.as_ref().map(|l| l.url.clone()).unwrap_or_default(),
                     leader_node_id: leader.map(|l| l.node_id).unwrap_or_default(),
                 };
-                info!(worker = %register.node_id, leader = %not_leader.leader_url, "not the leader: redirecting worker");
+                if not_leader.leader_url.is_empty() {
+                    debug!(worker = %register.node_id, "not leading yet: the worker asks again");
+                } else {
+                    info!(worker = %register.node_id, leader = %not_leader.leader_url, "not the leader: redirecting worker");
+                }
                 let _ = sender
                     .send(message(coordinator_message::Kind::NotLeader(not_leader)))
                     .await;

@@ -69,6 +69,20 @@ impl CoordinatorHandle {
         }
     }
 
+    /// Waits until this coordinator leads (its epoch raised, its loops started) and
+    /// returns the epoch; `None` if it stopped first.
+    pub async fn until_leading(&self) -> Option<i64> {
+        let mut role = self.role.clone();
+        let leading = role
+            .wait_for(|role| matches!(role, Role::Leader(_)))
+            .await
+            .ok()?;
+        match &*leading {
+            Role::Leader(term) => Some(term.epoch),
+            Role::Follower => None,
+        }
+    }
+
     /// Asks the coordinator to stop: it stops dispatching, tells its workers to drain
     /// and reconnect, and resigns leadership.
     pub fn shutdown(&self) {

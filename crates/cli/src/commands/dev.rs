@@ -79,6 +79,18 @@ impl DevCommand {
             let coordinator =
                 cronfleet_coordinator::start(config, store, election, Arc::new(SystemClock))
                     .await?;
+            // The local election wins at once; the workers start once the term is set up,
+            // so their first registration is accepted rather than asked to come back.
+            const LEAD_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
+            tokio::time::timeout(LEAD_WITHIN, coordinator.until_leading())
+                .await
+                .map_err(|_| {
+                    anyhow!(
+                        "the coordinator did not begin to lead within {LEAD_WITHIN:?} (is another cronfleet dev using {}?)",
+                        database.display()
+                    )
+                })?
+                .ok_or_else(|| anyhow!("the coordinator stopped before it began to lead"))?;
 
             let stop_workers = CancellationToken::new();
             let mut workers = tokio::task::JoinSet::new();
