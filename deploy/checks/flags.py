@@ -21,7 +21,10 @@ this check
   pods' Prometheus scrape annotations name the HTTP port and /metrics; an OTLP endpoint
   that is a Service of the same build names one of its ports; the advertise URL names
   the gRPC port; workers get longer to stop than their drain; the compose worker can be
-  scaled (no fixed name, published port or node id).
+  scaled (no fixed name, published port or node id);
+- checks the timing rule of the no-overlap promise across the processes of each build:
+  every worker's lease ttl + kill grace + stop margin + loss margin fits in every
+  coordinator's worker timeout, or the coordinators would refuse the workers.
 
 Usage: flags.py --binary PATH --compose CONFIG.yaml [--kubernetes NAME=BUILD.yaml]…
 (CONFIG.yaml is `docker-compose config` output; BUILD.yaml a `kustomize build`.)
@@ -78,8 +81,15 @@ DEFAULTS = {
     "CRONFLEET_HTTP": "127.0.0.1:8080",
     "CRONFLEET_WORKER_HTTP": "127.0.0.1:8081",
     "CRONFLEET_DRAIN_TIMEOUT": "30s",
-    "CRONFLEET_KILL_GRACE": "5s",
+    "CRONFLEET_KILL_GRACE": "2s",
+    "CRONFLEET_WORKER_TIMEOUT": "6s",
+    "CRONFLEET_LEASE_TTL": "2s",
 }
+
+# What a worker needs beyond its kill grace to stop its runs, and what the coordinator adds
+# on top (crates/worker STOP_MARGIN, crates/coordinator LOSS_MARGIN).
+STOP_MARGIN_SECONDS = 1.0
+LOSS_MARGIN_SECONDS = 0.5
 
 # How long a dry run may go on before its configuration counts as accepted.
 DRY_RUN_SECONDS = 3
@@ -98,9 +108,12 @@ def main():
 
     report = Report("flags and environment")
     uses = compose_uses(options.compose, report)
+    check_lease_timing("docker-compose.yml", uses, report)
     for spec in options.kubernetes:
         name, path = spec.split("=", 1)
-        uses += kubernetes_uses(name, path, report)
+        build = kubernetes_uses(name, path, report)
+        check_lease_timing(name, build, report)
+        uses += build
 
     known = subcommands(options.binary)
     checked = set()
@@ -359,6 +372,41 @@ def is_cronfleet_image(image):
 
 def use(where, subcommand, args, env, dry_run=True):
     return {"where": where, "subcommand": subcommand, "args": list(args), "env": env, "dry_run": dry_run}
+
+
+def setting(use, name, report):
+    """A server setting in seconds: its flag in the args, else its variable, else the default."""
+    flag = "--" + name.removeprefix("CRONFLEET_").lower().replace("_", "-")
+    args = use["args"]
+    value = use["env"].get(name, DEFAULTS[name])
+    for index, arg in enumerate(args):
+        if arg == flag and index + 1 < len(args):
+            value = args[index + 1]
+        elif arg.startswith(flag + "="):
+            value = arg.split("=", 1)[1]
+    try:
+        return parse_duration(value)
+    except ValueError as error:
+        report.fail(use["where"], f"{name}: {error}")
+        return None
+
+
+def check_lease_timing(build, uses, report):
+    """Every worker of a build fits every coordinator's timing rule (DESIGN §2, invariant 1)."""
+    coordinators = [u for u in uses if u["subcommand"] == "coordinator"]
+    workers = [u for u in uses if u["subcommand"] == "worker"]
+    for coordinator in coordinators:
+        timeout = setting(coordinator, "CRONFLEET_WORKER_TIMEOUT", report)
+        lease = setting(coordinator, "CRONFLEET_LEASE_TTL", report)
+        for worker in workers:
+            grace = setting(worker, "CRONFLEET_KILL_GRACE", report)
+            if None in (timeout, lease, grace):
+                continue
+            needed = lease + grace + STOP_MARGIN_SECONDS + LOSS_MARGIN_SECONDS
+            report.check(needed <= timeout, worker["where"],
+                         f"{build}: kill grace {grace:g}s: lease ttl {lease:g}s + grace + "
+                         f"{STOP_MARGIN_SECONDS + LOSS_MARGIN_SECONDS:g}s = {needed:g}s does not fit in the "
+                         f"worker timeout {timeout:g}s of {coordinator['where']}: the coordinators refuse this worker")
 
 
 def drain_time(env, where, report):

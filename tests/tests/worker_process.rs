@@ -166,6 +166,79 @@ async fn a_sigkilled_worker_takes_its_shell_scripts_with_it() {
     );
 }
 
+/// Whether process `pid` is stopped (SIGSTOP): state `T` in /proc.
+fn stopped(pid: Pid) -> bool {
+    std::fs::read_to_string(format!("/proc/{}/stat", pid.as_raw_nonzero()))
+        .ok()
+        .and_then(|stat| {
+            let (_, rest) = stat.rsplit_once(") ")?;
+            rest.chars().next()
+        })
+        == Some('T')
+}
+
+/// A frozen worker (SIGSTOP: a long pause, a VM stall of the worker alone) renews no
+/// lease and cannot stop its runs — its shell scripts die all the same, killed by their
+/// watchdogs outside the worker at the end of its lease plus the kill grace, before any
+/// coordinator may run them elsewhere. A script that ignores SIGTERM gets no say. Once
+/// thawed, the worker reports the run as aborted by the lease, to be run again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_workers_shell_scripts_die_at_the_end_of_its_lease() {
+    // Heartbeats every 200 ms, a 1 s lease; a 1 s kill grace.
+    let mut harness = Harness::start(Role::leader_with(1, 200, 1_000)).await;
+    let worker = WorkerProcess::start(
+        &harness.url(),
+        http_port(),
+        &["--handlers", "shell", "--kill-grace", "1s"],
+    );
+    harness.expect_register().await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (shell, child) = (pid_file(dir.path(), "shell"), pid_file(dir.path(), "child"));
+    let script = format!(
+        "trap '' TERM; echo $$ > {}; sleep 60 & echo $! > {}; wait",
+        shell.display(),
+        child.display()
+    );
+    harness.assign(assign(1, "shell", json!({ "script": script })));
+    harness.expect_started(1).await;
+    let pids = [read_pid(&shell).await, read_pid(&child).await];
+    // A few renewals, so the lease is fresh when the worker freezes.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(pids.iter().all(|&pid| alive(pid)), "the script runs");
+
+    worker.signal(Signal::STOP);
+    let frozen = Instant::now();
+    while pids.iter().any(|&pid| alive(pid)) {
+        assert!(
+            frozen.elapsed() < Duration::from_secs(6),
+            "the script's processes {pids:?} outlived the frozen worker's lease by far"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let gone_after = frozen.elapsed();
+    assert!(
+        stopped(worker.pid()),
+        "the worker was still frozen when its scripts died"
+    );
+    eprintln!("the frozen worker's script was gone {gone_after:?} after the freeze");
+    // Last renewal ≤ 200 ms before the freeze: kill-by = renewal + 1 s lease + 1 s grace;
+    // the watchdog looks every 200 ms. Never before the lease and grace are over.
+    assert!(
+        gone_after >= Duration::from_millis(1_700) && gone_after <= Duration::from_millis(2_700),
+        "killed {gone_after:?} after the freeze; expected at the lease's end plus the grace (~2 s)"
+    );
+
+    worker.signal(Signal::CONT);
+    let (_, finished) = harness.expect_finished_within(1, WAIT).await;
+    assert_eq!(outcome(&finished), RunOutcome::Aborted, "{finished:?}");
+    assert!(
+        finished.error.starts_with("lease lost"),
+        "{}",
+        finished.error
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_a_running_run_finish_then_exits_0() {
     let mut harness = Harness::start(Role::leader(1)).await;

@@ -11,6 +11,13 @@ use cronfleet_store::FinishRules;
 use crate::auth::{Tokens, check_open_api};
 use crate::election::LeaderInfo;
 
+/// What the worker timeout must cover beyond a worker's lease and stop grace: the monitor's
+/// pass, scheduling delays, the clocks of two machines running at slightly other rates.
+pub const LOSS_MARGIN: Duration = Duration::from_millis(500);
+/// The stop grace assumed for a worker that does not announce one (an older version): its
+/// kill grace was 5 s then, and it took up to 3 s more to give up on a handler.
+pub const UNANNOUNCED_STOP_GRACE: Duration = Duration::from_secs(8);
+
 /// Everything a coordinator needs to know besides its store and election.
 #[derive(Clone, Debug)]
 pub struct CoordinatorConfig {
@@ -22,10 +29,11 @@ pub struct CoordinatorConfig {
     /// How workers and clients reach this node (sent to workers that connect to a
     /// non-leader). Defaults to `http://` + the gRPC address.
     pub advertise_url: Option<String>,
-    /// A worker silent this long is dead: its runs become lost and are run again.
+    /// A worker whose lease was not renewed for this long is dead: its runs become lost
+    /// and are run again. Covers the lease, the worker's stop grace and [`LOSS_MARGIN`]
+    /// ([`CoordinatorConfig::admit_stop_grace`]), so a lost run's old attempt is gone.
     pub worker_timeout: Duration,
-    /// Workers stop their runs after this long without word from the coordinator; shorter
-    /// than `worker_timeout`, so a lost run is never still executing when re-dispatched.
+    /// Workers stop their runs after this long without a lease renewal.
     pub lease_ttl: Duration,
     pub heartbeat_interval: Duration,
     /// The timeout of jobs that set none.
@@ -66,8 +74,8 @@ impl CoordinatorConfig {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             advertise_url: None,
             worker_timeout: Duration::from_secs(6),
-            lease_ttl: Duration::from_secs(3),
-            heartbeat_interval: Duration::from_secs(1),
+            lease_ttl: Duration::from_secs(2),
+            heartbeat_interval: Duration::from_millis(500),
             default_timeout: Duration::from_secs(3600),
             timeout_grace: Duration::from_secs(10),
             lease_batch: 500,
@@ -108,11 +116,39 @@ impl CoordinatorConfig {
         }
     }
 
+    /// The longest stop grace a worker may announce: what is left of the worker timeout
+    /// after the lease and the margin.
+    pub fn max_stop_grace(&self) -> Duration {
+        self.worker_timeout
+            .saturating_sub(self.lease_ttl)
+            .saturating_sub(LOSS_MARGIN)
+    }
+
+    /// Whether a worker that needs `stop_grace` after its lease ends to stop its runs may
+    /// register: its runs are re-dispatched `worker_timeout` after its last renewal, so
+    /// lease + stop grace + margin must fit in it — else a run could start again while its
+    /// old attempt still runs. The error says which setting to change.
+    pub fn admit_stop_grace(&self, node_id: &str, stop_grace: Duration) -> Result<(), String> {
+        if stop_grace <= self.max_stop_grace() {
+            return Ok(());
+        }
+        Err(format!(
+            "worker {node_id:?} needs {stop_grace:?} after its lease ends to stop its runs (its kill grace plus 1s), \
+             but this coordinator re-runs a dead worker's runs {:?} after its last lease renewal: \
+             lease ttl {:?} + stop grace + {LOSS_MARGIN:?} must fit in the worker timeout, so lower the worker's \
+             --kill-grace to at most {:?} or raise the coordinators' --worker-timeout to at least {:?}",
+            self.worker_timeout,
+            self.lease_ttl,
+            self.max_stop_grace().saturating_sub(Duration::from_secs(1)),
+            self.lease_ttl + stop_grace + LOSS_MARGIN,
+        ))
+    }
+
     /// Rejects settings that would break the safety argument.
     pub fn validate(&self) -> Result<(), String> {
-        if self.lease_ttl >= self.worker_timeout {
+        if self.lease_ttl + LOSS_MARGIN >= self.worker_timeout {
             return Err(format!(
-                "the worker lease ttl ({:?}) must be shorter than the worker timeout ({:?}), \
+                "the worker lease ttl ({:?}) plus {LOSS_MARGIN:?} must be shorter than the worker timeout ({:?}), \
                  so that a lost worker has stopped its runs before they run elsewhere",
                 self.lease_ttl, self.worker_timeout
             ));

@@ -2,12 +2,20 @@
 //! proto/cronfleet/v1/worker.proto): registration, redirects from non-leaders, adoption of
 //! the runs a reconnecting worker still holds, and the worker's reports, written to the
 //! store in the order they arrive.
+//!
+//! Each stream has two tasks: a **reader** that answers heartbeats at once (the lease
+//! never waits for the store: a slow or restarting database does not stop the runs) and
+//! keeps log tails in memory, and a **writer** that records run starts, progress and ends
+//! in arrival order, retrying while the store is unreachable. A worker id is one session
+//! at a time — a second registration while the first still renews its lease is refused —
+//! and a session may only report on the runs it holds.
 
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::TimeDelta;
 use cronfleet_core::run::{Progress, RunState, output_tail};
 use cronfleet_proto::v1::worker_service_server::WorkerService;
 use cronfleet_proto::v1::{
@@ -21,6 +29,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
+use crate::config::UNANNOUNCED_STOP_GRACE;
 use crate::leader::{Role, Shared, Term};
 use crate::registry::WorkerSender;
 use crate::workers::{WorkerInfo, WorkerState};
@@ -32,6 +41,9 @@ const STREAM_BUFFER: usize = 1024;
 /// How long a worker's report is retried while the store is unreachable (it is restarting,
 /// say) before the report is given up and the monitor's deadline rule takes over.
 const REPORT_RETRY_FOR: Duration = Duration::from_secs(120);
+/// Batches of reports one stream's reader may queue for its writer while the store is
+/// slow, before it waits (and stops answering heartbeats).
+const REPORT_QUEUE: usize = 256;
 
 /// The `WorkerService` implementation.
 #[derive(Clone, Debug)]
@@ -78,6 +90,18 @@ impl WorkerService for WorkerGateway {
                 register.node_id, register.capacity
             )));
         }
+        let stop_grace = match register.stop_grace_ms {
+            0 => UNANNOUNCED_STOP_GRACE,
+            ms => Duration::from_millis(u64::from(ms)),
+        };
+        if let Err(why) = self
+            .shared
+            .config
+            .admit_stop_grace(&register.node_id, stop_grace)
+        {
+            warn!(worker = %register.node_id, %why, "refusing a worker whose runs could outlive its lease");
+            return Err(Status::failed_precondition(why));
+        }
         let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
         let role = self.shared.role.borrow().clone();
         match role {
@@ -101,16 +125,16 @@ impl WorkerService for WorkerGateway {
                     .await;
             }
             Role::Leader(term) => {
-                let connection = self.admit(&term, register.clone(), sender.clone()).await?;
-                let shared = Arc::clone(&self.shared);
-                tokio::spawn(read_reports(
-                    shared,
+                let node = register.node_id.clone();
+                let connection = self.admit(&term, register, sender.clone()).await?;
+                let session = Session {
+                    shared: Arc::clone(&self.shared),
                     term,
-                    register.node_id,
+                    node,
                     connection,
-                    inbound,
                     sender,
-                ));
+                };
+                tokio::spawn(session.read_reports(inbound));
             }
         }
         Ok(Response::new(ReceiverStream::new(receiver)))
@@ -129,6 +153,20 @@ impl WorkerGateway {
     ) -> Result<u64, Status> {
         let shared = &self.shared;
         let node = register.node_id.clone();
+        // One live session per worker id: a second process under the same id would have
+        // the first one's runs declared lost and run again beside it.
+        let live_since = shared.clock.now()
+            - TimeDelta::from_std(shared.config.lease_ttl).unwrap_or(TimeDelta::MAX);
+        if let Some(renewed) = shared.registry.live_session_renewed(&node, live_since) {
+            let age = (shared.clock.now() - renewed).num_milliseconds();
+            warn!(worker = %node, renewed_ms_ago = age, "refusing a second session for a worker id in use");
+            return Err(Status::already_exists(format!(
+                "worker id {node:?} is in use: its session renewed its lease {age} ms ago; \
+                 give every worker its own --node-id (a restarted worker is admitted once the \
+                 old session's lease has run out, {} ms after its last renewal)",
+                shared.config.lease_ttl.as_millis()
+            )));
+        }
         let active = shared
             .store
             .active_runs()
@@ -188,57 +226,243 @@ impl WorkerGateway {
     }
 }
 
-/// Reads one worker's reports until its stream ends or the term does.
-async fn read_reports(
+/// One registered worker stream of this term.
+#[derive(Debug)]
+struct Session {
     shared: Arc<Shared>,
     term: Term,
     node: String,
     connection: u64,
-    mut inbound: Streaming<WorkerMessage>,
     sender: WorkerSender,
-) {
-    loop {
-        let next = tokio::select! {
-            () = term.ended.cancelled() => break,
-            next = inbound.message() => next,
-        };
-        let kind = match next {
-            Ok(Some(WorkerMessage { kind: Some(kind) })) => kind,
-            Ok(Some(WorkerMessage { kind: None })) => continue,
-            Ok(None) => break,
-            Err(status) => {
-                info!(worker = %node, %status, "worker stream broke");
+}
+
+impl Session {
+    /// The reader: reads the worker's messages until its stream ends, the term ends or a
+    /// newer session replaces it; answers heartbeats and keeps log tails itself and hands
+    /// the rest, in order, to the writer — whose queue is written out before the worker
+    /// counts as disconnected.
+    async fn read_reports(self, mut inbound: Streaming<WorkerMessage>) {
+        let session = Arc::new(self);
+        let (queue, queued) = mpsc::channel(REPORT_QUEUE);
+        let writer = tokio::spawn(Arc::clone(&session).write_reports(queued));
+        loop {
+            let next = tokio::select! {
+                () = session.term.ended.cancelled() => break,
+                next = inbound.message() => next,
+            };
+            let kind = match next {
+                Ok(Some(WorkerMessage { kind: Some(kind) })) => kind,
+                Ok(Some(WorkerMessage { kind: None })) => continue,
+                Ok(None) => break,
+                Err(status) => {
+                    info!(worker = %session.node, %status, "worker stream broke");
+                    break;
+                }
+            };
+            // Whatever else the worker has sent already is handled with it, so that its
+            // run starts and ends are written in batches (one transaction each).
+            let mut received = vec![kind];
+            let mut ended = false;
+            while received.len() < REPORT_BATCH {
+                match ready_message(&mut inbound) {
+                    Some(Some(Ok(WorkerMessage { kind: Some(kind) }))) => received.push(kind),
+                    Some(Some(Ok(WorkerMessage { kind: None }))) => {}
+                    Some(Some(Err(status))) => {
+                        info!(worker = %session.node, %status, "worker stream broke");
+                        ended = true;
+                        break;
+                    }
+                    Some(None) => {
+                        ended = true;
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            let Some(reports) = session.answer_at_once(received) else {
+                warn!(worker = %session.node, "a newer session of this worker replaced this one: closing it");
+                break;
+            };
+            if !reports.is_empty() && queue.send(reports).await.is_err() {
                 break;
             }
-        };
-        // Whatever else the worker has sent already is handled with it, so that its run
-        // starts and ends are written in batches (one transaction each).
-        let mut reports = vec![kind];
-        let mut ended = false;
-        while reports.len() < REPORT_BATCH {
-            match ready_message(&mut inbound) {
-                Some(Some(Ok(WorkerMessage { kind: Some(kind) }))) => reports.push(kind),
-                Some(Some(Ok(WorkerMessage { kind: None }))) => {}
-                Some(Some(Err(status))) => {
-                    info!(worker = %node, %status, "worker stream broke");
-                    ended = true;
-                    break;
-                }
-                Some(None) => {
-                    ended = true;
-                    break;
-                }
-                None => break,
+            if ended {
+                break;
             }
         }
-        shared.registry.heard_from(&node, shared.clock.now());
-        handle_reports(&shared, &term, &node, &sender, reports).await;
-        if ended {
-            break;
+        drop(queue);
+        let _ = writer.await;
+        session
+            .shared
+            .registry
+            .disconnect(&session.node, session.connection);
+        info!(worker = %session.node, "worker disconnected");
+    }
+
+    /// Handles what needs no store: heartbeats (the lease renewal, answered with the
+    /// heartbeat's seq), the draining flag, log chunks (kept in memory before the run's end
+    /// that follows them is written). Returns the reports for the writer, or `None` when
+    /// this connection is no longer the worker's session.
+    fn answer_at_once(
+        &self,
+        received: Vec<worker_message::Kind>,
+    ) -> Option<Vec<worker_message::Kind>> {
+        let shared = &self.shared;
+        let mut reports = Vec::with_capacity(received.len());
+        for kind in received {
+            match kind {
+                worker_message::Kind::Heartbeat(heartbeat) => {
+                    if !shared.registry.lease_renewed(
+                        &self.node,
+                        self.connection,
+                        shared.clock.now(),
+                    ) {
+                        return None;
+                    }
+                    if heartbeat.draining {
+                        shared.registry.set_draining(&self.node);
+                    }
+                    let renewed = LeaseRenewed {
+                        epoch: self.term.epoch,
+                        seq: heartbeat.seq,
+                    };
+                    let _ = self
+                        .sender
+                        .try_send(message(coordinator_message::Kind::LeaseRenewed(renewed)));
+                }
+                worker_message::Kind::RunLog(log) if self.holds(log.run_id, "log") => shared
+                    .registry
+                    .append_output(log.run_id, &log.text, shared.config.run_log_limit),
+                worker_message::Kind::RunLog(_) => {}
+                worker_message::Kind::Register(_) => {
+                    warn!(worker = %self.node, "ignoring a second register on one stream");
+                }
+                report => reports.push(report),
+            }
+        }
+        shared
+            .registry
+            .is_session(&self.node, self.connection)
+            .then_some(reports)
+    }
+
+    /// Whether this session holds `run_id`; a report on a run it does not hold (another
+    /// worker's, or one given up) is refused and logged.
+    fn holds(&self, run_id: i64, report: &str) -> bool {
+        let holds = self
+            .shared
+            .registry
+            .holds(&self.node, self.connection, run_id);
+        if !holds {
+            warn!(worker = %self.node, run_id, report, "refusing a report on a run this worker does not hold");
+        }
+        holds
+    }
+
+    /// The writer: records the reports the reader queued, in arrival order.
+    async fn write_reports(self: Arc<Self>, mut queued: mpsc::Receiver<Vec<worker_message::Kind>>) {
+        while let Some(reports) = queued.recv().await {
+            if self.term.ended.is_cancelled() {
+                return;
+            }
+            self.handle_reports(reports).await;
         }
     }
-    shared.registry.disconnect(&node, connection);
-    info!(worker = %node, "worker disconnected");
+
+    /// Handles a worker's reports in arrival order, except that consecutive run starts
+    /// and run ends are written together: starts first (a run's start always arrives
+    /// before its end), then ends. Progress first writes what is pending.
+    async fn handle_reports(&self, reports: Vec<worker_message::Kind>) {
+        let mut started: Vec<i64> = Vec::new();
+        let mut finished: Vec<RunFinished> = Vec::new();
+        for report in reports {
+            match report {
+                worker_message::Kind::RunStarted(report) if self.holds(report.run_id, "start") => {
+                    started.push(report.run_id);
+                }
+                worker_message::Kind::RunStarted(report) => {
+                    // Not this worker's run: it must not go on with it.
+                    self.shared
+                        .send_cancel(
+                            report.run_id,
+                            Some(&self.node),
+                            "this run is not assigned to this worker",
+                        )
+                        .await;
+                }
+                worker_message::Kind::RunFinished(report) if self.holds(report.run_id, "end") => {
+                    finished.push(report);
+                }
+                worker_message::Kind::RunProgress(progress)
+                    if self.holds(progress.run_id, "progress") =>
+                {
+                    self.record_starts(std::mem::take(&mut started)).await;
+                    finish_runs(
+                        &self.shared,
+                        &self.term,
+                        &self.node,
+                        std::mem::take(&mut finished),
+                    )
+                    .await;
+                    let report = Progress {
+                        done: progress.done,
+                        remaining: progress.remaining,
+                    };
+                    if let Err(error) = self
+                        .shared
+                        .store
+                        .record_progress(progress.run_id, report)
+                        .await
+                    {
+                        warn!(run_id = progress.run_id, %error, "cannot record progress");
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.record_starts(started).await;
+        finish_runs(&self.shared, &self.term, &self.node, finished).await;
+    }
+
+    /// Records that the worker started runs `run_ids`; a run the coordinator has already
+    /// given up is cancelled on the worker.
+    async fn record_starts(&self, run_ids: Vec<i64>) {
+        if run_ids.is_empty() {
+            return;
+        }
+        let shared = &self.shared;
+        let node = self.node.as_str();
+        let running = RunTransition::to(RunState::Running);
+        let batch: Vec<(i64, RunTransition)> =
+            run_ids.iter().map(|id| (*id, running.clone())).collect();
+        let results = match retry_transient(&self.term, || {
+            shared.store.transition_runs(&batch, shared.clock.now())
+        })
+        .await
+        {
+            Some(Ok(results)) => results,
+            Some(Err(error)) => {
+                warn!(runs = run_ids.len(), worker = %node, %error, "cannot record run starts");
+                return;
+            }
+            None => return,
+        };
+        let now = shared.clock.now();
+        for (run_id, result) in run_ids.into_iter().zip(results) {
+            match result {
+                Ok(run) => shared.metrics.run_started(&run, now),
+                Err(StoreError::IllegalTransition { source, .. }) => {
+                    // The coordinator has already given this run up (timed out, lost,
+                    // cancelled): the worker must not go on with it.
+                    warn!(run_id, worker = %node, %source, "worker started a run that is over");
+                    shared
+                        .send_cancel(run_id, Some(node), "the run is already over")
+                        .await;
+                }
+                Err(_) => {}
+            }
+        }
+    }
 }
 
 /// The next message if the worker has already sent it: `None` when none is ready,
@@ -250,113 +474,6 @@ fn ready_message(
     match std::pin::Pin::new(inbound).poll_next(&mut context) {
         std::task::Poll::Ready(next) => Some(next),
         std::task::Poll::Pending => None,
-    }
-}
-
-/// Handles a worker's reports in arrival order, except that consecutive run starts and
-/// run ends are written together: starts first (a run's start always arrives before its
-/// end), then ends. Anything else (a log chunk, a heartbeat) first writes what is pending,
-/// so a run's log is in before its end is recorded.
-async fn handle_reports(
-    shared: &Shared,
-    term: &Term,
-    node: &str,
-    sender: &WorkerSender,
-    reports: Vec<worker_message::Kind>,
-) {
-    let mut started: Vec<i64> = Vec::new();
-    let mut finished: Vec<RunFinished> = Vec::new();
-    for report in reports {
-        match report {
-            worker_message::Kind::RunStarted(report) => started.push(report.run_id),
-            worker_message::Kind::RunFinished(report) => finished.push(report),
-            other => {
-                record_starts(shared, term, node, std::mem::take(&mut started)).await;
-                finish_runs(shared, term, node, std::mem::take(&mut finished)).await;
-                handle_report(shared, term, node, sender, other).await;
-            }
-        }
-    }
-    record_starts(shared, term, node, started).await;
-    finish_runs(shared, term, node, finished).await;
-}
-
-/// Records that the worker started runs `run_ids`; a run the coordinator has already
-/// given up is cancelled on the worker.
-async fn record_starts(shared: &Shared, term: &Term, node: &str, run_ids: Vec<i64>) {
-    if run_ids.is_empty() {
-        return;
-    }
-    let running = RunTransition::to(RunState::Running);
-    let batch: Vec<(i64, RunTransition)> =
-        run_ids.iter().map(|id| (*id, running.clone())).collect();
-    let results = match retry_transient(term, || {
-        shared.store.transition_runs(&batch, shared.clock.now())
-    })
-    .await
-    {
-        Some(Ok(results)) => results,
-        Some(Err(error)) => {
-            warn!(runs = run_ids.len(), worker = %node, %error, "cannot record run starts");
-            return;
-        }
-        None => return,
-    };
-    let now = shared.clock.now();
-    for (run_id, result) in run_ids.into_iter().zip(results) {
-        match result {
-            Ok(run) => shared.metrics.run_started(&run, now),
-            Err(StoreError::IllegalTransition { source, .. }) => {
-                // The coordinator has already given this run up (timed out, lost,
-                // cancelled): the worker must not go on with it.
-                warn!(run_id, worker = %node, %source, "worker started a run that is over");
-                shared
-                    .send_cancel(run_id, Some(node), "the run is already over")
-                    .await;
-            }
-            Err(_) => {}
-        }
-    }
-}
-
-async fn handle_report(
-    shared: &Shared,
-    term: &Term,
-    node: &str,
-    sender: &WorkerSender,
-    kind: worker_message::Kind,
-) {
-    match kind {
-        worker_message::Kind::Register(_) => {
-            warn!(worker = %node, "ignoring a second register on one stream");
-        }
-        worker_message::Kind::Heartbeat(heartbeat) => {
-            if heartbeat.draining {
-                shared.registry.set_draining(node);
-            }
-            let renewed = LeaseRenewed { epoch: term.epoch };
-            let _ = sender.try_send(message(coordinator_message::Kind::LeaseRenewed(renewed)));
-        }
-        worker_message::Kind::RunStarted(started) => {
-            record_starts(shared, term, node, vec![started.run_id]).await;
-        }
-        worker_message::Kind::RunProgress(progress) => {
-            let report = Progress {
-                done: progress.done,
-                remaining: progress.remaining,
-            };
-            if let Err(error) = shared.store.record_progress(progress.run_id, report).await {
-                warn!(run_id = progress.run_id, %error, "cannot record progress");
-            }
-        }
-        worker_message::Kind::RunLog(log) => {
-            shared
-                .registry
-                .append_output(log.run_id, &log.text, shared.config.run_log_limit)
-        }
-        worker_message::Kind::RunFinished(finished) => {
-            finish_runs(shared, term, node, vec![finished]).await
-        }
     }
 }
 
@@ -379,6 +496,16 @@ async fn finish_runs(shared: &Shared, term: &Term, node: &str, reports: Vec<RunF
             RunOutcome::Failed | RunOutcome::Unspecified => RunState::Failed,
             RunOutcome::TimedOut => RunState::TimedOut,
             RunOutcome::Cancelled => RunState::Cancelled,
+            RunOutcome::Aborted => {
+                // The worker stopped it on its own (its lease ran out, it shut down): the
+                // run did not complete, and it has stopped — run the slot again.
+                let reason = format!(
+                    "stopped by worker {node} before it completed: {}",
+                    finished.error
+                );
+                shared.lose_run(term, run_id, &reason).await;
+                continue;
+            }
             RunOutcome::Rejected => {
                 // Never started: another worker may run it at once. A worker that refuses
                 // work (it is draining, or out of step with us) gets no more on this

@@ -138,12 +138,51 @@ impl Registry {
         state.connected.drain().map(|(_, c)| c.sender).collect()
     }
 
-    pub(crate) fn heard_from(&self, node_id: &str, now: DateTime<Utc>) {
+    /// Records that the lease of `node_id` was renewed on `connection` at `now` (a
+    /// heartbeat it answers). `false` when that connection is no longer the node's
+    /// session (replaced by a newer one): its heartbeats renew nothing.
+    pub(crate) fn lease_renewed(&self, node_id: &str, connection: u64, now: DateTime<Utc>) -> bool {
         let mut state = self.lock();
-        state.last_seen.insert(node_id.to_owned(), now);
-        if let Some(connection) = state.connected.get_mut(node_id) {
-            connection.info.last_heartbeat_at = now;
+        let Some(current) = state.connected.get_mut(node_id) else {
+            return false;
+        };
+        if current.id != connection {
+            return false;
         }
+        current.info.last_heartbeat_at = now;
+        state.last_seen.insert(node_id.to_owned(), now);
+        true
+    }
+
+    /// Whether `connection` is still the session of `node_id`.
+    pub(crate) fn is_session(&self, node_id: &str, connection: u64) -> bool {
+        self.lock()
+            .connected
+            .get(node_id)
+            .is_some_and(|c| c.id == connection)
+    }
+
+    /// Whether session `connection` of `node_id` holds `run_id` (it was assigned the run,
+    /// or adopted it when it registered): only then may it report on it.
+    pub(crate) fn holds(&self, node_id: &str, connection: u64, run_id: i64) -> bool {
+        self.lock()
+            .connected
+            .get(node_id)
+            .is_some_and(|c| c.id == connection && c.runs.contains(&run_id))
+    }
+
+    /// When the live session of `node_id` last renewed its lease, if it did at or after
+    /// `since`: a second registration under that id meanwhile is another process.
+    pub(crate) fn live_session_renewed(
+        &self,
+        node_id: &str,
+        since: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        self.lock()
+            .connected
+            .get(node_id)
+            .map(|c| c.info.last_heartbeat_at)
+            .filter(|renewed| *renewed >= since)
     }
 
     pub(crate) fn set_draining(&self, node_id: &str) {
@@ -410,7 +449,20 @@ mod tests {
             "the old connection's end does not remove the new one"
         );
         let seen = DateTime::UNIX_EPOCH + chrono::TimeDelta::seconds(5);
-        registry.heard_from("a", seen);
+        assert!(
+            !registry.lease_renewed("a", old, seen),
+            "the replaced session renews nothing"
+        );
+        assert!(registry.lease_renewed("a", new, seen));
+        assert_eq!(
+            registry.live_session_renewed("a", seen),
+            Some(seen),
+            "renewed at `seen`: live since then"
+        );
+        assert_eq!(
+            registry.live_session_renewed("a", seen + chrono::TimeDelta::milliseconds(1)),
+            None
+        );
         registry.disconnect("a", new);
         assert!(!registry.is_connected("a"));
         assert_eq!(registry.last_seen("a"), Some(seen));

@@ -153,6 +153,9 @@ async fn session(shared: &Arc<Shared>, url: &str, exit: &CancellationToken) -> (
     // The Register snapshot is taken before dialling; runs finishing meanwhile are
     // listed in it anyway (finished-but-unreported runs are held too).
     let _ = tx.send(shared.register_message());
+    // The lease that Registered grants runs from here: no later than the coordinator's
+    // view of it, which starts when the Register arrives.
+    let register_sent = Instant::now();
     // Log bytes queued on this stream and not yet taken by the transport.
     let queued_log_bytes = Arc::new(AtomicUsize::new(0));
     let opened = tokio::select! {
@@ -202,7 +205,7 @@ async fn session(shared: &Arc<Shared>, url: &str, exit: &CancellationToken) -> (
         }
     };
     let (mut settings, lease_lost) =
-        match shared.on_registered(id, url, &tx, &queued_log_bytes, &registered) {
+        match shared.on_registered(id, url, &tx, &queued_log_bytes, &registered, register_sent) {
             Ok(registration) => registration,
             Err(highest) => {
                 return (
@@ -279,7 +282,9 @@ async fn serve(
                     Ok(None) => return SessionEnd::Lost("the coordinator closed the stream".to_owned()),
                     Err(status) => return SessionEnd::Lost(describe_status(&status)),
                 };
-                if !shared.renew_lease(session.id) {
+                // Only LeaseRenewed extends the lease (below); nothing is acted on once the
+                // lease is gone.
+                if !shared.lease_held(session.id) {
                     return SessionEnd::LeaseLost;
                 }
                 match message.kind {
@@ -291,6 +296,7 @@ async fn serve(
                             session.tx,
                             session.queued_log_bytes,
                             &registered,
+                            Instant::now(),
                         );
                         match renewed {
                             Ok((new, _)) => {
@@ -315,12 +321,15 @@ async fn serve(
                     }
                     Some(Incoming::Cancel(cancel)) => shared.on_cancel(cancel.run_id, cancel.reason),
                     Some(Incoming::LeaseRenewed(renewed)) => {
-                        // The lease was renewed above; the epoch says whether by the leader.
+                        // A deposed leader's renewal renews nothing.
                         if let Err(highest) = shared.observe_epoch(renewed.epoch) {
                             return SessionEnd::NoLeader(format!(
                                 "deposed leader: lease renewed with epoch {}, older than {highest}",
                                 renewed.epoch
                             ));
+                        }
+                        if !shared.renew_lease(session.id, renewed.seq) {
+                            return SessionEnd::LeaseLost;
                         }
                     }
                     Some(Incoming::Drain(drain)) => return SessionEnd::Drained(drain.reason),

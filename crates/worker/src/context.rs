@@ -99,6 +99,12 @@ impl RunContext {
         self.shared.config.kill_grace
     }
 
+    /// The file with the lease's kill-by time (see `lease_deadline.rs`), for watchdogs
+    /// that stop a run's processes from outside the worker.
+    pub(crate) fn lease_deadline_file(&self) -> &std::path::Path {
+        self.shared.lease_deadline.path()
+    }
+
     /// Reports how far the run has come (`RunProgress`, repeated in heartbeats). The last
     /// `remaining` is the run's `RunFinished.remaining` unless the handler returns
     /// [`crate::Outcome::with_remaining`].

@@ -35,6 +35,15 @@ pub enum WorkerError {
 
     #[error("invalid label {key:?}: {reason}")]
     InvalidLabel { key: String, reason: &'static str },
+
+    #[error(
+        "cannot create the lease deadline file for the run watchdogs in the temp dir ({dir}): {source}",
+        dir = std::env::temp_dir().display()
+    )]
+    LeaseDeadlineFile {
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Why a handler failed: the message becomes the run's `error`.

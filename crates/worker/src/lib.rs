@@ -29,11 +29,16 @@
 //! Code map: `worker.rs` (builder, life and drain), `connection.rs` (the protocol loop),
 //! `shared.rs` (state shared by connection, lease guard and runs; the ordering rules),
 //! `run.rs` (one run: deadline, stop, abandon), `context.rs` (what a handler sees),
-//! `handlers/` (stock handlers), `health.rs` (probes).
+//! `lease_deadline.rs` (the lease's kill-by time for the watchdogs), `handlers/` (stock
+//! handlers), `health.rs` (probes).
 //!
-//! Architecture invariant (DESIGN §2, invariant 1): a run never executes on a worker
-//! that has not heard from the coordinator for the lease TTL — the lease guard cancels
-//! every run then — and a shell run's processes never outlive the run or the worker.
+//! Architecture invariant (DESIGN §2, invariant 1): a run never executes past the lease
+//! — renewed only by the coordinator's `LeaseRenewed`, counted from when the answered
+//! heartbeat was sent — plus the stop grace it announces (`Config::stop_grace`): the
+//! lease guard stops every run when the lease ends, a handler that cannot be stopped
+//! takes the process down (`run.rs`), and a shell run's processes are killed by a
+//! watchdog outside the worker at the kill-by time `lease_deadline.rs` publishes, so
+//! even a frozen worker's scripts end on time; they never outlive the run or the worker.
 
 mod backoff;
 mod connection;
@@ -42,6 +47,7 @@ mod error;
 mod handler;
 pub mod handlers;
 mod health;
+mod lease_deadline;
 mod metrics;
 mod output;
 mod run;

@@ -8,7 +8,7 @@ use chrono::Utc;
 use cronfleet_proto::v1::RunOutcome;
 use tokio::task::JoinError;
 use tracing::field::Empty;
-use tracing::{Instrument, info_span, warn};
+use tracing::{Instrument, error, info_span, warn};
 
 use crate::context::RunContext;
 use crate::error::HandlerError;
@@ -17,10 +17,16 @@ use crate::shared::{Shared, StopReason};
 
 /// How much longer than the kill grace a stopped handler may take to return: a shell
 /// handler needs the grace, then a moment to SIGKILL and reap its processes.
-pub(crate) const HANDLER_EXIT_MARGIN: Duration = Duration::from_secs(2);
+const HANDLER_EXIT_MARGIN: Duration = Duration::from_millis(500);
 
-/// How long to wait for an abandoned handler's future to be dropped.
-const ABANDON_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long to wait for an abandoned handler's future to be dropped. Together with
+/// [`HANDLER_EXIT_MARGIN`] within the worker's `STOP_MARGIN`, the time the coordinator
+/// is told to allow beyond the kill grace.
+const ABANDON_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The exit status of a worker that had to end itself because a handler could not be
+/// stopped (EX_SOFTWARE).
+const UNSTOPPABLE_HANDLER_EXIT: i32 = 70;
 
 /// Runs `handler` for `ctx` and reports the result. `args_error` is set when the args
 /// could not be parsed: the run fails without calling the handler.
@@ -58,6 +64,9 @@ pub(crate) async fn execute(
         }
     };
     let run = ctx.entry();
+    // Before the result seals the run: if the lease ran out meanwhile, that is why the
+    // handler ended (the stop reason is set first, so the outcome says ABORTED).
+    shared.check_lease();
     let finished = run.finished(result);
     let outcome = RunOutcome::try_from(finished.outcome).unwrap_or(RunOutcome::Unspecified);
     span.record("outcome", outcome.as_str_name());
@@ -138,7 +147,19 @@ async fn supervise(
             // happens on the task's next poll: wait for it, so that RunFinished never
             // precedes it (unless the handler blocks its thread, hence the bound).
             task.abort();
-            let _ = tokio::time::timeout(ABANDON_TIMEOUT, task).await;
+            if tokio::time::timeout(ABANDON_TIMEOUT, task).await.is_err() {
+                // The handler blocks its thread and cannot be dropped: nothing in this
+                // process can prove it stopped. Reporting the run over would let it run
+                // again elsewhere alongside it, so the worker ends instead — the only stop
+                // that is certain — within the stop grace it promised the coordinator.
+                error!(
+                    run_id = run.run_id,
+                    job = %run.job,
+                    worker = %shared.config.node_id,
+                    "handler ignored cancellation and blocks its thread: the worker exits so that the run certainly stops"
+                );
+                std::process::exit(UNSTOPPABLE_HANDLER_EXIT);
+            }
             warn!(
                 run_id = run.run_id,
                 job = %run.job,

@@ -7,7 +7,7 @@
 //! link is installed and the queue flushed, and a `Register` snapshot of the held runs
 //! cannot miss a run that finishes meanwhile.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -25,6 +25,7 @@ use tracing::{debug, info, warn};
 
 use crate::context::RunContext;
 use crate::handler::Handler;
+use crate::lease_deadline::LeaseDeadlineFile;
 use crate::metrics::WorkerMetrics;
 use crate::output::{DEFAULT_OUTPUT_BYTES, LogTail};
 use crate::status::{Registration, Status};
@@ -41,6 +42,13 @@ const MAX_QUEUED_LOG_BYTES: usize = 4 * 1024 * 1024;
 /// 4 MiB, and small chunks keep a live log view smooth).
 const MAX_LOG_CHUNK: usize = 32 * 1024;
 
+/// How long, beyond the kill grace, every run may take to be gone once it is told to
+/// stop: the shell handler's SIGKILL and reaping, the watchdog's 200 ms poll, an
+/// abandoned handler's future being dropped. Sent as part of `Register.stop_grace_ms`.
+pub(crate) const STOP_MARGIN: Duration = Duration::from_secs(1);
+/// Sent heartbeats remembered for their `LeaseRenewed`: a few lease ttls' worth.
+const MAX_HEARTBEATS_IN_FLIGHT: usize = 64;
+
 /// Settings of a worker, validated by the builder.
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
@@ -52,6 +60,14 @@ pub(crate) struct Config {
     pub(crate) kill_grace: Duration,
     pub(crate) version: String,
     pub(crate) token: Option<BearerToken>,
+}
+
+impl Config {
+    /// How long after its lease ends every run of this worker is certainly gone: what the
+    /// coordinator must wait before running them elsewhere (`Register.stop_grace_ms`).
+    pub(crate) fn stop_grace(&self) -> Duration {
+        self.kill_grace + STOP_MARGIN
+    }
 }
 
 /// A worker token: shown as `***` in `Debug`, so never in a log.
@@ -77,7 +93,10 @@ impl StopReason {
     fn outcome(&self) -> RunOutcome {
         match self {
             StopReason::DeadlinePassed(_) => RunOutcome::TimedOut,
-            _ => RunOutcome::Cancelled,
+            StopReason::CancelledByCoordinator(_) => RunOutcome::Cancelled,
+            // Stopped by the worker on its own: the run did not complete, and the
+            // coordinator runs it again.
+            StopReason::LeaseLost(_) | StopReason::ShuttingDown(_) => RunOutcome::Aborted,
         }
     }
 
@@ -94,7 +113,7 @@ impl StopReason {
                 format!("cancelled by the coordinator: {reason}")
             }
             StopReason::LeaseLost(ttl) => format!(
-                "lease lost: no word from the coordinator for {} ms (the lease ttl)",
+                "lease lost: no lease renewal from the coordinator for {} ms (the lease ttl)",
                 ttl.as_millis()
             ),
             StopReason::ShuttingDown(drain_timeout) => format!(
@@ -192,10 +211,18 @@ struct Link {
     queued_log_bytes: Arc<AtomicUsize>,
 }
 
+/// The lease the coordinator grants: valid for `ttl` from `renewed_from`, the time the
+/// worker sent the message whose answer renewed it last (a Heartbeat, or the Register).
 #[derive(Debug, Clone, Copy)]
 struct Lease {
     ttl: Duration,
-    last_heard: Instant,
+    renewed_from: Instant,
+}
+
+impl Lease {
+    fn expires(&self) -> Instant {
+        self.renewed_from + self.ttl
+    }
 }
 
 /// A finished run whose `RunFinished` waits for the next link.
@@ -212,6 +239,9 @@ struct State {
     link: Option<Link>,
     registration: Option<Registration>,
     lease: Option<Lease>,
+    /// The seq of the last heartbeat sent, and when recent ones were sent.
+    heartbeat_seq: u64,
+    heartbeats_sent: VecDeque<(u64, Instant)>,
     runs: HashMap<i64, Arc<RunEntry>>,
     unreported: Vec<Unreported>,
     /// How much of each run's log to keep, as the leader said at registration.
@@ -240,6 +270,8 @@ pub(crate) struct Shared {
     pub(crate) config: Config,
     pub(crate) handlers: BTreeMap<String, Arc<dyn Handler>>,
     pub(crate) metrics: Arc<WorkerMetrics>,
+    /// The lease's kill-by time for the run watchdogs outside this process.
+    pub(crate) lease_deadline: LeaseDeadlineFile,
     state: Mutex<State>,
     status: watch::Sender<Status>,
     /// Wakes the lease guard when a lease starts.
@@ -264,6 +296,7 @@ fn outcome_label(outcome: RunOutcome) -> &'static str {
         RunOutcome::TimedOut => "timed_out",
         RunOutcome::Cancelled => "cancelled",
         RunOutcome::Rejected => "rejected",
+        RunOutcome::Aborted => "aborted",
     }
 }
 
@@ -276,9 +309,14 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    pub(crate) fn new(config: Config, handlers: BTreeMap<String, Arc<dyn Handler>>) -> Self {
+    pub(crate) fn new(
+        config: Config,
+        handlers: BTreeMap<String, Arc<dyn Handler>>,
+        lease_deadline: LeaseDeadlineFile,
+    ) -> Self {
         Shared {
             metrics: WorkerMetrics::new(config.capacity),
+            lease_deadline,
             config,
             handlers,
             state: Mutex::new(State {
@@ -287,6 +325,8 @@ impl Shared {
                 link: None,
                 registration: None,
                 lease: None,
+                heartbeat_seq: 0,
+                heartbeats_sent: VecDeque::new(),
                 runs: HashMap::new(),
                 unreported: Vec::new(),
                 log_limit: DEFAULT_OUTPUT_BYTES,
@@ -355,12 +395,15 @@ impl Shared {
                 highest_epoch: state.highest_epoch,
                 version: self.config.version.clone(),
                 draining: !state.accepting,
+                stop_grace_ms: u32::try_from(self.config.stop_grace().as_millis())
+                    .unwrap_or(u32::MAX),
             })),
         }
     }
 
-    /// Handles `Registered` on session `session` (the first one, or a repeat that renews
-    /// the lease). On the first it installs the link and sends the `RunFinished` messages
+    /// Handles `Registered` on session `session`, whose `Register` was sent at
+    /// `register_sent` (a repeat may bring new settings; only the first grants the
+    /// lease). On the first it installs the link and sends the `RunFinished` messages
     /// that waited for it. `Err` carries the highest epoch seen when the coordinator's
     /// epoch is older: it is a deposed leader.
     pub(crate) fn on_registered(
@@ -370,6 +413,7 @@ impl Shared {
         tx: &mpsc::UnboundedSender<WorkerMessage>,
         queued_log_bytes: &Arc<AtomicUsize>,
         registered: &Registered,
+        register_sent: Instant,
     ) -> Result<(SessionSettings, CancellationToken), i64> {
         let mut state = lock(&self.state);
         if registered.epoch < state.highest_epoch {
@@ -384,62 +428,107 @@ impl Shared {
             heartbeat: millis_or(registered.heartbeat_interval_ms, DEFAULT_HEARTBEAT),
             lease_ttl: millis_or(registered.lease_ttl_ms, DEFAULT_LEASE_TTL),
         };
-        state.lease = Some(Lease {
-            ttl: settings.lease_ttl,
-            last_heard: Instant::now(),
-        });
-        let link = match &state.link {
-            Some(link) if link.session == session => link,
-            _ => {
-                state.link = Some(Link {
-                    session,
-                    tx: tx.clone(),
-                    lease_lost: CancellationToken::new(),
-                    queued_log_bytes: queued_log_bytes.clone(),
-                });
-                let unreported = std::mem::take(&mut state.unreported);
-                if !unreported.is_empty() {
-                    info!(
-                        worker = %self.config.node_id,
-                        count = unreported.len(),
-                        "reporting runs that finished while disconnected"
-                    );
-                }
-                for run in unreported {
-                    let _ = tx.send(WorkerMessage {
-                        kind: Some(Outgoing::RunFinished(run.finished)),
-                    });
-                }
-                state.link.as_ref().expect("just installed")
+        let same_session = state
+            .link
+            .as_ref()
+            .is_some_and(|link| link.session == session);
+        if same_session {
+            if let Some(lease) = &mut state.lease {
+                lease.ttl = settings.lease_ttl;
             }
-        };
-        let lease_lost = link.lease_lost.clone();
+        } else {
+            state.lease = Some(Lease {
+                ttl: settings.lease_ttl,
+                renewed_from: register_sent,
+            });
+            state.heartbeats_sent.clear();
+            state.link = Some(Link {
+                session,
+                tx: tx.clone(),
+                lease_lost: CancellationToken::new(),
+                queued_log_bytes: queued_log_bytes.clone(),
+            });
+            let unreported = std::mem::take(&mut state.unreported);
+            if !unreported.is_empty() {
+                info!(
+                    worker = %self.config.node_id,
+                    count = unreported.len(),
+                    "reporting runs that finished while disconnected"
+                );
+            }
+            for run in unreported {
+                let _ = tx.send(WorkerMessage {
+                    kind: Some(Outgoing::RunFinished(run.finished)),
+                });
+            }
+        }
+        let lease_lost = state
+            .link
+            .as_ref()
+            .expect("installed above")
+            .lease_lost
+            .clone();
         state.registration = Some(Registration {
             url: url.to_owned(),
             coordinator_id: registered.coordinator_id.clone(),
             epoch: registered.epoch,
         });
         self.publish(&state);
+        let lease = state.lease;
         drop(state);
+        self.publish_kill_by(lease);
         self.lease_started.notify_one();
         Ok((settings, lease_lost))
     }
 
-    /// Any message on a registered stream renews the lease, including kinds this version
-    /// does not know (a newer coordinator's keep-alive). `false` when the lease was lost
-    /// meanwhile: the session must end rather than act on the message.
-    pub(crate) fn renew_lease(&self, session: u64) -> bool {
+    /// Whether session `session` still holds the lease (fencing the worker first if it
+    /// has just run out): `false` means the session must end rather than act on a
+    /// message. Only [`Shared::renew_lease`] extends it.
+    pub(crate) fn lease_held(&self, session: u64) -> bool {
+        self.fence_if_expired();
+        let state = lock(&self.state);
+        state.lease.is_some()
+            && state
+                .link
+                .as_ref()
+                .is_some_and(|link| link.session == session)
+    }
+
+    /// `LeaseRenewed` for heartbeat `seq` on session `session`: the lease now runs from
+    /// when that heartbeat was sent — never from when its answer arrived, so the lease
+    /// ends on this side before the coordinator's view of it does. A seq this worker did
+    /// not send (or has forgotten) renews nothing. `false` when the lease is gone.
+    pub(crate) fn renew_lease(&self, session: u64, seq: u64) -> bool {
+        if !self.lease_held(session) {
+            return false;
+        }
         let mut state = lock(&self.state);
-        let ours = state
-            .link
-            .as_ref()
-            .is_some_and(|link| link.session == session);
-        match &mut state.lease {
-            Some(lease) if ours => {
-                lease.last_heard = Instant::now();
-                true
-            }
-            _ => false,
+        let sent = state
+            .heartbeats_sent
+            .iter()
+            .find(|(sent_seq, _)| *sent_seq == seq)
+            .map(|(_, at)| *at);
+        let Some(sent) = sent else {
+            debug!(worker = %self.config.node_id, seq, "lease renewal for a heartbeat not sent on this link: ignored");
+            return true;
+        };
+        let lease = state.lease.as_mut().expect("held above");
+        lease.renewed_from = lease.renewed_from.max(sent);
+        let lease = state.lease;
+        drop(state);
+        self.publish_kill_by(lease);
+        true
+    }
+
+    /// Tells the run watchdogs when this lease's runs must be dead: at its end plus the
+    /// kill grace (the worker itself sends SIGTERM at the end and SIGKILL after the
+    /// grace; the watchdogs do the SIGKILL should the worker be frozen).
+    fn publish_kill_by(&self, lease: Option<Lease>) {
+        let Some(lease) = lease else { return };
+        let left = lease.expires().saturating_duration_since(Instant::now());
+        if let Err(error) = self.lease_deadline.kill_in(left + self.config.kill_grace) {
+            // The watchdogs keep the previous, earlier time: they kill too soon, never late.
+            warn!(worker = %self.config.node_id, %error, "cannot publish the lease deadline for the run watchdogs");
         }
     }
 
@@ -474,8 +563,8 @@ impl Shared {
 
     /// The periodic heartbeat: every run executing now and its progress.
     pub(crate) fn heartbeat_message(&self) -> WorkerMessage {
-        let state = lock(&self.state);
-        heartbeat_of(&state)
+        let mut state = lock(&self.state);
+        heartbeat_of(&mut state)
     }
 
     /// Takes or refuses an `Assign`: refused (REJECTED) when the worker is draining, the
@@ -697,7 +786,7 @@ impl Shared {
     fn fence_if_expired(&self) -> Option<Instant> {
         let mut state = lock(&self.state);
         let lease = state.lease?;
-        let expires = lease.last_heard + lease.ttl;
+        let expires = lease.expires();
         if Instant::now() < expires {
             return Some(expires);
         }
@@ -710,13 +799,20 @@ impl Shared {
             worker = %self.config.node_id,
             runs = state.runs.len(),
             lease_ttl_ms = lease.ttl.as_millis() as u64,
-            "lease lost: no word from the coordinator; cancelling every run"
+            "lease lost: no lease renewal from the coordinator; stopping every run"
         );
         for run in state.runs.values() {
             run.stop(StopReason::LeaseLost(lease.ttl));
         }
         self.publish(&state);
         None
+    }
+
+    /// Fences the worker now if its lease has run out: a handler whose result comes in
+    /// after the lease ended (its processes killed by the watchdog while the worker was
+    /// frozen, say) was stopped by the lease, whatever it returned.
+    pub(crate) fn check_lease(&self) {
+        self.fence_if_expired();
     }
 
     /// Runs forever: fences the worker when its lease expires.
@@ -735,8 +831,11 @@ impl Shared {
         state.accepting = false;
         // Say so at once (not at the next heartbeat), so the coordinator stops choosing
         // this worker before it has to refuse a run.
-        if let Some(link) = &state.link {
-            let _ = link.tx.send(heartbeat_of(&state));
+        if state.link.is_some() {
+            let heartbeat = heartbeat_of(&mut state);
+            if let Some(link) = &state.link {
+                let _ = link.tx.send(heartbeat);
+            }
         }
         self.publish(&state);
     }
@@ -750,14 +849,22 @@ impl Shared {
     }
 }
 
-/// A heartbeat: every run executing now with its progress, and whether the worker drains.
-fn heartbeat_of(state: &State) -> WorkerMessage {
+/// The next heartbeat: every run executing now with its progress, whether the worker
+/// drains, and a new seq, remembered with the time it is sent for its `LeaseRenewed`.
+fn heartbeat_of(state: &mut State) -> WorkerMessage {
     let mut running: Vec<RunStatus> = state.runs.values().map(|run| run.status()).collect();
     running.sort_by_key(|run| run.run_id);
+    state.heartbeat_seq += 1;
+    let seq = state.heartbeat_seq;
+    if state.heartbeats_sent.len() == MAX_HEARTBEATS_IN_FLIGHT {
+        state.heartbeats_sent.pop_front();
+    }
+    state.heartbeats_sent.push_back((seq, Instant::now()));
     WorkerMessage {
         kind: Some(Outgoing::Heartbeat(Heartbeat {
             running,
             draining: !state.accepting,
+            seq,
         })),
     }
 }

@@ -13,7 +13,7 @@ use crate::context::RunContext;
 use crate::error::{HandlerError, WorkerError};
 use crate::handler::{FnHandler, Handler, Outcome};
 use crate::handlers::StockHandler;
-use crate::run::HANDLER_EXIT_MARGIN;
+use crate::lease_deadline::LeaseDeadlineFile;
 use crate::shared::{BearerToken, Config, Shared, StopReason};
 use crate::status::WorkerStatus;
 
@@ -21,8 +21,9 @@ use crate::status::WorkerStatus;
 pub const DEFAULT_CAPACITY: u32 = 4;
 /// Default for [`WorkerBuilder::drain_timeout`].
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
-/// Default for [`WorkerBuilder::kill_grace`].
-pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(5);
+/// Default for [`WorkerBuilder::kill_grace`]: with the coordinator's default lease (2 s)
+/// and the stop margin (1 s) it fits the default worker timeout (6 s).
+pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(2);
 /// How long an exiting worker waits to deliver `RunFinished` messages that are still
 /// queued (a coordinator that is down cannot be waited for forever).
 const REPORT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -51,7 +52,7 @@ pub struct Worker {
 
 impl Worker {
     /// A builder with the defaults: capacity 4, node id `<host name>-<pid>`, no labels,
-    /// drain timeout 30 s, kill grace 5 s.
+    /// drain timeout 30 s, kill grace 2 s.
     pub fn builder() -> WorkerBuilder {
         WorkerBuilder::default()
     }
@@ -101,8 +102,8 @@ impl Worker {
         {
             warn!(worker = %shared.config.node_id, "drain timeout passed: cancelling the runs left");
             shared.stop_all(&StopReason::ShuttingDown(drain_timeout));
-            // Every run task gives up on its handler after this long.
-            let patience = shared.config.kill_grace + HANDLER_EXIT_MARGIN + Duration::from_secs(1);
+            // Every run task gives up on its handler within this long.
+            let patience = shared.config.stop_grace();
             status
                 .wait_for(patience, |status| status.running == 0)
                 .await;
@@ -307,8 +308,10 @@ impl WorkerBuilder {
             version: self.version,
             token: self.token,
         };
+        let lease_deadline = LeaseDeadlineFile::create()
+            .map_err(|source| WorkerError::LeaseDeadlineFile { source })?;
         Ok(Worker {
-            shared: Arc::new(Shared::new(config, handlers)),
+            shared: Arc::new(Shared::new(config, handlers, lease_deadline)),
         })
     }
 }

@@ -57,6 +57,9 @@ async fn register_lists_handlers_labels_capacity_and_version() {
     assert!(register.held_runs.is_empty());
     assert_eq!(register.highest_epoch, 0);
     assert_eq!(register.version, env!("CARGO_PKG_VERSION"));
+    // The default kill grace (2 s) and the stop margin (1 s): what the coordinator waits
+    // for beyond the lease before it may run this worker's runs elsewhere.
+    assert_eq!(register.stop_grace_ms, 3_000);
 
     let registered = status
         .wait_for(WAIT, |status| status.registration.is_some())
@@ -350,9 +353,9 @@ async fn a_handler_that_ignores_cancellation_is_abandoned_after_the_grace() {
     let took = cancelled.elapsed();
     assert_eq!(outcome(&finished), RunOutcome::Cancelled);
     assert_eq!(finished.error, "cancelled by the coordinator: enough");
-    // The grace (200ms) plus the worker's 2s margin for handlers that clean up.
+    // The grace (200ms) plus the worker's 500ms margin for handlers that clean up.
     assert!(
-        took >= Duration::from_millis(2_000) && took < Duration::from_secs(4),
+        took >= Duration::from_millis(700) && took < Duration::from_millis(2_500),
         "abandoned after {took:?}"
     );
     harness.assign(assign(46, "noop", json!({})));
@@ -524,11 +527,10 @@ async fn coordinators_are_tried_in_turn() {
     );
 }
 
-#[tokio::test]
-async fn a_silent_coordinator_makes_the_worker_fence_its_runs() {
-    let mut harness = Harness::start(Role::leader_with(1, 100, 600)).await;
-    let (cancelled_tx, mut cancelled_rx) = mpsc::unbounded_channel();
-    let _worker = start(worker_for(&harness).handler_fn("long", move |ctx| {
+/// A worker whose `long` handler runs until it is told to stop, and says when it was.
+fn start_with_long_handler(harness: &Harness) -> (Background, mpsc::UnboundedReceiver<Instant>) {
+    let (cancelled_tx, cancelled_rx) = mpsc::unbounded_channel();
+    let worker = start(worker_for(harness).handler_fn("long", move |ctx| {
         let cancelled_tx = cancelled_tx.clone();
         async move {
             ctx.cancelled().await;
@@ -536,6 +538,13 @@ async fn a_silent_coordinator_makes_the_worker_fence_its_runs() {
             Ok(())
         }
     }));
+    (worker, cancelled_rx)
+}
+
+#[tokio::test]
+async fn a_silent_coordinator_makes_the_worker_fence_its_runs() {
+    let mut harness = Harness::start(Role::leader_with(1, 100, 600)).await;
+    let (_worker, mut cancelled_rx) = start_with_long_handler(&harness);
     harness.expect_register().await;
     harness.assign(assign(91, "long", json!({})));
     harness.expect_started(91).await;
@@ -580,11 +589,53 @@ async fn a_silent_coordinator_makes_the_worker_fence_its_runs() {
     harness.set_silent(false);
     let (finished_on, finished) = harness.expect_finished_within(91, WAIT).await;
     assert_eq!(finished_on, conn);
-    assert_eq!(outcome(&finished), RunOutcome::Cancelled);
+    assert_eq!(outcome(&finished), RunOutcome::Aborted);
     assert_eq!(
         finished.error,
-        "lease lost: no word from the coordinator for 600 ms (the lease ttl)"
+        "lease lost: no lease renewal from the coordinator for 600 ms (the lease ttl)"
     );
+}
+
+/// Only `LeaseRenewed` answering a heartbeat renews the lease: a coordinator that keeps
+/// talking (cancels, renewals for heartbeats never sent) but answers no heartbeat — its
+/// answers lost on a one-way link, say — does not keep the worker's runs alive.
+#[tokio::test]
+async fn only_the_answer_to_a_sent_heartbeat_renews_the_lease() {
+    let mut harness = Harness::start(Role::leader_with(1, 100, 600)).await;
+    let (_worker, mut cancelled_rx) = start_with_long_handler(&harness);
+    harness.expect_register().await;
+    harness.assign(assign(92, "long", json!({})));
+    harness.expect_started(92).await;
+
+    harness.set_ignore_heartbeats(true);
+    let unanswered_since = Instant::now();
+    let chatter = async {
+        loop {
+            harness.send_if_open(ToWorker::Cancel(cronfleet_proto::v1::Cancel {
+                run_id: 999,
+                reason: "a run this worker does not hold".to_owned(),
+            }));
+            harness.send_if_open(ToWorker::LeaseRenewed(cronfleet_proto::v1::LeaseRenewed {
+                epoch: 1,
+                seq: u64::MAX,
+            }));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let cancelled_at = tokio::select! {
+        cancelled = tokio::time::timeout(WAIT, cancelled_rx.recv()) => cancelled
+            .expect("the run is stopped once the lease expires")
+            .unwrap(),
+        () = chatter => unreachable!(),
+    };
+    let after = cancelled_at - unanswered_since;
+    assert!(
+        after < Duration::from_millis(1_500),
+        "stopped {after:?} after the heartbeats went unanswered (lease ttl 600ms)"
+    );
+    harness.set_ignore_heartbeats(false);
+    let (_, finished) = harness.expect_finished_within(92, WAIT).await;
+    assert_eq!(outcome(&finished), RunOutcome::Aborted);
 }
 
 #[tokio::test]
@@ -680,7 +731,7 @@ async fn shutdown_cancels_runs_still_running_at_the_drain_timeout() {
     harness.expect_started(131).await;
     let stopping = tokio::spawn(worker.stop(WAIT));
     let finished = harness.expect_finished(131).await;
-    assert_eq!(outcome(&finished), RunOutcome::Cancelled);
+    assert_eq!(outcome(&finished), RunOutcome::Aborted);
     assert_eq!(
         finished.error,
         "worker shutting down: the run did not finish within the drain timeout of 300 ms"

@@ -72,15 +72,17 @@ pub struct CoordinatorCommand {
     /// This node's name in the cluster [default: the host name].
     #[arg(long, env = "CRONFLEET_NODE_ID", value_name = "ID")]
     node_id: Option<String>,
-    /// A worker silent this long is dead; its runs become lost and run again.
+    /// A worker whose lease was not renewed for this long is dead; its runs become lost and
+    /// run again. Workers whose lease ttl plus stop grace (kill grace + 1s) plus 500ms do
+    /// not fit in it are refused, so a run's old attempt is gone before it runs again.
     #[arg(long, env = "CRONFLEET_WORKER_TIMEOUT", default_value = "6s", value_parser = parse_fixed_duration, value_name = "DUR")]
     worker_timeout: Duration,
-    /// Workers stop their runs after this long without word from the coordinator (must be
-    /// shorter than --worker-timeout).
-    #[arg(long, env = "CRONFLEET_LEASE_TTL", default_value = "3s", value_parser = parse_fixed_duration, value_name = "DUR")]
+    /// Workers stop their runs after this long without a lease renewal (the answer to a
+    /// heartbeat).
+    #[arg(long, env = "CRONFLEET_LEASE_TTL", default_value = "2s", value_parser = parse_fixed_duration, value_name = "DUR")]
     lease_ttl: Duration,
-    /// How often workers send heartbeats.
-    #[arg(long, env = "CRONFLEET_HEARTBEAT_INTERVAL", default_value = "1s", value_parser = parse_fixed_duration, value_name = "DUR")]
+    /// How often workers send heartbeats (each renews the lease).
+    #[arg(long, env = "CRONFLEET_HEARTBEAT_INTERVAL", default_value = "500ms", value_parser = parse_fixed_duration, value_name = "DUR")]
     heartbeat_interval: Duration,
     /// The timeout of jobs that set none.
     #[arg(long, env = "CRONFLEET_DEFAULT_TIMEOUT", default_value = "1h", value_parser = parse_fixed_duration, value_name = "DUR")]

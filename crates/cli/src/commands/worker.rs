@@ -98,12 +98,14 @@ pub struct WorkerCommand {
     )]
     drain_timeout: Duration,
 
-    /// How long a stopped shell run's processes get between SIGTERM and SIGKILL.
+    /// How long a stopped shell run's processes get between SIGTERM and SIGKILL. With the
+    /// 1s stop margin it is announced to the coordinator, which refuses a worker whose
+    /// grace does not fit its --worker-timeout.
     #[arg(
         long,
         env = "CRONFLEET_KILL_GRACE",
         value_name = "DUR",
-        default_value = "5s",
+        default_value = "2s",
         value_parser = parse_fixed_duration
     )]
     kill_grace: Duration,

@@ -12,6 +12,14 @@
 //!   without `unsafe` (`PR_SET_PDEATHSIG` needs `pre_exec`, and fires when the spawning
 //!   *thread* exits anyway). It ignores SIGTERM so that stopping the script gracefully
 //!   does not take the watchdog down first.
+//! - The watchdog also reads the lease's kill-by time that the worker publishes at every
+//!   lease renewal (`lease_deadline.rs`; the kernel's boot clock, which it reads without
+//!   starting a process) and SIGKILLs group W once it has passed, or once the file is
+//!   gone. A worker that is frozen (SIGSTOP, a long pause) answers `kill -0` but renews
+//!   nothing, so its scripts die at the end of its lease plus the kill grace all the same
+//!   — before the coordinator may run them elsewhere. Limits: the watchdog checks every
+//!   200 ms, and a freeze of the whole machine or VM stops it too (it kills within one
+//!   check of waking up); a process that leaves the group (`setsid`) escapes it.
 //! - Cancel or deadline: SIGTERM to group W, SIGKILL after the kill grace.
 //! - When the script exits, whatever it left behind in the group is SIGKILLed with the
 //!   watchdog: a run's processes end with the run (a background job still running would
@@ -37,16 +45,23 @@ use crate::{Handler, HandlerError, Outcome, RunContext};
 
 const EXAMPLE: &str = r#"{"script": "pg_dump mydb > /backups/mydb.sql"}"#;
 
-/// Runs as `sh -c WATCHDOG cronfleet-watchdog WORKER_PID`; see the module docs.
+/// Runs as `sh -c WATCHDOG cronfleet-watchdog WORKER_PID LEASE_DEADLINE_FILE`; see the
+/// module docs. `/proc/uptime` reads `12345.67 …`: its first field without the dot is
+/// centiseconds, the unit of the kill-by time.
 const WATCHDOG: &str = r#"
 trap '' TERM INT HUP
 worker=$1
+lease=$2
 set -f
 while kill -0 "$worker" 2>/dev/null; do
     if read -r stat < "/proc/$$/stat"; then
         set -- ${stat##*)}
         [ "$2" = "$worker" ] || break
     fi
+    read -r kill_by < "$lease" || break
+    read -r up _ < /proc/uptime || break
+    now=${up%.*}${up#*.}
+    [ "$now" -lt "$kill_by" ] || break
     sleep 0.2
 done
 kill -KILL 0
@@ -64,7 +79,7 @@ pub struct ShellHandler;
 impl Handler for ShellHandler {
     async fn run(&self, ctx: RunContext) -> Result<Outcome, HandlerError> {
         let script = parse(ctx.args())?;
-        let group = ProcessGroup::start().map_err(|error| {
+        let group = ProcessGroup::start(ctx.lease_deadline_file()).map_err(|error| {
             HandlerError::new(format!("cannot start the process watchdog (sh): {error}"))
         })?;
         let (reader, writer) = io::pipe()?;
@@ -204,12 +219,13 @@ struct ProcessGroup {
 }
 
 impl ProcessGroup {
-    fn start() -> io::Result<ProcessGroup> {
+    fn start(lease_deadline_file: &std::path::Path) -> io::Result<ProcessGroup> {
         let watchdog = Command::new("/bin/sh")
             .arg("-c")
             .arg(WATCHDOG)
             .arg("cronfleet-watchdog")
             .arg(std::process::id().to_string())
+            .arg(lease_deadline_file)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -90,6 +90,8 @@ type Sender = mpsc::UnboundedSender<Result<CoordinatorMessage, Status>>;
 struct Shared {
     role: Mutex<Role>,
     silent: AtomicBool,
+    /// Heartbeats go unanswered (everything else as usual).
+    ignore_heartbeats: AtomicBool,
     next_conn: AtomicU64,
     /// The stream of the registered worker, to send to.
     current: Mutex<Option<(u64, Sender)>>,
@@ -154,11 +156,13 @@ fn answer(shared: &Shared, conn: u64, kind: &FromWorker, tx: &mut Option<Sender>
                 *tx = None; // NotLeader: close the stream
             }
         }
-        FromWorker::Heartbeat(_) => {
+        FromWorker::Heartbeat(_) if shared.ignore_heartbeats.load(Ordering::SeqCst) => {}
+        FromWorker::Heartbeat(heartbeat) => {
             let role = shared.role.lock().unwrap().clone();
             if let (Some(tx), Role::Leader { epoch, .. }) = (&tx, role) {
                 let _ = tx.send(Ok(message_of(ToWorker::LeaseRenewed(LeaseRenewed {
                     epoch,
+                    seq: heartbeat.seq,
                 }))));
             }
         }
@@ -226,6 +230,7 @@ impl Harness {
         let shared = Arc::new(Shared {
             role: Mutex::new(role),
             silent: AtomicBool::new(false),
+            ignore_heartbeats: AtomicBool::new(false),
             next_conn: AtomicU64::new(1),
             current: Mutex::new(None),
             unanswered: Mutex::new(Vec::new()),
@@ -273,6 +278,14 @@ impl Harness {
         }
     }
 
+    /// Leaves heartbeats unanswered (no `LeaseRenewed`) while other messages still go
+    /// out: a coordinator whose answers are lost, or one that forgot the worker.
+    pub fn set_ignore_heartbeats(&self, ignore: bool) {
+        self.shared
+            .ignore_heartbeats
+            .store(ignore, Ordering::SeqCst);
+    }
+
     /// Sends `kind` on the registered worker's stream.
     ///
     /// # Panics
@@ -286,6 +299,13 @@ impl Harness {
         let (_, tx) = current.as_ref().expect("a registered worker to send to");
         tx.send(Ok(message_of(kind)))
             .expect("the worker's stream is open");
+    }
+
+    /// Sends `kind` on the registered worker's stream if there is one still open.
+    pub fn send_if_open(&self, kind: ToWorker) {
+        if let Some((_, tx)) = self.shared.current.lock().unwrap().as_ref() {
+            let _ = tx.send(Ok(message_of(kind)));
+        }
     }
 
     /// Sends an `Assign`.
