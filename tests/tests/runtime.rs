@@ -275,6 +275,56 @@ async fn a_run_waits_visibly_for_a_worker_with_its_handler() {
     assert!(http_get(cluster.workers[1].http, "/healthz").is_some_and(|(status, _)| status == 200));
 }
 
+/// A full batch of runs nobody can take — a handler no worker offers, labels no worker
+/// has — at the head of the dispatch order does not stall the runnable runs behind it:
+/// the dispatcher reads on while workers have room.
+#[tokio::test(flavor = "multi_thread")]
+async fn runs_nobody_can_take_do_not_block_the_runs_behind_them() {
+    let database = cronfleet_testkit::test_database().await.expect("database");
+    let mut cluster = Cluster::new(database.url());
+    cluster.start_coordinator("c1", &["--dispatch-batch", "4"]);
+    cluster.start_worker("w1", "noop", 2);
+    let mut file = String::from("jobs:\n");
+    for index in 0..6 {
+        // Two batches' worth, first in the order (priority -10).
+        file.push_str(&format!(
+            "  - name: typo-{index}\n    handler: nop\n    every: 1h\n    priority: -10\n"
+        ));
+        file.push_str(&format!(
+            "  - name: no-pool-{index}\n    handler: noop\n    every: 1h\n    priority: -10\n    labels: {{pool: gpu}}\n"
+        ));
+    }
+    file.push_str("  - name: runnable\n    handler: noop\n    every: 1s\n");
+    let path = cluster.dir.path().join("jobs.yaml");
+    std::fs::write(&path, file).unwrap();
+    let applied = cluster.cli(&["apply", "-f", &path.display().to_string()]);
+    assert!(applied.success, "{}", applied.stderr);
+
+    wait_for(
+        "the runnable job to run behind 12 runs nobody takes",
+        Duration::from_secs(15),
+        || {
+            cluster
+                .runs_of("runnable")
+                .iter()
+                .filter(|run| run["state"] == "succeeded")
+                .count()
+                >= 3
+        },
+    );
+    let stuck = cluster.runs_of("typo-0");
+    assert_eq!(states(&stuck), ["pending"], "{stuck:?}");
+    assert_eq!(
+        stuck[0]["pending_reason"],
+        "no connected worker offers handler \"nop\""
+    );
+    let stuck = cluster.runs_of("no-pool-5");
+    assert_eq!(
+        stuck[0]["pending_reason"],
+        "no connected worker offering handler \"noop\" has the labels pool=gpu"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn restarting_postgres_loses_no_run_and_leaves_none_stuck() {
     let mut postgres = cronfleet_testkit::PostgresServer::start()

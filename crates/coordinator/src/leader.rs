@@ -254,11 +254,23 @@ pub(crate) async fn run_scheduler(shared: Arc<Shared>, term: Term) {
 /// The dispatcher loop of one term.
 pub(crate) async fn run_dispatcher(shared: Arc<Shared>, term: Term) {
     let batch = shared.config.dispatch_batch;
+    // Where the next page starts: a full page is followed by the next one while workers
+    // have room, so runs nobody can take (a handler no worker offers, labels no worker
+    // has) never hide the runnable ones behind them. Back to the top once the order is
+    // read to its end or the workers are full, so priority holds.
+    let mut after = None;
     loop {
+        if term.ended.is_cancelled() {
+            return;
+        }
         let now = shared.clock.now();
-        let wait = match shared.store.dispatchable_runs(now, batch).await {
+        let wait = match shared.store.dispatchable_runs(now, after, batch).await {
             Ok(candidates) => {
                 let full = u32::try_from(candidates.len()).unwrap_or(u32::MAX) >= batch;
+                after = candidates
+                    .last()
+                    .filter(|_| full)
+                    .map(DispatchableRun::cursor);
                 let mut waiting: HashMap<String, Vec<i64>> = HashMap::new();
                 let mut shortages = Vec::new();
                 let mut reserved = Vec::with_capacity(candidates.len());
@@ -286,9 +298,10 @@ pub(crate) async fn run_dispatcher(shared: Arc<Shared>, term: Term) {
                         warn!(%error, "cannot record why runs wait");
                     }
                 }
-                if full && dispatched > 0 {
+                if full && (dispatched > 0 || shared.registry.has_free_capacity()) {
                     continue;
                 }
+                after = None;
                 match shared.store.earliest_not_before(now).await {
                     Ok(Some(next)) => until(shared.clock.now(), next).min(MAX_IDLE),
                     Ok(None) => MAX_IDLE,

@@ -260,6 +260,14 @@ impl Registry {
         })
     }
 
+    /// Whether some connected worker that takes new runs has a free slot.
+    pub(crate) fn has_free_capacity(&self) -> bool {
+        self.lock().connected.values().any(|c| {
+            c.info.state == WorkerState::Connected
+                && (c.runs.len() as u64) < u64::from(c.info.capacity)
+        })
+    }
+
     /// Whether an operator's cancel of `run_id` is still to be sent (true once).
     pub(crate) fn first_cancel(&self, run_id: i64) -> bool {
         self.lock().cancels_sent.insert(run_id)

@@ -164,10 +164,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> Result<ManualRun, StoreError>;
 
     /// Pending runs that may be dispatched at `now`: past their `not_before`, and only the
-    /// earliest waiting run of each job that has no active run; by job priority, then age.
+    /// earliest waiting run of each job that has no active run; by job priority, then age;
+    /// the page that follows `after` (the last run of the previous page), from the first
+    /// when `None`.
     async fn dispatchable_runs(
         &self,
         now: DateTime<Utc>,
+        after: Option<DispatchCursor>,
         limit: u32,
     ) -> Result<Vec<DispatchableRun>, StoreError>;
 
@@ -352,6 +355,24 @@ pub struct DispatchableRun {
     /// `None`: the coordinator's default.
     pub timeout: Option<std::time::Duration>,
     pub priority: i32,
+}
+
+/// Where a page of [`Store::dispatchable_runs`] ended: the dispatch order's key of its
+/// last run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DispatchCursor {
+    pub priority: i32,
+    pub run_id: i64,
+}
+
+impl DispatchableRun {
+    /// This run's place in the dispatch order, to read on after it.
+    pub fn cursor(&self) -> DispatchCursor {
+        DispatchCursor {
+            priority: self.priority,
+            run_id: self.run.id,
+        }
+    }
 }
 
 /// What one [`Store::lease_due`] call did.

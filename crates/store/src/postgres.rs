@@ -25,8 +25,8 @@ use crate::rows::{
     DispatchRow, JobRow, JobValues, RunRow, dispatchable_from_rows, jobs_from_rows, runs_from_rows,
 };
 use crate::{
-    ChangeFeed, DispatchableRun, FinishOrder, FinishRules, Finished, Lease, ManualRun, RunFilter,
-    RunOrder, RunTransition, Store, StoreError,
+    ChangeFeed, DispatchCursor, DispatchableRun, FinishOrder, FinishRules, Finished, Lease,
+    ManualRun, RunFilter, RunOrder, RunTransition, Store, StoreError,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -989,6 +989,7 @@ impl Store for PostgresStore {
     async fn dispatchable_runs(
         &self,
         now: DateTime<Utc>,
+        after: Option<DispatchCursor>,
         limit: u32,
     ) -> Result<Vec<DispatchableRun>, StoreError> {
         let mut tx = self.pool.begin().await?;
@@ -1000,22 +1001,34 @@ impl Store for PostgresStore {
         sqlx::query("SET LOCAL enable_sort = off")
             .execute(&mut *tx)
             .await?;
-        let rows: Vec<DispatchRow> = sqlx::query_as(concat!(
-            "SELECT ",
-            run_columns!(),
-            dispatch_job_columns!(),
-            " FROM runs JOIN jobs ON jobs.id = runs.job_id \
-             WHERE runs.state = 'pending' AND (runs.not_before IS NULL OR runs.not_before <= $1) \
-             AND runs.id = (SELECT min(w.id) FROM runs w WHERE w.job_id = runs.job_id \
-                 AND w.state = 'pending' AND (w.not_before IS NULL OR w.not_before <= $1)) \
-             AND NOT EXISTS (SELECT 1 FROM runs a WHERE a.job_id = runs.job_id \
-                 AND a.state IN ('dispatched', 'running')) \
-             ORDER BY runs.priority, runs.id LIMIT $2"
-        ))
-        .bind(now)
-        .bind(i64::from(limit))
-        .fetch_all(&mut *tx)
-        .await?;
+        // Two statements, not one with an optional condition: each keeps its own plan.
+        macro_rules! dispatchable_sql {
+            ($after:literal) => {
+                concat!(
+                    "SELECT ",
+                    run_columns!(),
+                    dispatch_job_columns!(),
+                    " FROM runs JOIN jobs ON jobs.id = runs.job_id \
+                     WHERE runs.state = 'pending' AND (runs.not_before IS NULL OR runs.not_before <= $1) \
+                     AND runs.id = (SELECT min(w.id) FROM runs w WHERE w.job_id = runs.job_id \
+                         AND w.state = 'pending' AND (w.not_before IS NULL OR w.not_before <= $1)) \
+                     AND NOT EXISTS (SELECT 1 FROM runs a WHERE a.job_id = runs.job_id \
+                         AND a.state IN ('dispatched', 'running'))",
+                    $after,
+                    " ORDER BY runs.priority, runs.id LIMIT $2"
+                )
+            };
+        }
+        let sql = if after.is_some() {
+            dispatchable_sql!(" AND (runs.priority, runs.id) > ($3, $4)")
+        } else {
+            dispatchable_sql!("")
+        };
+        let mut query = sqlx::query_as(sql).bind(now).bind(i64::from(limit));
+        if let Some(after) = after {
+            query = query.bind(after.priority).bind(after.run_id);
+        }
+        let rows: Vec<DispatchRow> = query.fetch_all(&mut *tx).await?;
         tx.commit().await?;
         dispatchable_from_rows(rows)
     }

@@ -30,8 +30,8 @@ use crate::rows::{
     DispatchRow, JobRow, JobValues, RunRow, dispatchable_from_rows, jobs_from_rows, runs_from_rows,
 };
 use crate::{
-    DispatchableRun, FinishRules, Finished, Lease, ManualRun, RunFilter, RunOrder, RunTransition,
-    Store, StoreError,
+    DispatchCursor, DispatchableRun, FinishRules, Finished, Lease, ManualRun, RunFilter, RunOrder,
+    RunTransition, Store, StoreError,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -686,24 +686,37 @@ impl Store for SqliteStore {
     async fn dispatchable_runs(
         &self,
         now: DateTime<Utc>,
+        after: Option<DispatchCursor>,
         limit: u32,
     ) -> Result<Vec<DispatchableRun>, StoreError> {
-        let rows: Vec<DispatchRow> = sqlx::query_as(concat!(
-            "SELECT ",
-            run_columns!(),
-            dispatch_job_columns!(),
-            " FROM runs JOIN jobs ON jobs.id = runs.job_id \
-             WHERE runs.state = 'pending' AND (runs.not_before IS NULL OR runs.not_before <= ?1) \
-             AND runs.id = (SELECT min(w.id) FROM runs w WHERE w.job_id = runs.job_id \
-                 AND w.state = 'pending' AND (w.not_before IS NULL OR w.not_before <= ?1)) \
-             AND NOT EXISTS (SELECT 1 FROM runs a WHERE a.job_id = runs.job_id \
-                 AND a.state IN ('dispatched', 'running')) \
-             ORDER BY jobs.priority, runs.id LIMIT ?2"
-        ))
-        .bind(ts(now))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
+        // Two statements, not one with an optional condition: each keeps its own plan.
+        macro_rules! dispatchable_sql {
+            ($after:literal) => {
+                concat!(
+                    "SELECT ",
+                    run_columns!(),
+                    dispatch_job_columns!(),
+                    " FROM runs JOIN jobs ON jobs.id = runs.job_id \
+                     WHERE runs.state = 'pending' AND (runs.not_before IS NULL OR runs.not_before <= ?1) \
+                     AND runs.id = (SELECT min(w.id) FROM runs w WHERE w.job_id = runs.job_id \
+                         AND w.state = 'pending' AND (w.not_before IS NULL OR w.not_before <= ?1)) \
+                     AND NOT EXISTS (SELECT 1 FROM runs a WHERE a.job_id = runs.job_id \
+                         AND a.state IN ('dispatched', 'running'))",
+                    $after,
+                    " ORDER BY jobs.priority, runs.id LIMIT ?2"
+                )
+            };
+        }
+        let sql = if after.is_some() {
+            dispatchable_sql!(" AND (jobs.priority, runs.id) > (?3, ?4)")
+        } else {
+            dispatchable_sql!("")
+        };
+        let mut query = sqlx::query_as(sql).bind(ts(now)).bind(i64::from(limit));
+        if let Some(after) = after {
+            query = query.bind(after.priority).bind(after.run_id);
+        }
+        let rows: Vec<DispatchRow> = query.fetch_all(&self.pool).await?;
         dispatchable_from_rows(rows)
     }
 

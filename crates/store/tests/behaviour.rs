@@ -515,6 +515,43 @@ async fn leasing_follows_priority_and_the_limit(store: Arc<dyn Store>) {
     assert_eq!(names, ["low"]);
 }
 
+async fn dispatchable_runs_come_in_pages_in_dispatch_order(store: Arc<dyn Store>) {
+    leader(&*store).await;
+    for (name, priority) in [
+        ("low", 5),
+        ("high", -1),
+        ("mid", 3),
+        ("mid-too", 3),
+        ("top", -9),
+    ] {
+        let mut spec = every_second(name);
+        spec.priority = priority;
+        store.create_job(&spec, t(0)).await.unwrap();
+    }
+    store.lease_due(t(0), EPOCH, 10, &settings()).await.unwrap();
+    let everything: Vec<String> = store
+        .dispatchable_runs(t(0), None, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|ready| ready.run.job_name.clone())
+        .collect();
+    assert_eq!(everything, ["top", "high", "mid", "mid-too", "low"]);
+    // Page by page, each after the last run of the one before: the same order, nothing
+    // twice, nothing left out — a page nobody can take never hides what follows it.
+    let mut paged = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.dispatchable_runs(t(0), after, 2).await.unwrap();
+        paged.extend(page.iter().map(|ready| ready.run.job_name.clone()));
+        match page.last() {
+            Some(last) if page.len() == 2 => after = Some(last.cursor()),
+            _ => break,
+        }
+    }
+    assert_eq!(paged, everything);
+}
+
 async fn paused_jobs_wait_and_catch_up_on_resume(store: Arc<dyn Store>) {
     leader(&*store).await;
     store.create_job(&every_second("p"), t(0)).await.unwrap();
@@ -948,14 +985,18 @@ async fn manual_runs_queue_behind_the_current_one(store: Arc<dyn Store>) {
     assert_eq!(queued.run.trigger, Trigger::Manual);
     assert_eq!(queued.run.state, RunState::Pending);
     assert!(
-        store.dispatchable_runs(t(2), 10).await.unwrap().is_empty(),
+        store
+            .dispatchable_runs(t(2), None, 10)
+            .await
+            .unwrap()
+            .is_empty(),
         "one active run at a time"
     );
     store
         .transition_run(scheduled, &RunTransition::to(RunState::Succeeded), t(3))
         .await
         .unwrap();
-    let ready = store.dispatchable_runs(t(3), 10).await.unwrap();
+    let ready = store.dispatchable_runs(t(3), None, 10).await.unwrap();
     assert_eq!(
         ready.iter().map(|d| d.run.id).collect::<Vec<_>>(),
         [queued.run.id]
@@ -988,10 +1029,23 @@ async fn a_run_at_a_later_time_waits_for_it(store: Arc<dyn Store>) {
         .unwrap();
     assert!(!manual.queued);
     assert_eq!(manual.run.not_before, Some(t(100)));
-    assert!(store.dispatchable_runs(t(99), 10).await.unwrap().is_empty());
+    assert!(
+        store
+            .dispatchable_runs(t(99), None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(store.count_backlog(t(99)).await.unwrap(), 0, "not due yet");
     assert_eq!(store.earliest_not_before(t(0)).await.unwrap(), Some(t(100)));
-    assert_eq!(store.dispatchable_runs(t(100), 10).await.unwrap().len(), 1);
+    assert_eq!(
+        store
+            .dispatchable_runs(t(100), None, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     assert_eq!(
         store.count_backlog(t(100)).await.unwrap(),
         1,
@@ -1053,7 +1107,7 @@ async fn only_the_earliest_waiting_run_of_a_job_is_dispatchable(store: Arc<dyn S
     store.create_job(&other, t(2)).await.unwrap();
     store.lease_due(t(2), EPOCH, 10, &settings()).await.unwrap();
 
-    let ready = store.dispatchable_runs(t(2), 10).await.unwrap();
+    let ready = store.dispatchable_runs(t(2), None, 10).await.unwrap();
     let order: Vec<(&str, DateTime<Utc>)> = ready
         .iter()
         .map(|d| (d.run.job_name.as_str(), d.run.slot))
@@ -1089,7 +1143,7 @@ async fn only_the_earliest_waiting_run_of_a_job_is_dispatchable(store: Arc<dyn S
         .update_job("ordered", ordered.version, &raised, t(2))
         .await
         .unwrap();
-    let ready = store.dispatchable_runs(t(2), 10).await.unwrap();
+    let ready = store.dispatchable_runs(t(2), None, 10).await.unwrap();
     let order: Vec<&str> = ready.iter().map(|d| d.run.job_name.as_str()).collect();
     assert_eq!(order, ["ordered", "urgent"], "after the priority change");
 }
@@ -1341,11 +1395,17 @@ async fn failed_runs_are_retried_after_a_backoff(store: Arc<dyn Store>) {
         "backoff of the first retry: base 2s, full jitter"
     );
     assert!(
-        store.dispatchable_runs(t(2), 10).await.unwrap().is_empty(),
+        store
+            .dispatchable_runs(t(2), None, 10)
+            .await
+            .unwrap()
+            .is_empty(),
         "not before its backoff"
     );
     assert_eq!(
-        store.dispatchable_runs(t(3), 10).await.unwrap()[0].run.id,
+        store.dispatchable_runs(t(3), None, 10).await.unwrap()[0]
+            .run
+            .id,
         retry.id
     );
     assert!(
@@ -1545,6 +1605,7 @@ on_both_backends!(
     updates_check_the_version_and_reschedule,
     leasing_creates_runs_and_advances_the_schedule,
     leasing_follows_priority_and_the_limit,
+    dispatchable_runs_come_in_pages_in_dispatch_order,
     paused_jobs_wait_and_catch_up_on_resume,
     catch_up_all_runs_one_after_another,
     max_runs_ends_the_job,

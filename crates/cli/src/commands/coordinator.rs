@@ -87,6 +87,10 @@ pub struct CoordinatorCommand {
     /// The timeout of jobs that set none.
     #[arg(long, env = "CRONFLEET_DEFAULT_TIMEOUT", default_value = "1h", value_parser = parse_fixed_duration, value_name = "DUR")]
     default_timeout: Duration,
+    /// How many waiting runs the dispatcher reads at a time (it reads on while workers have
+    /// room).
+    #[arg(long, env = "CRONFLEET_DISPATCH_BATCH", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000), value_name = "N")]
+    dispatch_batch: u32,
     /// How long past its deadline a silent run is declared timed out.
     #[arg(long, env = "CRONFLEET_TIMEOUT_GRACE", default_value = "10s", value_parser = parse_fixed_duration, value_name = "DUR")]
     timeout_grace: Duration,
@@ -169,6 +173,7 @@ impl CoordinatorCommand {
         config.heartbeat_interval = self.heartbeat_interval;
         config.default_timeout = self.default_timeout;
         config.timeout_grace = self.timeout_grace;
+        config.dispatch_batch = self.dispatch_batch;
         config.lease.misfire_threshold = self.misfire_threshold;
         config.retry_base_delay = self.retry_base_delay;
         config.retry_max_delay = self.retry_max_delay;
