@@ -151,3 +151,29 @@ fn dev_mode_starts_as_its_own_leader_without_redirecting_its_workers() {
 fn ledger_runs(ledger: &std::path::Path) -> usize {
     read_ledger(ledger).len()
 }
+
+/// A second `cronfleet dev` on the data directory of a running one refuses to start, and
+/// says why, instead of sharing the SQLite file with it.
+#[test]
+fn a_second_dev_on_the_same_data_dir_refuses_to_start() {
+    let scratch = tempfile::tempdir().unwrap();
+    let data_dir = scratch.path().join("data");
+    let _first = start_dev(&data_dir, None, scratch.path(), "dev-1");
+    let second = std::process::Command::new(cronfleet_binary())
+        .args(["dev", "--data-dir", &data_dir.display().to_string()])
+        .args([
+            "--grpc",
+            &free_addr().to_string(),
+            "--http",
+            &free_addr().to_string(),
+        ])
+        .output()
+        .expect("run cronfleet dev");
+    assert!(!second.status.success());
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains("is in use by another cronfleet process")
+            && stderr.contains("give this one its own --data-dir"),
+        "{stderr}"
+    );
+}

@@ -383,3 +383,51 @@ async fn a_worker_cut_off_stops_its_runs_before_they_run_elsewhere() {
     assert!(lost >= 1, "the first run is lost:\n{}", history(&runs));
     assert_no_overlap(&entries, None);
 }
+
+/// Two coordinators without etcd on one database: the second waits as a follower, saying
+/// why, instead of taking turns with the first — each would raise the epoch, fence the
+/// other and run its runs again. Once the first is gone (`kill -9`), the second leads.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_coordinator_without_etcd_on_one_database_stays_follower() {
+    let database = cronfleet_testkit::test_database().await.expect("database");
+    let mut cluster = Cluster::new(database.url());
+    cluster.start_coordinator("c1", FAST_FAILURE_DETECTION);
+    cluster.start_coordinator("c2", FAST_FAILURE_DETECTION);
+    cluster.start_worker("w1", "shell", 2);
+    create_ticking_job(&cluster, "tick");
+    wait_for_succeeded(&cluster, 0, "tick", 4, "c1 to run the job");
+    wait_for("c2 to say why it waits", Duration::from_secs(10), || {
+        cluster.coordinators[1]
+            .process
+            .log_text()
+            .contains("another coordinator without --etcd leads this database")
+    });
+    let epochs = |cluster: &Cluster| -> std::collections::BTreeSet<i64> {
+        cluster
+            .runs_of("tick")
+            .iter()
+            .filter_map(|run| run["epoch"].as_i64())
+            .collect()
+    };
+    assert_eq!(epochs(&cluster).len(), 1, "one leader, one epoch");
+    assert!(
+        !cluster.coordinators[1]
+            .process
+            .log_text()
+            .contains("leading epoch"),
+        "c2 never led"
+    );
+
+    cluster.coordinators[0].process.kill();
+    wait_for("c2 to take over", Duration::from_secs(20), || {
+        cluster.coordinators[1]
+            .process
+            .log_text()
+            .contains("leading epoch=")
+    });
+    let before = cluster.runs_on(1, "tick").len();
+    wait_for("runs under c2", Duration::from_secs(20), || {
+        cluster.runs_on(1, "tick").len() >= before + 3
+    });
+    assert_no_overlap(&read_ledger(&cluster.ledger_path()), None);
+}

@@ -23,7 +23,7 @@ use cronfleet_proto::{timestamp, timestamp_opt};
 use cronfleet_store::{DispatchableRun, RunTransition, Store, StoreError};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::clock::Clock;
 use crate::config::CoordinatorConfig;
@@ -189,6 +189,12 @@ pub(crate) async fn run_scheduler(shared: Arc<Shared>, term: Term) {
             {
                 Ok(lease) => {
                     shared.metrics.leased(lease.jobs_leased, timer.elapsed());
+                    for job in &lease.unreadable {
+                        error!(job = %job.name, error = %job.error, "a due job cannot be read: paused so that the others keep their schedule");
+                        shared
+                            .metrics
+                            .store_error("lease_due", &StoreError::Corrupt(job.error.clone()));
+                    }
                     for run in &lease.runs {
                         shared.metrics.run_created(run.trigger);
                     }

@@ -49,6 +49,12 @@ pub enum StoreError {
     Corrupt(String),
     #[error("invalid database URL \"{0}\": expected postgres://USER@HOST:PORT/DB or sqlite:PATH")]
     InvalidUrl(String),
+    /// A SQLite database another process has open (one process owns a SQLite store).
+    #[error(
+        "the database {0} is in use by another cronfleet process (a second `cronfleet dev` on the same --data-dir?): \
+         stop it, or give this one its own --data-dir"
+    )]
+    InUse(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("database migration failed: {0}")]

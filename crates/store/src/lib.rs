@@ -258,6 +258,20 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn change_feed(&self) -> Result<Option<Box<dyn ChangeFeed>>, StoreError> {
         Ok(None)
     }
+
+    /// The right to lead without an election service (a coordinator without `--etcd`,
+    /// `cronfleet dev`), held by one process per database at a time, so two such
+    /// coordinators never take turns fencing each other and re-running each other's runs.
+    /// `None`: another process holds it.
+    async fn claim_sole_leadership(&self) -> Result<Option<Box<dyn SoleLeadership>>, StoreError>;
+}
+
+/// A claim of [`Store::claim_sole_leadership`]; dropping it gives the claim up.
+#[async_trait]
+pub trait SoleLeadership: Send + Sync + std::fmt::Debug {
+    /// Resolves when the claim is lost (the connection that holds it broke): the holder
+    /// must stop leading at once.
+    async fn lost(&mut self);
 }
 
 /// [`Store::transition_runs`] one run (and one transaction) at a time.
@@ -384,6 +398,28 @@ pub struct Lease {
     pub cancel_requested: Vec<i64>,
     /// How many jobs it took; fewer than the limit means nothing else is due.
     pub jobs_leased: usize,
+    /// Due jobs whose stored row cannot be read (a time zone this build does not know, a
+    /// value edited by hand): paused with the reason as their note, so the others keep
+    /// their schedule (DESIGN §2, invariant 5). Counted in `jobs_leased`.
+    pub unreadable: Vec<UnreadableJob>,
+}
+
+/// A job whose row cannot be read back, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnreadableJob {
+    pub id: i64,
+    pub name: String,
+    pub error: String,
+}
+
+impl UnreadableJob {
+    /// The pause note it gets.
+    pub fn pause_note(&self) -> String {
+        format!(
+            "paused by the scheduler: its stored definition cannot be read ({})",
+            self.error
+        )
+    }
 }
 
 /// Which runs to list.

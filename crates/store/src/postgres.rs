@@ -14,6 +14,7 @@ use cronfleet_core::job::{
 use cronfleet_core::lease::LeaseSettings;
 use cronfleet_core::policy::OpenRuns;
 use cronfleet_core::run::{IllegalTransition, Progress, Run, RunState, Trigger, bounded_output};
+use sqlx::Connection as _;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
 
@@ -22,11 +23,12 @@ use crate::lease_writes::{
     FinishPlan, FollowUp, StreakChange, plan_finish, plan_transition, plan_writes,
 };
 use crate::rows::{
-    DispatchRow, JobRow, JobValues, RunRow, dispatchable_from_rows, jobs_from_rows, runs_from_rows,
+    DispatchRow, JobRow, JobValues, RunRow, dispatchable_from_rows, jobs_from_rows, readable_jobs,
+    runs_from_rows,
 };
 use crate::{
     ChangeFeed, DispatchCursor, DispatchableRun, FinishOrder, FinishRules, Finished, Lease,
-    ManualRun, RunFilter, RunOrder, RunTransition, Store, StoreError,
+    ManualRun, RunFilter, RunOrder, RunTransition, SoleLeadership, Store, StoreError,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -45,6 +47,41 @@ impl ChangeFeed for PgChangeFeed {
         // `None`: the connection was lost and has been re-made (and `LISTEN` re-issued).
         self.listener.try_recv().await?;
         Ok(())
+    }
+}
+
+/// The advisory lock that makes a coordinator without an election the only leader of its
+/// database (advisory locks are per database): "cronfl" in ASCII.
+const SOLE_LEADERSHIP_LOCK: i64 = 0x63_72_6f_6e_66_6c;
+/// How often the connection holding the lock is checked.
+const SOLE_LEADERSHIP_CHECK: Duration = Duration::from_secs(1);
+
+/// The sole leadership: a session advisory lock on a connection of its own, held until it
+/// is dropped or the connection breaks (then the server releases the lock, and another
+/// coordinator may take it; the epoch it raises fences this one).
+#[derive(Debug)]
+struct AdvisoryLockLeadership {
+    connection: PgConnection,
+}
+
+#[async_trait]
+impl SoleLeadership for AdvisoryLockLeadership {
+    async fn lost(&mut self) {
+        loop {
+            tokio::time::sleep(SOLE_LEADERSHIP_CHECK).await;
+            let check = sqlx::query("SELECT 1").execute(&mut self.connection);
+            match tokio::time::timeout(SOLE_LEADERSHIP_CHECK * 3, check).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "lost the connection holding the sole leadership");
+                    return;
+                }
+                Err(_) => {
+                    tracing::warn!("the connection holding the sole leadership stopped answering");
+                    return;
+                }
+            }
+        }
     }
 }
 
@@ -468,6 +505,16 @@ async fn insert_follow_up(
 
 #[async_trait]
 impl Store for PostgresStore {
+    async fn claim_sole_leadership(&self) -> Result<Option<Box<dyn SoleLeadership>>, StoreError> {
+        let mut connection = PgConnection::connect_with(&self.pool.connect_options()).await?;
+        let claimed: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(SOLE_LEADERSHIP_LOCK)
+            .fetch_one(&mut connection)
+            .await?;
+        Ok(claimed
+            .then(|| Box::new(AdvisoryLockLeadership { connection }) as Box<dyn SoleLeadership>))
+    }
+
     async fn raise_epoch(&self, epoch: i64) -> Result<i64, StoreError> {
         let current: i64 = sqlx::query_scalar(
             "WITH raised AS (UPDATE fencing SET epoch = $1 WHERE id = 1 AND epoch < $1 RETURNING epoch) \
@@ -675,7 +722,18 @@ impl Store for PostgresStore {
             tx.commit().await?;
             return Ok(Lease::default());
         }
-        let jobs = jobs_from_rows(rows)?;
+        let (jobs, unreadable) = readable_jobs(rows);
+        for job in &unreadable {
+            sqlx::query(
+                "UPDATE jobs SET paused = TRUE, pause_note = $2, version = version + 1, updated_at = $3 \
+                 WHERE id = $1",
+            )
+            .bind(job.id)
+            .bind(job.pause_note())
+            .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
         let ids: Vec<i64> = jobs.iter().map(|job| job.id).collect();
 
         let open: HashMap<i64, OpenRuns> = sqlx::query_as::<_, (i64, bool, i64)>(
@@ -774,7 +832,8 @@ impl Store for PostgresStore {
         Ok(Lease {
             runs: runs_from_rows(rows)?,
             cancel_requested,
-            jobs_leased: jobs.len(),
+            jobs_leased: jobs.len() + unreadable.len(),
+            unreadable,
         })
     }
 

@@ -268,6 +268,25 @@ pub(crate) fn jobs_from_rows(rows: Vec<JobRow>) -> Result<Vec<Job>, StoreError> 
     rows.into_iter().map(Job::try_from).collect()
 }
 
+/// The jobs of `rows` that can be read, and the ones that cannot, with why: one bad row
+/// must not stop the others from being leased.
+pub(crate) fn readable_jobs(rows: Vec<JobRow>) -> (Vec<Job>, Vec<crate::UnreadableJob>) {
+    let mut jobs = Vec::with_capacity(rows.len());
+    let mut unreadable = Vec::new();
+    for row in rows {
+        let (id, name) = (row.id, row.name.clone());
+        match Job::try_from(row) {
+            Ok(job) => jobs.push(job),
+            Err(error) => unreadable.push(crate::UnreadableJob {
+                id,
+                name,
+                error: error.to_string(),
+            }),
+        }
+    }
+    (jobs, unreadable)
+}
+
 pub(crate) fn runs_from_rows(rows: Vec<RunRow>) -> Result<Vec<Run>, StoreError> {
     rows.into_iter().map(Run::try_from).collect()
 }

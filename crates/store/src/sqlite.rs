@@ -9,6 +9,8 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cronfleet_core::apply::{ApplyRequest, JobChange, JobWrite, plan_apply};
@@ -27,11 +29,12 @@ use sqlx::sqlite::{
 use crate::error::{duplicate_name, unique_violation};
 use crate::lease_writes::{FollowUp, StreakChange, plan_finish, plan_transition, plan_writes};
 use crate::rows::{
-    DispatchRow, JobRow, JobValues, RunRow, dispatchable_from_rows, jobs_from_rows, runs_from_rows,
+    DispatchRow, JobRow, JobValues, RunRow, dispatchable_from_rows, jobs_from_rows, readable_jobs,
+    runs_from_rows,
 };
 use crate::{
     DispatchCursor, DispatchableRun, FinishRules, Finished, Lease, ManualRun, RunFilter, RunOrder,
-    RunTransition, Store, StoreError,
+    RunTransition, SoleLeadership, Store, StoreError,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -40,6 +43,9 @@ static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// `PATH.lock`, locked exclusively for as long as the store is open: one process per
+    /// database file.
+    _lock: Arc<std::fs::File>,
 }
 
 /// A time as stored: fixed-width, so that comparing the text compares the times.
@@ -60,6 +66,7 @@ impl SqliteStore {
     /// Opens (creating if needed) the database file at `path` and brings the schema up to
     /// date.
     pub async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let lock = lock_exclusively(path)?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -72,13 +79,54 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         MIGRATOR.run(&pool).await?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore {
+            pool,
+            _lock: Arc::new(lock),
+        })
     }
 
     async fn write_transaction(
         &self,
     ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
+
+/// Locks `PATH.lock` (created if missing) exclusively, or says who has the database. The
+/// kernel releases the lock when the process ends, however it ends.
+fn lock_exclusively(path: &Path) -> Result<std::fs::File, StoreError> {
+    let lock_path = path.with_extension("db.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|error| {
+            StoreError::Corrupt(format!(
+                "cannot open the lock file {}: {error}",
+                lock_path.display()
+            ))
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err(StoreError::InUse(path.display().to_string()))
+        }
+        Err(std::fs::TryLockError::Error(error)) => Err(StoreError::Corrupt(format!(
+            "cannot lock {}: {error}",
+            lock_path.display()
+        ))),
+    }
+}
+
+/// SQLite's sole leadership: the file lock taken at open, which cannot be lost.
+#[derive(Debug)]
+struct FileLockLeadership;
+
+#[async_trait]
+impl SoleLeadership for FileLockLeadership {
+    async fn lost(&mut self) {
+        std::future::pending::<()>().await;
     }
 }
 
@@ -293,6 +341,11 @@ async fn insert_follow_up(
 
 #[async_trait]
 impl Store for SqliteStore {
+    async fn claim_sole_leadership(&self) -> Result<Option<Box<dyn SoleLeadership>>, StoreError> {
+        // The file lock taken at open already makes this process the only one.
+        Ok(Some(Box::new(FileLockLeadership)))
+    }
+
     async fn raise_epoch(&self, epoch: i64) -> Result<i64, StoreError> {
         let mut tx = self.write_transaction().await?;
         sqlx::query("UPDATE fencing SET epoch = ?1 WHERE id = 1 AND epoch < ?1")
@@ -475,7 +528,18 @@ impl Store for SqliteStore {
             tx.commit().await?;
             return Ok(Lease::default());
         }
-        let jobs = jobs_from_rows(rows)?;
+        let (jobs, unreadable) = readable_jobs(rows);
+        for job in &unreadable {
+            sqlx::query(
+                "UPDATE jobs SET paused = 1, pause_note = ?2, version = version + 1, updated_at = ?3 \
+                 WHERE id = ?1",
+            )
+            .bind(job.id)
+            .bind(job.pause_note())
+            .bind(ts(now))
+                .execute(&mut *tx)
+                .await?;
+        }
         let ids: Vec<i64> = jobs.iter().map(|job| job.id).collect();
 
         let open: HashMap<i64, OpenRuns> = sqlx::query_as::<_, (i64, i64, i64)>(
@@ -580,7 +644,8 @@ impl Store for SqliteStore {
         Ok(Lease {
             runs: runs_from_rows(rows)?,
             cancel_requested,
-            jobs_leased: jobs.len(),
+            jobs_leased: jobs.len() + unreadable.len(),
+            unreadable,
         })
     }
 

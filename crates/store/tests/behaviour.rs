@@ -1629,3 +1629,84 @@ on_both_backends!(
     apply_adopts_but_prunes_only_its_own_jobs,
     a_refused_or_dry_run_apply_writes_nothing,
 );
+
+/// One due job whose stored row cannot be read back (here a time zone this build does not
+/// know, as a newer version might write) is paused with the reason, and every other due
+/// job is leased as usual: one bad row never halts the schedule (DESIGN §2, invariant 5).
+/// `raw` runs SQL on the store's database, returning `(paused, pause_note)` rows.
+async fn an_unreadable_job_is_paused_and_the_others_are_leased<F, Fut>(
+    store: Arc<dyn Store>,
+    raw: F,
+) where
+    F: Fn(&'static str) -> Fut,
+    Fut: std::future::Future<Output = Vec<(bool, String)>>,
+{
+    leader(&*store).await;
+    for name in ["before", "bad", "after"] {
+        store.create_job(&every_second(name), t(0)).await.unwrap();
+    }
+    raw(
+        "UPDATE jobs SET tz = 'Mars/Olympus_Mons' WHERE name = 'bad' \
+         RETURNING paused, COALESCE(pause_note, '')",
+    )
+    .await;
+
+    let lease = store.lease_due(t(0), EPOCH, 10, &settings()).await.unwrap();
+    let mut leased: Vec<&str> = lease.runs.iter().map(|r| r.job_name.as_str()).collect();
+    leased.sort_unstable();
+    assert_eq!(leased, ["after", "before"]);
+    assert_eq!(lease.jobs_leased, 3, "the bad job counts as taken");
+    assert_eq!(lease.unreadable.len(), 1);
+    assert_eq!(lease.unreadable[0].name, "bad");
+    assert!(
+        lease.unreadable[0].error.contains("Mars/Olympus_Mons"),
+        "{}",
+        lease.unreadable[0].error
+    );
+    let pause = raw("UPDATE jobs SET name = name WHERE name = 'bad' \
+                     RETURNING paused, COALESCE(pause_note, '')")
+    .await;
+    assert!(pause[0].0, "paused");
+    assert!(
+        pause[0]
+            .1
+            .starts_with("paused by the scheduler: its stored definition cannot be read"),
+        "{}",
+        pause[0].1
+    );
+    // Paused: the next lease takes the others' next slots and leaves it alone.
+    let next = store.lease_due(t(1), EPOCH, 10, &settings()).await.unwrap();
+    assert!(next.unreadable.is_empty(), "{:?}", next.unreadable);
+    assert_eq!(next.jobs_leased, 2);
+}
+
+#[tokio::test]
+async fn postgres_an_unreadable_job_is_paused_and_the_others_are_leased() {
+    let database = cronfleet_testkit::test_database()
+        .await
+        .expect("test database");
+    let store = PostgresStore::connect(database.url())
+        .await
+        .expect("connect");
+    let pool = store.pool().clone();
+    an_unreadable_job_is_paused_and_the_others_are_leased(Arc::new(store), |sql| {
+        let pool = pool.clone();
+        async move { sqlx::query_as(sql).fetch_all(&pool).await.expect("raw SQL") }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sqlite_an_unreadable_job_is_paused_and_the_others_are_leased() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("cronfleet.db");
+    let store = SqliteStore::open(&path).await.expect("open");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", path.display()))
+        .await
+        .expect("connect");
+    an_unreadable_job_is_paused_and_the_others_are_leased(Arc::new(store), |sql| {
+        let pool = pool.clone();
+        async move { sqlx::query_as(sql).fetch_all(&pool).await.expect("raw SQL") }
+    })
+    .await;
+}
