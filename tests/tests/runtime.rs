@@ -8,8 +8,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use cronfleet_e2e::cluster::{
-    Cluster, FAST_FAILURE_DETECTION, assert_no_overlap, create, http_get, ledger_script,
-    read_ledger, seconds_now, states, wait_for,
+    Cluster, FAST_FAILURE_DETECTION, assert_no_overlap, create, http_get, ledger_mark,
+    ledger_script, read_ledger, seconds_now, states, wait_for,
 };
 use serde_json::{Value, json};
 
@@ -323,6 +323,67 @@ async fn runs_nobody_can_take_do_not_block_the_runs_behind_them() {
         stuck[0]["pending_reason"],
         "no connected worker offering handler \"noop\" has the labels pool=gpu"
     );
+}
+
+/// Deleting a job whose run is in progress is refused (the run would go on unseen, and a
+/// job created again under the name could run beside it); `--force` cancels the run and
+/// deletes the job only once the run has stopped.
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_a_job_with_a_run_in_progress_is_refused_or_waits_for_it_to_stop() {
+    let database = cronfleet_testkit::test_database().await.expect("database");
+    let mut cluster = Cluster::new(database.url());
+    cluster.start_coordinator("c1", &[]);
+    cluster.start_worker("w1", "shell", 2);
+    let ledger = cluster.ledger_path();
+    let script = format!(
+        "trap '{}; exit 143' TERM; {}; sleep 60 & wait $!",
+        ledger_mark(&ledger, "end"),
+        ledger_mark(&ledger, "start")
+    );
+    let args = json!({ "script": script }).to_string();
+    let create_long = |cluster: &Cluster| {
+        create(
+            cluster,
+            "long",
+            &["--handler", "shell", "--every", "1h", "--args", &args],
+        );
+    };
+    create_long(&cluster);
+    wait_for("the run to start", Duration::from_secs(20), || {
+        !read_ledger(&ledger).is_empty()
+    });
+    let run_id = read_ledger(&ledger)[0].run;
+
+    let refused = cluster.cli(&["job", "delete", "long"]);
+    assert!(!refused.success);
+    assert!(
+        refused.stderr.contains(&format!(
+            "job \"long\" has a run in progress (run {run_id}, running on worker w1)"
+        )) && refused.stderr.contains("--force"),
+        "{}",
+        refused.stderr
+    );
+    assert!(cluster.cli(&["job", "get", "long"]).success, "still there");
+
+    let forced = cluster.cli(&["job", "delete", "long", "--force"]);
+    let returned_at = seconds_now();
+    assert!(forced.success, "{}", forced.stderr);
+    let entries = read_ledger(&ledger);
+    let stopped = entries[0].end.expect("the run was stopped");
+    assert!(
+        stopped <= returned_at,
+        "the job was deleted at {returned_at} before its run stopped at {stopped}"
+    );
+    assert!(!cluster.cli(&["job", "get", "long"]).success, "deleted");
+
+    // Created again under the name: its run starts after the old one stopped.
+    create_long(&cluster);
+    wait_for(
+        "the new job's run to start",
+        Duration::from_secs(20),
+        || read_ledger(&ledger).len() >= 2,
+    );
+    assert_no_overlap(&read_ledger(&ledger), None);
 }
 
 #[tokio::test(flavor = "multi_thread")]

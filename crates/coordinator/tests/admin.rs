@@ -339,6 +339,7 @@ async fn jobs_are_created_read_updated_paused_resumed_and_deleted() {
         .jobs
         .delete_job(pb::DeleteJobRequest {
             name: "report".into(),
+            force: false,
         })
         .await
         .unwrap();
@@ -352,6 +353,7 @@ async fn jobs_are_created_read_updated_paused_resumed_and_deleted() {
             .jobs
             .delete_job(pb::DeleteJobRequest {
                 name: "report".into(),
+                force: false,
             })
             .await,
         Code::NotFound,

@@ -35,6 +35,18 @@ pub enum StoreError {
     /// The database refused a second active run of one job (invariant 1).
     #[error("job \"{job}\" already has an active run; run {run} must wait")]
     JobBusy { job: String, run: i64 },
+    /// A job cannot be deleted while a run of it is in progress.
+    #[error(
+        "job \"{job}\" has a run in progress (run {run}, {state}{}): cancel it first (cronfleet run cancel {run}), \
+         or delete with --force, which cancels it and deletes the job once it has stopped",
+        worker.as_deref().map(|worker| format!(" on worker {worker}")).unwrap_or_default()
+    )]
+    JobActive {
+        job: String,
+        run: i64,
+        state: String,
+        worker: Option<String>,
+    },
     /// A manual run was asked for while one already waits.
     #[error("job \"{job}\" already has a waiting run ({run}); it starts when the current one ends")]
     AlreadyQueued { job: String, run: i64 },

@@ -95,7 +95,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     async fn resume_job(&self, name: &str, now: DateTime<Utc>) -> Result<Job, StoreError>;
 
-    /// Deletes a job and its run history.
+    /// Deletes a job and its run history — refused with [`StoreError::JobActive`] while a
+    /// run of it is dispatched or running: that run would go on unseen, and a job created
+    /// again under the name could run beside it. Waiting runs go with the job.
     async fn delete_job(&self, name: &str) -> Result<(), StoreError>;
 
     /// When the scheduler must next wake up: the earliest `next_run_at` of an active,

@@ -676,14 +676,35 @@ impl Store for PostgresStore {
     }
 
     async fn delete_job(&self, name: &str) -> Result<(), StoreError> {
-        let deleted = sqlx::query("DELETE FROM jobs WHERE name = $1")
+        let mut tx = self.pool.begin().await?;
+        let job: Option<i64> = sqlx::query_scalar("SELECT id FROM jobs WHERE name = $1 FOR UPDATE")
             .bind(name)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-        if deleted == 0 {
-            return Err(StoreError::JobNotFound(name.to_owned()));
+            .fetch_optional(&mut *tx)
+            .await?;
+        let job = job.ok_or_else(|| StoreError::JobNotFound(name.to_owned()))?;
+        // Its open runs locked too: a dispatch of a waiting run either committed before
+        // (and is seen here) or waits for this transaction and finds the run gone.
+        let active: Option<(i64, String, Option<String>)> = sqlx::query_as(
+            "SELECT id, state, worker FROM runs WHERE job_id = $1 \
+             AND state IN ('pending', 'dispatched', 'running') ORDER BY (state = 'pending'), id FOR UPDATE",
+        )
+        .bind(job)
+        .fetch_optional(&mut *tx)
+        .await?
+        .filter(|(_, state, _)| state != "pending");
+        if let Some((run, state, worker)) = active {
+            return Err(StoreError::JobActive {
+                job: name.to_owned(),
+                run,
+                state,
+                worker,
+            });
         }
+        sqlx::query("DELETE FROM jobs WHERE id = $1")
+            .bind(job)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
         Ok(())
     }
 

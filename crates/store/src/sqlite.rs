@@ -486,14 +486,31 @@ impl Store for SqliteStore {
     }
 
     async fn delete_job(&self, name: &str) -> Result<(), StoreError> {
+        let mut tx = self.write_transaction().await?;
+        let active: Option<(i64, String, Option<String>)> = sqlx::query_as(
+            "SELECT runs.id, runs.state, runs.worker FROM runs JOIN jobs ON jobs.id = runs.job_id \
+             WHERE jobs.name = ?1 AND runs.state IN ('dispatched', 'running') ORDER BY runs.id LIMIT 1",
+        )
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some((run, state, worker)) = active {
+            return Err(StoreError::JobActive {
+                job: name.to_owned(),
+                run,
+                state,
+                worker,
+            });
+        }
         let deleted = sqlx::query("DELETE FROM jobs WHERE name = ?1")
             .bind(name)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?
             .rows_affected();
         if deleted == 0 {
             return Err(StoreError::JobNotFound(name.to_owned()));
         }
+        tx.commit().await?;
         Ok(())
     }
 

@@ -552,6 +552,36 @@ async fn dispatchable_runs_come_in_pages_in_dispatch_order(store: Arc<dyn Store>
     assert_eq!(paged, everything);
 }
 
+async fn a_job_with_a_run_in_progress_is_not_deleted(store: Arc<dyn Store>) {
+    leader(&*store).await;
+    store.create_job(&every_second("busy"), t(0)).await.unwrap();
+    let run = store
+        .lease_due(t(0), EPOCH, 10, &settings())
+        .await
+        .unwrap()
+        .runs[0]
+        .id;
+    store
+        .transition_run(run, &RunTransition::dispatch("w1", EPOCH, t(60)), t(0))
+        .await
+        .unwrap();
+    let refused = store.delete_job("busy").await.unwrap_err();
+    assert!(
+        matches!(&refused, StoreError::JobActive { run: r, worker: Some(w), .. } if *r == run && w == "w1"),
+        "{refused}"
+    );
+    assert!(store.get_job("busy").await.is_ok(), "nothing deleted");
+    store
+        .transition_run(run, &RunTransition::to(RunState::Cancelled), t(1))
+        .await
+        .unwrap();
+    store.delete_job("busy").await.unwrap();
+    assert!(matches!(
+        store.get_job("busy").await,
+        Err(StoreError::JobNotFound(_))
+    ));
+}
+
 async fn paused_jobs_wait_and_catch_up_on_resume(store: Arc<dyn Store>) {
     leader(&*store).await;
     store.create_job(&every_second("p"), t(0)).await.unwrap();
@@ -1606,6 +1636,7 @@ on_both_backends!(
     leasing_creates_runs_and_advances_the_schedule,
     leasing_follows_priority_and_the_limit,
     dispatchable_runs_come_in_pages_in_dispatch_order,
+    a_job_with_a_run_in_progress_is_not_deleted,
     paused_jobs_wait_and_catch_up_on_resume,
     catch_up_all_runs_one_after_another,
     max_runs_ends_the_job,

@@ -71,11 +71,22 @@ enum JobSubcommand {
     /// Run a job now (or at --at) without touching its schedule; a busy job queues it.
     #[command(after_help = RUN_EXAMPLES)]
     Run(RunArgs),
-    /// Delete a job and its run history.
+    /// Delete a job and its run history (refused while a run of it is in progress, unless
+    /// --force).
     #[command(
-        after_help = "Examples:\n  cronfleet job delete nightly-report\n  cronfleet job delete nightly-report -o json"
+        after_help = "Examples:\n  cronfleet job delete nightly-report\n  cronfleet job delete nightly-report --force\n  cronfleet job delete nightly-report -o json"
     )]
-    Delete(NameArgs),
+    Delete(DeleteArgs),
+}
+
+#[derive(Debug, Args)]
+struct DeleteArgs {
+    /// The job's name.
+    name: String,
+    /// Cancel the job's run in progress and delete the job once that run has stopped
+    /// (without it, a job with a run in progress is not deleted).
+    #[arg(long)]
+    force: bool,
 }
 
 const CREATE_EXAMPLES: &str = "\
@@ -292,13 +303,12 @@ impl JobCommand {
                 output::print_job(&job, format)
             }
             JobSubcommand::Run(args) => run_now(&client, args, format),
-            JobSubcommand::Delete(NameArgs { name }) => {
+            JobSubcommand::Delete(DeleteArgs { name, force }) => {
                 let server = Client::connect(&client)?;
-                server.call(
-                    server
-                        .jobs()
-                        .delete_job(pb::DeleteJobRequest { name: name.clone() }),
-                )?;
+                server.call(server.jobs().delete_job(pb::DeleteJobRequest {
+                    name: name.clone(),
+                    force,
+                }))?;
                 match format {
                     Format::Json => {
                         output::print_json(&serde_json::json!({ "name": name, "deleted": true }))

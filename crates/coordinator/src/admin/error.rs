@@ -8,7 +8,7 @@
 //! | [`AdminError::InJob`]                                         | that of the job's error | |
 //! | `StoreError::JobNotFound`, `StoreError::RunNotFound`         | `NOT_FOUND`           | 404  |
 //! | `StoreError::DuplicateJob`                                   | `ALREADY_EXISTS`      | 409  |
-//! | `StoreError::VersionConflict`, `AlreadyQueued`, `JobBusy`, `IllegalTransition`, `ApplyError::OwnedByAnother` | `FAILED_PRECONDITION` | 409 |
+//! | `StoreError::VersionConflict`, `AlreadyQueued`, `JobBusy`, `JobActive`, `IllegalTransition`, `ApplyError::OwnedByAnother` | `FAILED_PRECONDITION` | 409 |
 //! | `StoreError::Fenced`, any error with `is_transient()`, [`AdminError::Unavailable`] | `UNAVAILABLE` | 503 |
 //! | anything else (`Corrupt`, other database errors, migrations) | `INTERNAL`            | 500  |
 //! | a missing or wrong bearer token (`crate::auth`)              | `UNAUTHENTICATED`     | 401  |
@@ -160,6 +160,7 @@ fn store_code(error: &StoreError) -> Code {
         StoreError::VersionConflict { .. }
         | StoreError::AlreadyQueued { .. }
         | StoreError::JobBusy { .. }
+        | StoreError::JobActive { .. }
         | StoreError::IllegalTransition { .. } => Code::FailedPrecondition,
         // The admin API makes no fenced calls; should one ever be refused, another replica
         // (the leader) can serve it.

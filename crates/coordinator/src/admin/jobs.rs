@@ -1,9 +1,12 @@
 //! `JobService`: create, read, change, pause, resume, delete and trigger jobs.
 
+use std::time::Duration;
+
 use cronfleet_core::apply::{ApplyAction, ApplyRequest, DEFAULT_MANAGER};
 use cronfleet_core::time::{format_in_zone, parse_time};
 use cronfleet_proto::v1 as pb;
 use cronfleet_proto::v1::job_service_server::JobService;
+use cronfleet_store::StoreError;
 use tonic::{Request, Response, Status};
 
 use super::convert::{
@@ -100,12 +103,57 @@ impl AdminServices {
     ) -> Result<pb::DeleteJobResponse, AdminError> {
         Call::job("DeleteJob", &request.name)
             .answer(async {
-                self.store()
-                    .delete_job(required_name(&request.name)?)
-                    .await?;
+                let name = required_name(&request.name)?;
+                match self.store().delete_job(name).await {
+                    Err(StoreError::JobActive { .. }) if request.force => {
+                        self.delete_once_stopped(name).await?;
+                    }
+                    result => result?,
+                }
                 Ok(pb::DeleteJobResponse {})
             })
             .await
+    }
+
+    /// `DeleteJob` with force: pauses the job (nothing new starts), cancels its run in
+    /// progress, and deletes the job once that run has stopped — never while it may still
+    /// run, so a job created again under the name cannot run beside it.
+    async fn delete_once_stopped(&self, name: &str) -> Result<(), AdminError> {
+        const STOP_WAIT: Duration = Duration::from_secs(30);
+        let deadline = tokio::time::Instant::now() + STOP_WAIT;
+        self.store()
+            .pause_job(
+                name,
+                Some("being deleted: waiting for its run to stop"),
+                self.now(),
+            )
+            .await?;
+        self.wake().await;
+        loop {
+            let error = match self.store().delete_job(name).await {
+                Err(StoreError::JobActive { run, .. }) => {
+                    self.store()
+                        .request_cancel(run, "the job is being deleted", self.now())
+                        .await?;
+                    self.wake_dispatcher().await;
+                    StoreError::JobActive {
+                        job: name.to_owned(),
+                        run,
+                        state: "stopping".to_owned(),
+                        worker: None,
+                    }
+                }
+                result => return Ok(result?),
+            };
+            if tokio::time::Instant::now() >= deadline {
+                return Err(AdminError::Unavailable(format!(
+                    "{error} — it has not stopped within {}s of the cancel (a worker that is gone \
+                     has it declared lost within the worker timeout); the job stays paused: delete it again",
+                    STOP_WAIT.as_secs()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
     }
 
     pub async fn run_job(

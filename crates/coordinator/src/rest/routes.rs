@@ -173,16 +173,32 @@ async fn update_job(
     Ok(Json(JobView::new(&job)))
 }
 
-/// Deletes a job; its run history stays until it is pruned.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct DeleteQuery {
+    /// A run in progress makes the delete fail with 409; with `force=true` it is
+    /// cancelled, the job paused, and the job deleted once the run has stopped.
+    #[serde(default)]
+    force: bool,
+}
+
+/// Deletes a job and its run history (refused while a run of it is in progress, unless
+/// `force`).
 #[utoipa::path(delete, path = "/jobs/{name}", tag = "jobs",
-    params(("name" = String, Path, description = "the job's name")),
+    params(("name" = String, Path, description = "the job's name"), DeleteQuery),
     responses((status = 204, description = "deleted"), (status = "default", description = "an error", body = ErrorBody)))]
 async fn delete_job(
     State(admin): State<AdminServices>,
     name: Result<Path<String>, PathRejection>,
+    delete: Result<Query<DeleteQuery>, QueryRejection>,
 ) -> Answer<StatusCode> {
+    let force = query(delete)?.force;
     admin
-        .delete_job(pb::DeleteJobRequest { name: path(name)? })
+        .delete_job(pb::DeleteJobRequest {
+            name: path(name)?,
+            force,
+        })
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
