@@ -293,7 +293,7 @@ async fn a_worker_whose_kill_grace_outlasts_the_worker_timeout_is_refused() {
     for expected in [
         "\"slow-to-stop\" needs 6s after its lease ends to stop its runs",
         "lower the worker's --kill-grace to at most 1s",
-        "raise the coordinators' --worker-timeout to at least 8s",
+        "raise the coordinators' --worker-timeout (and --timeout-grace) to at least 8s",
     ] {
         assert!(log.contains(expected), "{expected:?} not in:\n{log}");
     }

@@ -117,9 +117,11 @@ impl CoordinatorConfig {
     }
 
     /// The longest stop grace a worker may announce: what is left of the worker timeout
-    /// after the lease and the margin.
+    /// — and of the timeout grace, since a run's Assign may arrive up to a lease ttl after
+    /// its dispatch and the worker times it out from then — after the lease and the margin.
     pub fn max_stop_grace(&self) -> Duration {
         self.worker_timeout
+            .min(self.timeout_grace)
             .saturating_sub(self.lease_ttl)
             .saturating_sub(LOSS_MARGIN)
     }
@@ -134,10 +136,12 @@ impl CoordinatorConfig {
         }
         Err(format!(
             "worker {node_id:?} needs {stop_grace:?} after its lease ends to stop its runs (its kill grace plus 1s), \
-             but this coordinator re-runs a dead worker's runs {:?} after its last lease renewal: \
-             lease ttl {:?} + stop grace + {LOSS_MARGIN:?} must fit in the worker timeout, so lower the worker's \
-             --kill-grace to at most {:?} or raise the coordinators' --worker-timeout to at least {:?}",
+             but this coordinator re-runs a dead worker's runs {:?} after its last lease renewal \
+             (and a timed-out run {:?} after its timeout): lease ttl {:?} + stop grace + {LOSS_MARGIN:?} must fit in \
+             both, so lower the worker's --kill-grace to at most {:?} or raise the coordinators' --worker-timeout \
+             (and --timeout-grace) to at least {:?}",
             self.worker_timeout,
+            self.timeout_grace,
             self.lease_ttl,
             self.max_stop_grace().saturating_sub(Duration::from_secs(1)),
             self.lease_ttl + stop_grace + LOSS_MARGIN,

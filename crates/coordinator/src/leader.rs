@@ -418,6 +418,13 @@ async fn deliver(
         handler: candidate.handler,
         args_json: candidate.args.to_string(),
         deadline: timestamp_opt(run.deadline),
+        timeout_ms: u64::try_from(
+            candidate
+                .timeout
+                .unwrap_or(shared.config.default_timeout)
+                .as_millis(),
+        )
+        .unwrap_or(u64::MAX),
         epoch: term.epoch,
         trigger: run.trigger.as_str().to_owned(),
         trace_context: cronfleet_telemetry::inject_span(span),
@@ -490,6 +497,29 @@ pub(crate) async fn run_pruner(shared: Arc<Shared>, term: Term) {
     }
 }
 
+/// Whether an active run is past its timeout plus `grace`. The timeout is a duration (the
+/// dispatching leader's deadline minus its dispatch time, both on its clock); it counts
+/// from the dispatch when this leader dispatched the run, and from the start of this term
+/// for a run an earlier leader dispatched — never by comparing this machine's clock with
+/// another's. The worker stops the run by the same duration from the Assign's arrival.
+fn timed_out(
+    run: &cronfleet_core::run::Run,
+    term: &Term,
+    now: DateTime<Utc>,
+    grace: TimeDelta,
+) -> bool {
+    let (Some(dispatched), Some(deadline)) = (run.dispatched_at, run.deadline) else {
+        return false;
+    };
+    let timeout = deadline - dispatched;
+    let counted_from = if run.epoch == term.epoch {
+        dispatched
+    } else {
+        dispatched.max(term.since)
+    };
+    now > counted_from + timeout + grace
+}
+
 /// The monitor loop of one term.
 pub(crate) async fn run_monitor(shared: Arc<Shared>, term: Term) {
     let period = shared.config.heartbeat_interval / 2;
@@ -525,12 +555,14 @@ pub(crate) async fn run_monitor(shared: Arc<Shared>, term: Term) {
             let Some(worker) = run.worker.as_deref() else {
                 continue;
             };
-            if run.deadline.is_some_and(|deadline| now > deadline + grace) {
+            if timed_out(&run, &term, now, grace) {
                 let error = format!(
                     "no result from worker {worker} by the deadline (plus {}s grace)",
                     grace.num_seconds()
                 );
-                let transition = RunTransition::to(RunState::TimedOut).with_error(error.clone());
+                let transition = RunTransition::to(RunState::TimedOut)
+                    .with_error(error.clone())
+                    .fenced(term.epoch);
                 let rules = shared.config.finish_rules(0);
                 match shared
                     .store
@@ -543,6 +575,10 @@ pub(crate) async fn run_monitor(shared: Arc<Shared>, term: Term) {
                         shared.registry.release(worker, run.id);
                         shared.send_cancel(run.id, Some(worker), &error).await;
                         shared.dispatcher_wake.wake();
+                    }
+                    Err(StoreError::Fenced { .. }) => {
+                        term.ended.cancel();
+                        return;
                     }
                     Err(error) => warn!(run_id = run.id, %error, "cannot time the run out"),
                 }
@@ -572,5 +608,72 @@ pub(crate) async fn run_monitor(shared: Arc<Shared>, term: Term) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use cronfleet_core::run::{Run, RunState, Trigger};
+
+    use super::*;
+
+    fn at(seconds: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_800_000_000 + seconds, 0).unwrap()
+    }
+
+    fn running(epoch: i64, dispatched: i64, timeout: i64) -> Run {
+        Run {
+            id: 1,
+            job_id: 1,
+            job_name: "job".to_owned(),
+            slot: at(dispatched),
+            attempt: 1,
+            trigger: Trigger::Schedule,
+            state: RunState::Running,
+            slot_count: 1,
+            last_slot: None,
+            worker: Some("w".to_owned()),
+            epoch,
+            created_at: at(dispatched),
+            dispatched_at: Some(at(dispatched)),
+            started_at: Some(at(dispatched)),
+            finished_at: None,
+            deadline: Some(at(dispatched + timeout)),
+            cancel_requested_at: None,
+            error: None,
+            output: None,
+            progress: None,
+            trace_id: None,
+            not_before: None,
+            pending_reason: None,
+        }
+    }
+
+    fn term(epoch: i64, since: i64) -> Term {
+        Term {
+            epoch,
+            since: at(since),
+            ended: CancellationToken::new(),
+        }
+    }
+
+    #[test]
+    fn a_timeout_counts_from_this_leaders_dispatch_or_from_its_term() {
+        let grace = TimeDelta::seconds(10);
+        // Dispatched by this leader at 0 with a 60 s timeout: out after 70 s.
+        let ours = running(2, 0, 60);
+        assert!(!timed_out(&ours, &term(2, 0), at(70), grace));
+        assert!(timed_out(&ours, &term(2, 0), at(71), grace));
+        // Dispatched by an earlier leader, whose clock may differ: the whole timeout and
+        // grace count again from this term's start (100), not from the old deadline.
+        let inherited = running(1, 0, 60);
+        assert!(!timed_out(&inherited, &term(2, 100), at(170), grace));
+        assert!(timed_out(&inherited, &term(2, 100), at(171), grace));
+        let undispatched = Run {
+            dispatched_at: None,
+            ..running(2, 0, 60)
+        };
+        assert!(!timed_out(&undispatched, &term(2, 0), at(1_000), grace));
     }
 }

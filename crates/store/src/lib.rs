@@ -495,6 +495,13 @@ impl RunTransition {
         }
     }
 
+    /// Made only while `epoch` is in force: a leader's own decision (a timeout), which a
+    /// deposed leader must not make.
+    pub fn fenced(mut self, epoch: i64) -> RunTransition {
+        self.epoch = Some(epoch);
+        self
+    }
+
     pub fn with_error(mut self, error: impl Into<String>) -> RunTransition {
         self.error = Some(error.into());
         self

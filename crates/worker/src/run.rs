@@ -95,17 +95,21 @@ async fn supervise(
     );
     let token = run.token.clone();
     let deadline = run.deadline;
-    // The deadline is wall-clock time from the coordinator; waiting uses the monotonic
-    // clock from now on.
-    let until_deadline = deadline.map(|deadline| {
-        let left = (deadline - Utc::now()).to_std().unwrap_or(Duration::ZERO);
-        tokio::time::Instant::now() + left
-    });
-    if let (Some(deadline), Some(at)) = (deadline, until_deadline)
-        && at <= tokio::time::Instant::now()
-    {
+    // The timeout counts from the Assign's arrival on this machine's monotonic clock, so
+    // a skew between the coordinator's clock and ours changes nothing; only an Assign of
+    // an older coordinator (no timeout) is timed by its wall-clock deadline.
+    let until_deadline = match run.timeout {
+        Some(timeout) => Some(tokio::time::Instant::from_std(run.assigned) + timeout),
+        None => deadline.map(|deadline| {
+            let left = (deadline - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+            tokio::time::Instant::now() + left
+        }),
+    };
+    // What the stop says: the coordinator's deadline, or now if it gave none.
+    let passed = move || StopReason::DeadlinePassed(deadline.unwrap_or_else(Utc::now));
+    if until_deadline.is_some_and(|at| at <= tokio::time::Instant::now()) {
         // Already late (a slow dispatch): do not start work that must stop at once.
-        run.stop(StopReason::DeadlinePassed(deadline));
+        run.stop(passed());
         return Err(HandlerError::new(
             "the deadline had passed before the run started",
         ));
@@ -131,11 +135,7 @@ async fn supervise(
     };
     tokio::select! {
         joined = &mut task => return joined_result(joined),
-        () = deadline_reached => {
-            if let Some(deadline) = deadline {
-                run.stop(StopReason::DeadlinePassed(deadline));
-            }
-        }
+        () = deadline_reached => run.stop(passed()),
         () = token.cancelled() => {}
     }
     let patience = shared.config.kill_grace + HANDLER_EXIT_MARGIN;

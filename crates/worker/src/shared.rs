@@ -138,6 +138,8 @@ pub(crate) struct RunEntry {
     pub(crate) assigned: std::time::Instant,
     pub(crate) args: serde_json::Value,
     pub(crate) deadline: Option<DateTime<Utc>>,
+    /// The run's timeout, counted from `assigned` on this machine's monotonic clock.
+    pub(crate) timeout: Option<Duration>,
     pub(crate) trace_context: BTreeMap<String, String>,
     pub(crate) epoch: i64,
     pub(crate) token: CancellationToken,
@@ -648,6 +650,7 @@ impl Shared {
             assigned: std::time::Instant::now(),
             args,
             deadline: assign.deadline.as_ref().and_then(cronfleet_proto::datetime),
+            timeout: (assign.timeout_ms > 0).then(|| Duration::from_millis(assign.timeout_ms)),
             trace_context: assign.trace_context.into_iter().collect(),
             epoch: assign.epoch,
             token: CancellationToken::new(),

@@ -313,6 +313,41 @@ async fn the_deadline_times_a_run_out() {
     assert_eq!(outcome(&finished), RunOutcome::TimedOut);
 }
 
+/// The timeout is a duration measured on the worker's own clock from the Assign's arrival:
+/// a worker whose clock is far behind the coordinator's (the deadline looks an hour away)
+/// still stops the run on time, and one whose clock is ahead (the deadline looks past)
+/// does not cut it short.
+#[tokio::test]
+async fn the_timeout_is_timed_on_the_workers_clock_whatever_the_skew() {
+    let mut harness = Harness::start(Role::leader(1)).await;
+    let _worker = start(worker_for(&harness));
+    harness.expect_register().await;
+
+    let mut behind = assign(33, "sleep", json!({"ms": 30_000}));
+    behind.deadline = Some(cronfleet_proto::timestamp(
+        chrono::Utc::now() + chrono::Duration::hours(1),
+    ));
+    behind.timeout_ms = 400;
+    let assigned = Instant::now();
+    harness.assign(behind);
+    let finished = harness.expect_finished(33).await;
+    let took = assigned.elapsed();
+    assert_eq!(outcome(&finished), RunOutcome::TimedOut, "{finished:?}");
+    assert!(
+        took >= Duration::from_millis(350) && took < Duration::from_secs(2),
+        "a 400ms timeout took {took:?}"
+    );
+
+    let mut ahead = assign(34, "sleep", json!({"ms": 300}));
+    ahead.deadline = Some(cronfleet_proto::timestamp(
+        chrono::Utc::now() - chrono::Duration::hours(1),
+    ));
+    ahead.timeout_ms = 30_000;
+    harness.assign(ahead);
+    let finished = harness.expect_finished(34).await;
+    assert_eq!(outcome(&finished), RunOutcome::Succeeded, "{finished:?}");
+}
+
 #[tokio::test]
 async fn cancel_stops_a_run() {
     let mut harness = Harness::start(Role::leader(1)).await;

@@ -506,6 +506,9 @@ pub fn assign(run_id: i64, handler: &str, args: serde_json::Value) -> Assign {
         epoch: 1,
         trigger: "schedule".to_owned(),
         trace_context: Default::default(),
+        // As an older coordinator: timed by `deadline` (tests set `timeout_ms` to time by
+        // duration).
+        timeout_ms: 0,
     }
 }
 
