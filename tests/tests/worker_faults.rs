@@ -417,3 +417,61 @@ async fn a_worker_id_is_one_session_that_reports_on_its_own_runs_only() {
         "{log}"
     );
 }
+
+/// A dispatch that races a worker's reconnect sends its Assign down the connection that is
+/// gone: the run is `dispatched` to a connected worker that never had it. Made here
+/// directly in the store; the leader notices within a few heartbeats that the worker's
+/// session does not hold the run and runs it again, instead of leaving the job blocked
+/// until the deadline plus the grace (an hour by default).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_dispatched_to_a_connection_that_is_gone_is_run_again() {
+    use cronfleet_store::{PostgresStore, RunTransition, Store};
+
+    let database = cronfleet_testkit::test_database().await.expect("database");
+    let mut cluster = Cluster::new(database.url());
+    cluster.start_coordinator("c1", FAST_FAILURE_DETECTION);
+    cluster.start_worker("w1", "shell", 1);
+    // A handler nobody offers, so only this test dispatches it.
+    create(&cluster, "raced", &["--handler", "ghost", "--every", "1h"]);
+    let mut run_id = None;
+    wait_for("the run to be leased", Duration::from_secs(10), || {
+        run_id = cluster
+            .runs_of("raced")
+            .first()
+            .and_then(|run| run["id"].as_i64());
+        run_id.is_some()
+    });
+    let run_id = run_id.expect("a run");
+    let store = PostgresStore::connect(database.url()).await.expect("store");
+    let epoch = store.epoch().await.expect("epoch");
+    let now = chrono::Utc::now();
+    store
+        .transition_run(
+            run_id,
+            &RunTransition::dispatch("w1", epoch, now + chrono::TimeDelta::hours(1)),
+            now,
+        )
+        .await
+        .expect("dispatched to w1, whose session never hears of it");
+
+    wait_for(
+        "the orphaned run to be lost",
+        Duration::from_secs(15),
+        || {
+            cluster.runs_of("raced").iter().any(|run| {
+                run["id"] == run_id
+                    && run["state"] == "lost"
+                    && run["error"]
+                        .as_str()
+                        .is_some_and(|error| error.contains("its session does not hold the run"))
+            })
+        },
+    );
+    let runs = cluster.runs_of("raced");
+    assert_eq!(
+        runs.iter().filter(|run| run["state"] == "pending").count(),
+        1,
+        "its next attempt waits for a worker:\n{}",
+        history(&runs)
+    );
+}

@@ -526,6 +526,10 @@ pub(crate) async fn run_monitor(shared: Arc<Shared>, term: Term) {
     let worker_timeout =
         TimeDelta::from_std(shared.config.worker_timeout).unwrap_or(TimeDelta::MAX);
     let grace = TimeDelta::from_std(shared.config.timeout_grace).unwrap_or(TimeDelta::MAX);
+    // Active runs of connected workers that their session does not hold, since when.
+    let mut orphans: HashMap<i64, DateTime<Utc>> = HashMap::new();
+    let orphan_after =
+        TimeDelta::from_std(shared.config.heartbeat_interval * 4).unwrap_or(TimeDelta::MAX);
     loop {
         tokio::select! {
             () = term.ended.cancelled() => return,
@@ -551,7 +555,8 @@ pub(crate) async fn run_monitor(shared: Arc<Shared>, term: Term) {
                 continue;
             }
         };
-        for run in active {
+        let mut seen_orphans = std::collections::HashSet::new();
+        for run in &active {
             let Some(worker) = run.worker.as_deref() else {
                 continue;
             };
@@ -585,6 +590,26 @@ pub(crate) async fn run_monitor(shared: Arc<Shared>, term: Term) {
                 continue;
             }
             if shared.registry.is_connected(worker) {
+                // Active on a connected worker whose session does not hold it: its Assign
+                // went to a connection that was gone (a dispatch racing a reconnect), and
+                // the worker never had it. Once that has lasted a few heartbeats (a report
+                // of its end may be on its way), it is lost and runs again.
+                if shared.registry.session_holds(worker, run.id) {
+                    orphans.remove(&run.id);
+                } else {
+                    seen_orphans.insert(run.id);
+                    let since = *orphans.entry(run.id).or_insert(now);
+                    if now - since > orphan_after {
+                        orphans.remove(&run.id);
+                        let reason = format!(
+                            "dispatched to worker {worker} over a connection that is gone: its session does not hold the run"
+                        );
+                        if !shared.lose_run(&term, run.id, &reason).await {
+                            return;
+                        }
+                        continue;
+                    }
+                }
                 // An operator's cancel (from any replica) reaches the worker once.
                 if run.cancel_requested_at.is_some() && shared.registry.first_cancel(run.id) {
                     shared
@@ -608,6 +633,7 @@ pub(crate) async fn run_monitor(shared: Arc<Shared>, term: Term) {
                 }
             }
         }
+        orphans.retain(|run_id, _| seen_orphans.contains(run_id));
     }
 }
 

@@ -171,6 +171,14 @@ impl Registry {
             .is_some_and(|c| c.id == connection && c.runs.contains(&run_id))
     }
 
+    /// Whether the current session of `node_id` holds `run_id`.
+    pub(crate) fn session_holds(&self, node_id: &str, run_id: i64) -> bool {
+        self.lock()
+            .connected
+            .get(node_id)
+            .is_some_and(|c| c.runs.contains(&run_id))
+    }
+
     /// When the live session of `node_id` last renewed its lease, if it did at or after
     /// `since`: a second registration under that id meanwhile is another process.
     pub(crate) fn live_session_renewed(
