@@ -560,7 +560,7 @@ pub(crate) async fn run_monitor(shared: Arc<Shared>, term: Term) {
             let Some(worker) = run.worker.as_deref() else {
                 continue;
             };
-            if timed_out(&run, &term, now, grace) {
+            if timed_out(run, &term, now, grace) {
                 let error = format!(
                     "no result from worker {worker} by the deadline (plus {}s grace)",
                     grace.num_seconds()
