@@ -449,13 +449,15 @@ pub fn write_ledger(ledger: &Path, kind: &str, job: &str, run: i64) {
 }
 
 /// One run's interval in the ledger; `end` is `None` for a run that never finished (its
-/// process was killed).
+/// process was killed). `last_alive` is the latest line the run wrote (its start, a
+/// `tick`, its end): a killed run died after it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LedgerEntry {
     pub job: String,
     pub run: i64,
     pub start: f64,
     pub end: Option<f64>,
+    pub last_alive: f64,
 }
 
 /// Reads a ledger written by [`ledger_script`].
@@ -479,12 +481,19 @@ pub fn read_ledger(ledger: &Path) -> Vec<LedgerEntry> {
                         run,
                         start: at,
                         end: None,
+                        last_alive: at,
                     },
                 );
             }
             "end" => {
                 if let Some(entry) = entries.get_mut(&run) {
                     entry.end = Some(at);
+                    entry.last_alive = entry.last_alive.max(at);
+                }
+            }
+            "tick" => {
+                if let Some(entry) = entries.get_mut(&run) {
+                    entry.last_alive = entry.last_alive.max(at);
                 }
             }
             _ => {}

@@ -47,6 +47,11 @@ pub fn history(runs: &[Value]) -> String {
 /// the size of its range, and the job's `missed_count` and `overlap_skipped_count` are
 /// what its records add up to. Returns the number of slots.
 pub fn assert_every_slot_accounted_once(job: &Value, runs: &[Value], every: f64) -> usize {
+    every_slot_accounted_once(job, runs, every).unwrap_or_else(|violation| panic!("{violation}"))
+}
+
+/// [`assert_every_slot_accounted_once`], saying what is wrong instead of panicking.
+pub fn every_slot_accounted_once(job: &Value, runs: &[Value], every: f64) -> Result<usize, String> {
     let name = job["name"].as_str().unwrap_or("?");
     let slot_runs: Vec<&Value> = runs
         .iter()
@@ -58,7 +63,7 @@ pub fn assert_every_slot_accounted_once(job: &Value, runs: &[Value], every: f64)
         .map(|run| seconds(&run["slot"]))
         .min_by(f64::total_cmp)
     else {
-        panic!("job {name} has no slots:\n{}", history(runs));
+        return Err(format!("job {name} has no slots:\n{}", history(runs)));
     };
     let index = |time: f64| -> i64 { ((time - first) / every).round() as i64 };
     let mut covered: BTreeMap<i64, i64> = BTreeMap::new();
@@ -73,45 +78,48 @@ pub fn assert_every_slot_accounted_once(job: &Value, runs: &[Value], every: f64)
         }
         if count > 1 || !run["last_slot"].is_null() {
             let last = index(seconds(&run["last_slot"]));
-            assert_eq!(
-                last - start + 1,
-                count as i64,
-                "job {name}: run {} says it stands for {count} slots, but its range has {}:\n{}",
-                run["id"],
-                last - start + 1,
-                history(runs)
-            );
+            if last - start + 1 != count as i64 {
+                return Err(format!(
+                    "job {name}: run {} says it stands for {count} slots, but its range has {}:\n{}",
+                    run["id"],
+                    last - start + 1,
+                    history(runs)
+                ));
+            }
         }
         for k in start..start + count as i64 {
             if let Some(other) = covered.insert(k, run["id"].as_i64().unwrap_or(-1)) {
-                panic!(
+                return Err(format!(
                     "job {name}: slot {k} is accounted for by runs {other} and {}:\n{}",
                     run["id"],
                     history(runs)
-                );
+                ));
             }
         }
     }
     let last = *covered.keys().next_back().expect("at least one slot");
     let holes: Vec<i64> = (0..=last).filter(|k| !covered.contains_key(k)).collect();
-    assert!(
-        holes.is_empty(),
-        "job {name}: slots {holes:?} (counted from its first) were silently lost:\n{}",
-        history(runs)
-    );
-    assert_eq!(
-        job["missed_count"].as_u64(),
-        Some(missed),
-        "job {name}: missed_count is what its missed records add up to:\n{}",
-        history(runs)
-    );
-    assert_eq!(
-        job["overlap_skipped_count"].as_u64(),
-        Some(skipped),
-        "job {name}: overlap_skipped_count is what its skipped records add up to:\n{}",
-        history(runs)
-    );
-    covered.len()
+    if !holes.is_empty() {
+        return Err(format!(
+            "job {name}: slots {holes:?} (counted from its first) were silently lost:\n{}",
+            history(runs)
+        ));
+    }
+    if job["missed_count"].as_u64() != Some(missed) {
+        return Err(format!(
+            "job {name}: missed_count {} is not what its missed records add up to ({missed}):\n{}",
+            job["missed_count"],
+            history(runs)
+        ));
+    }
+    if job["overlap_skipped_count"].as_u64() != Some(skipped) {
+        return Err(format!(
+            "job {name}: overlap_skipped_count {} is not what its skipped records add up to ({skipped}):\n{}",
+            job["overlap_skipped_count"],
+            history(runs)
+        ));
+    }
+    Ok(covered.len())
 }
 
 /// The earliest dispatch under an epoch newer than `epoch`, as seconds since the epoch.

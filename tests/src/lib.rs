@@ -1,5 +1,7 @@
 //! End-to-end tests: drive the real `cronfleet` binary and real services.
 
+pub mod chaos;
+pub mod checker;
 pub mod cluster;
 pub mod history;
 pub mod proxy;

@@ -526,11 +526,13 @@ async fn without_a_known_leader_the_worker_backs_off_and_retries() {
         attempts.push(Instant::now());
     }
     let gaps: Vec<Duration> = attempts.windows(2).map(|pair| pair[1] - pair[0]).collect();
-    // 100ms, 200ms, 400ms steps with jitter in [half, full]: growing, never a hot loop.
-    assert!(gaps[0] >= Duration::from_millis(40), "{gaps:?}");
+    // "No leader yet" is an election under way: the worker asks again every 250 ms with
+    // jitter in [half, full] (ARCHITECTURE, workers during an election) — never a hot
+    // loop, and back within a fraction of a second.
     assert!(
-        gaps[2] >= Duration::from_millis(180),
-        "backoff grows: {gaps:?}"
+        gaps.iter()
+            .all(|gap| *gap >= Duration::from_millis(100) && *gap < Duration::from_secs(1)),
+        "{gaps:?}"
     );
     assert!(!status.is_registered());
 
