@@ -475,3 +475,65 @@ async fn a_run_dispatched_to_a_connection_that_is_gone_is_run_again() {
         history(&runs)
     );
 }
+
+/// A database that stops answering for a few seconds (paused, partitioned, failing over)
+/// does not stop the runs: heartbeats are answered by the stream's reader, never behind the
+/// run reports that wait for the store, so the worker keeps its lease; the reports are
+/// written once the database is back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_that_stops_answering_for_a_while_stops_no_run() {
+    use cronfleet_e2e::cluster::{ledger_script, read_ledger};
+
+    let database = cronfleet_testkit::test_database().await.expect("database");
+    let address = database
+        .url()
+        .split('@')
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .expect("host:port in the database URL")
+        .to_owned();
+    let database_link = PartitionProxy::start(address.parse().expect("a socket address"));
+    let url = database
+        .url()
+        .replace(&address, &database_link.addr().to_string());
+    let mut cluster = Cluster::new(&url);
+    cluster.start_coordinator("c1", FAST_FAILURE_DETECTION);
+    cluster.start_worker("w1", "shell", 2);
+    let ledger = cluster.ledger_path();
+    let soon = || {
+        (chrono::Utc::now() + chrono::TimeDelta::milliseconds(500))
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    };
+    for (name, seconds) in [("long", 8.0), ("quick", 1.0)] {
+        let args = json!({ "script": ledger_script(&ledger, seconds) }).to_string();
+        create(
+            &cluster,
+            name,
+            &["--handler", "shell", "--at", &soon(), "--args", &args],
+        );
+        wait_for(&format!("{name} to start"), Duration::from_secs(20), || {
+            read_ledger(&ledger).iter().any(|entry| entry.job == name)
+        });
+    }
+    // `quick` ends while the database is away: its report waits, heartbeats go on.
+    database_link.cut();
+    std::thread::sleep(Duration::from_secs(4));
+    database_link.heal();
+
+    wait_for("both runs to succeed", Duration::from_secs(30), || {
+        ["long", "quick"].iter().all(|job| {
+            cluster
+                .runs_of(job)
+                .first()
+                .is_some_and(|run| run["state"] == "succeeded")
+        })
+    });
+    let log = cluster.workers[0].process.log_text();
+    assert!(!log.contains("lease lost"), "w1 lost its lease:\n{log}");
+    let long = read_ledger(&ledger)
+        .into_iter()
+        .find(|entry| entry.job == "long")
+        .expect("long ran");
+    let took = long.end.expect("long ended") - long.start;
+    assert!(took >= 7.9, "long was cut short after {took:.3} s");
+}
