@@ -23,20 +23,11 @@ use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
 use crate::checker::{self, Observed, Verdict};
-use crate::cluster::{Process, cli_at, free_addr, http_get, read_ledger, seconds_now};
+use crate::cluster::{
+    FAST_FAILURE_DETECTION, Process, cli_at, free_addr, http_get, read_ledger, seconds_now,
+};
 use crate::proxy::PartitionProxy;
 
-/// The coordinators' failure detection (as `FAST_FAILURE_DETECTION`), the election TTL.
-const COORDINATOR_FLAGS: &[&str] = &[
-    "--worker-timeout",
-    "4s",
-    "--lease-ttl",
-    "1500ms",
-    "--heartbeat-interval",
-    "500ms",
-    "--election-ttl",
-    "2s",
-];
 /// How often the jobs' scripts write a tick, and how long after its last line a killed
 /// script may still have been alive.
 const TICK: &str = "0.1";
@@ -290,7 +281,13 @@ impl Chaos {
             .iter()
             .map(|arg| (*arg).to_owned())
             .collect();
-            args.extend(COORDINATOR_FLAGS.iter().map(|flag| (*flag).to_owned()));
+            // Failure detection as in the other fault tests, and a 2 s election TTL.
+            args.extend(
+                FAST_FAILURE_DETECTION
+                    .iter()
+                    .chain(&["--election-ttl", "2s"])
+                    .map(|flag| (*flag).to_owned()),
+            );
             let process = Process::spawn(&node_id, &args, &chaos.dir);
             wait_until_ready(http);
             chaos.coordinators.push(CoordinatorProcess {

@@ -422,6 +422,17 @@ pub fn ledger_script(ledger: &Path, seconds: f64) -> String {
     )
 }
 
+/// A shell script for a job that records its start in `ledger`, then runs until it is
+/// stopped (a minute at most), recording its end when it gets SIGTERM: when it really
+/// stopped is known from outside.
+pub fn ledger_script_until_stopped(ledger: &Path) -> String {
+    format!(
+        "trap '{}; exit 143' TERM; {}; sleep 60 & wait $!",
+        ledger_mark(ledger, "end"),
+        ledger_mark(ledger, "start")
+    )
+}
+
 /// One shell command that appends a `start` or `end` line for the current run to
 /// `ledger`, for scripts that mark their start and end themselves (e.g. `end` in a
 /// `trap … TERM`, so a stopped run records when it really stopped). It contains no

@@ -14,8 +14,8 @@ use cronfleet_coordinator::clock::SystemClock;
 use cronfleet_coordinator::election::ElectionError;
 use cronfleet_coordinator::{CoordinatorConfig, Election, LeaderInfo, Leadership, LocalElection};
 use cronfleet_e2e::cluster::{
-    Cluster, FAST_FAILURE_DETECTION, assert_no_overlap, cli_at, create, ledger_mark, ledger_script,
-    read_ledger, seconds_now, wait_for,
+    Cluster, FAST_FAILURE_DETECTION, assert_no_overlap, cli_at, create, ledger_script,
+    ledger_script_until_stopped, read_ledger, seconds_now, wait_for,
 };
 use cronfleet_e2e::history::{first_dispatch_after_epoch, history, seconds};
 use cronfleet_e2e::proxy::PartitionProxy;
@@ -336,11 +336,7 @@ async fn a_worker_cut_off_stops_its_runs_before_they_run_elsewhere() {
     cluster.start_worker_with("w1", "shell", 1, &[link.url()]);
     let ledger = cluster.ledger_path();
     // Marks its end when stopped (SIGTERM), so the ledger shows when it really stopped.
-    let script = format!(
-        "trap '{}; exit 143' TERM; {}; sleep 60 & wait $!",
-        ledger_mark(&ledger, "end"),
-        ledger_mark(&ledger, "start")
-    );
+    let script = ledger_script_until_stopped(&ledger);
     let args = json!({ "script": script }).to_string();
     let soon = (chrono::Utc::now() + chrono::TimeDelta::seconds(1))
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);

@@ -537,3 +537,92 @@ async fn a_database_that_stops_answering_for_a_while_stops_no_run() {
     let took = long.end.expect("long ended") - long.start;
     assert!(took >= 7.9, "long was cut short after {took:.3} s");
 }
+
+/// A worker whose clock is 30 s behind the coordinator's (libfaketime) still times a run
+/// out on time: the timeout travels as a duration and is timed on the worker's monotonic
+/// clock from the Assign's arrival. By the wall-clock deadline it would have run 30 s
+/// longer — past the coordinator's own timeout, when a retry may start beside it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_whose_clock_is_behind_still_times_runs_out_on_time() {
+    use cronfleet_e2e::cluster::{ledger_script_until_stopped, read_ledger};
+
+    let database = cronfleet_testkit::test_database().await.expect("database");
+    let mut cluster = Cluster::new(database.url());
+    cluster.start_coordinator("c1", FAST_FAILURE_DETECTION);
+    let http = free_addr();
+    let log = std::fs::File::create(cluster.dir.path().join("skewed.log")).unwrap();
+    let mut worker = std::process::Command::new("faketime")
+        .args(["-f", "-30s"])
+        .arg(cronfleet_e2e::cronfleet_binary())
+        .args(["worker", "--coordinator", &cluster.coordinators[0].url()])
+        .args([
+            "--handlers",
+            "shell",
+            "--node-id",
+            "skewed",
+            "--kill-grace",
+            "1s",
+        ])
+        .args(["--http", &http.to_string()])
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("faketime (Debian package faketime) runs the worker");
+    wait_for(
+        "the skewed worker to register",
+        Duration::from_secs(20),
+        || http_get(http, "/readyz").is_some_and(|(status, _)| status == 200),
+    );
+    let ledger = cluster.ledger_path();
+    let script = ledger_script_until_stopped(&ledger);
+    let soon = (chrono::Utc::now() + chrono::TimeDelta::milliseconds(500))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    create(
+        &cluster,
+        "bounded",
+        &[
+            "--handler",
+            "shell",
+            "--at",
+            &soon,
+            "--timeout",
+            "2s",
+            "--args",
+            &json!({ "script": script }).to_string(),
+        ],
+    );
+    wait_for("the run to be stopped", Duration::from_secs(30), || {
+        read_ledger(&ledger)
+            .first()
+            .is_some_and(|entry| entry.end.is_some())
+    });
+    let entry = read_ledger(&ledger)[0].clone();
+    assert!(
+        entry.start < seconds_now() - 20.0,
+        "the script ran on the worker's skewed clock: started at {} by it",
+        entry.start
+    );
+    let ran = entry.end.expect("stopped") - entry.start;
+    assert!(ran < 4.0, "a 2 s timeout let the script run {ran:.3} s");
+    wait_for(
+        "the run to be recorded timed out",
+        Duration::from_secs(10),
+        || {
+            cluster
+                .runs_of("bounded")
+                .first()
+                .is_some_and(|run| run["state"] == "timed_out")
+        },
+    );
+    let run = &cluster.runs_of("bounded")[0];
+    assert!(
+        run["error"]
+            .as_str()
+            .is_some_and(|error| error.starts_with("deadline ")),
+        "timed out by the worker, not by the coordinator's grace: {run}"
+    );
+    let _ = worker.kill();
+    let _ = worker.wait();
+}

@@ -489,7 +489,6 @@ async fn finish_runs(shared: &Shared, term: &Term, node: &str, reports: Vec<RunF
         let logged = shared
             .registry
             .take_output(run_id, shared.config.run_log_limit);
-        shared.registry.release(node, run_id);
         let outcome = RunOutcome::try_from(finished.outcome).unwrap_or(RunOutcome::Unspecified);
         let state = match outcome {
             RunOutcome::Succeeded => RunState::Succeeded,
@@ -497,6 +496,7 @@ async fn finish_runs(shared: &Shared, term: &Term, node: &str, reports: Vec<RunF
             RunOutcome::TimedOut => RunState::TimedOut,
             RunOutcome::Cancelled => RunState::Cancelled,
             RunOutcome::Aborted => {
+                shared.registry.release(node, run_id);
                 // The worker stopped it on its own (its lease ran out, it shut down): the
                 // run did not complete, and it has stopped — run the slot again.
                 let reason = format!(
@@ -507,6 +507,7 @@ async fn finish_runs(shared: &Shared, term: &Term, node: &str, reports: Vec<RunF
                 continue;
             }
             RunOutcome::Rejected => {
+                shared.registry.release(node, run_id);
                 // Never started: another worker may run it at once. A worker that refuses
                 // work (it is draining, or out of step with us) gets no more on this
                 // connection, so the run does not bounce back to it.
@@ -554,6 +555,11 @@ async fn finish_runs(shared: &Shared, term: &Term, node: &str, reports: Vec<RunF
                 warn!(runs = orders.len(), worker = %node, %error, "cannot record the runs' results")
             }
             None => {}
+        }
+        // Only now: until its end is recorded, the run is still this session's (the
+        // monitor would take an active run its session does not hold for an orphan).
+        for order in &orders {
+            shared.registry.release(node, order.id);
         }
     }
     shared.dispatcher_wake.wake();

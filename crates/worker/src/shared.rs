@@ -505,15 +505,23 @@ impl Shared {
             return false;
         }
         let mut state = lock(&self.state);
-        let sent = state
-            .heartbeats_sent
-            .iter()
-            .find(|(sent_seq, _)| *sent_seq == seq)
-            .map(|(_, at)| *at);
-        let Some(sent) = sent else {
+        // Heartbeats are answered in order on the stream: the answer to `seq` also tells
+        // that every earlier one was answered. An older coordinator echoes no seq (0): its
+        // answer is to the oldest heartbeat not answered yet.
+        let position = if seq == 0 {
+            (!state.heartbeats_sent.is_empty()).then_some(0)
+        } else {
+            state
+                .heartbeats_sent
+                .iter()
+                .position(|(sent_seq, _)| *sent_seq == seq)
+        };
+        let Some(position) = position else {
             debug!(worker = %self.config.node_id, seq, "lease renewal for a heartbeat not sent on this link: ignored");
             return true;
         };
+        let (_, sent) = state.heartbeats_sent[position];
+        state.heartbeats_sent.drain(..=position);
         let lease = state.lease.as_mut().expect("held above");
         lease.renewed_from = lease.renewed_from.max(sent);
         let lease = state.lease;

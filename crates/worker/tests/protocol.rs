@@ -675,6 +675,24 @@ async fn only_the_answer_to_a_sent_heartbeat_renews_the_lease() {
     assert_eq!(outcome(&finished), RunOutcome::Aborted);
 }
 
+/// A coordinator older than `LeaseRenewed.seq` answers every heartbeat, in order, without
+/// it: each answer renews the lease from the oldest heartbeat not answered yet, so such a
+/// coordinator keeps its workers' runs alive (workers can be upgraded first).
+#[tokio::test]
+async fn answers_without_a_seq_renew_from_the_oldest_unanswered_heartbeat() {
+    let mut harness = Harness::start(Role::leader_with(1, 100, 600)).await;
+    harness.set_without_seq(true);
+    let (_worker, mut cancelled_rx) = start_with_long_handler(&harness);
+    harness.expect_register().await;
+    harness.assign(assign(93, "long", json!({})));
+    harness.expect_started(93).await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert!(
+        cancelled_rx.try_recv().is_err(),
+        "fenced although every heartbeat was answered"
+    );
+}
+
 #[tokio::test]
 async fn runs_survive_a_reconnect_and_report_on_the_new_stream() {
     let mut harness = Harness::start(Role::leader(7)).await;

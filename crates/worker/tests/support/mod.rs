@@ -92,6 +92,8 @@ struct Shared {
     silent: AtomicBool,
     /// Heartbeats go unanswered (everything else as usual).
     ignore_heartbeats: AtomicBool,
+    /// Answers heartbeats as a coordinator older than `LeaseRenewed.seq` did (seq 0).
+    without_seq: AtomicBool,
     next_conn: AtomicU64,
     /// The stream of the registered worker, to send to.
     current: Mutex<Option<(u64, Sender)>>,
@@ -160,9 +162,14 @@ fn answer(shared: &Shared, conn: u64, kind: &FromWorker, tx: &mut Option<Sender>
         FromWorker::Heartbeat(heartbeat) => {
             let role = shared.role.lock().unwrap().clone();
             if let (Some(tx), Role::Leader { epoch, .. }) = (&tx, role) {
+                let seq = if shared.without_seq.load(Ordering::SeqCst) {
+                    0
+                } else {
+                    heartbeat.seq
+                };
                 let _ = tx.send(Ok(message_of(ToWorker::LeaseRenewed(LeaseRenewed {
                     epoch,
-                    seq: heartbeat.seq,
+                    seq,
                 }))));
             }
         }
@@ -231,6 +238,7 @@ impl Harness {
             role: Mutex::new(role),
             silent: AtomicBool::new(false),
             ignore_heartbeats: AtomicBool::new(false),
+            without_seq: AtomicBool::new(false),
             next_conn: AtomicU64::new(1),
             current: Mutex::new(None),
             unanswered: Mutex::new(Vec::new()),
@@ -284,6 +292,11 @@ impl Harness {
         self.shared
             .ignore_heartbeats
             .store(ignore, Ordering::SeqCst);
+    }
+
+    /// Answers heartbeats without their seq, as a coordinator older than it does.
+    pub fn set_without_seq(&self, without: bool) {
+        self.shared.without_seq.store(without, Ordering::SeqCst);
     }
 
     /// Sends `kind` on the registered worker's stream.
