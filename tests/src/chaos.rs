@@ -277,6 +277,9 @@ impl Chaos {
                 &to_workers.url(),
                 "--node-id",
                 &node_id,
+                // The whole history stays, for the checker.
+                "--runs-per-job",
+                "1000000",
             ]
             .iter()
             .map(|arg| (*arg).to_owned())

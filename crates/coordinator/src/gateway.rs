@@ -143,8 +143,8 @@ impl WorkerService for WorkerGateway {
 
 impl WorkerGateway {
     /// Registers a worker with the leader: adopts the runs it still holds that the store
-    /// also gives to it, cancels the ones the store does not know, and declares lost the
-    /// ones the store gives to it but it no longer holds (it restarted).
+    /// also gives to it and cancels the ones the store does not know; the ones the store
+    /// gives to it but it no longer holds (it restarted) become orphans for the monitor.
     async fn admit(
         &self,
         term: &Term,
@@ -185,15 +185,11 @@ impl WorkerGateway {
             };
             let _ = sender.try_send(message(coordinator_message::Kind::Cancel(cancel)));
         }
-        for forgotten in given.difference(&held) {
-            shared
-                .lose_run(
-                    term,
-                    *forgotten,
-                    &format!("worker {node} reconnected without it"),
-                )
-                .await;
-        }
+        // The runs the store gives to this worker that it does not hold are left to the
+        // monitor's orphan rule (`leader.rs`): lost once this session has not held them for
+        // longer than any admitted worker's lease and stop grace. Not at once: the end of
+        // such a run may still be on its way through the previous session's writer, and a
+        // previous process under this id (a restart) may still be stopping it.
         let adopted: HashSet<i64> = held.intersection(&given).copied().collect();
         let now = shared.clock.now();
         let info = WorkerInfo {

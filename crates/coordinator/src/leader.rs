@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::clock::Clock;
-use crate::config::CoordinatorConfig;
+use crate::config::{CoordinatorConfig, LOSS_MARGIN};
 use crate::election::Election;
 use crate::gateway::record_finished;
 use crate::metrics::CoordinatorMetrics;
@@ -526,10 +526,15 @@ pub(crate) async fn run_monitor(shared: Arc<Shared>, term: Term) {
     let worker_timeout =
         TimeDelta::from_std(shared.config.worker_timeout).unwrap_or(TimeDelta::MAX);
     let grace = TimeDelta::from_std(shared.config.timeout_grace).unwrap_or(TimeDelta::MAX);
-    // Active runs of connected workers that their session does not hold, since when.
+    // Active runs of connected workers that their session does not hold, since when. An
+    // orphan is lost only after the longest stop grace any admitted worker may have, plus
+    // the margin: a session is admitted only once the previous one under its id had not
+    // renewed its lease for the lease ttl, so by then whatever that one ran is gone.
     let mut orphans: HashMap<i64, DateTime<Utc>> = HashMap::new();
-    let orphan_after =
-        TimeDelta::from_std(shared.config.heartbeat_interval * 4).unwrap_or(TimeDelta::MAX);
+    let orphan_after = TimeDelta::from_std(
+        (shared.config.max_stop_grace() + LOSS_MARGIN).max(shared.config.heartbeat_interval * 4),
+    )
+    .unwrap_or(TimeDelta::MAX);
     loop {
         tokio::select! {
             () = term.ended.cancelled() => return,
@@ -591,9 +596,10 @@ pub(crate) async fn run_monitor(shared: Arc<Shared>, term: Term) {
             }
             if shared.registry.is_connected(worker) {
                 // Active on a connected worker whose session does not hold it: its Assign
-                // went to a connection that was gone (a dispatch racing a reconnect), and
-                // the worker never had it. Once that has lasted a few heartbeats (a report
-                // of its end may be on its way), it is lost and runs again.
+                // went to a connection that was gone (a dispatch racing a reconnect), or the
+                // worker reconnected without it (it restarted, or the run ended and its
+                // report is on its way). Once that has lasted past any stop grace, it is
+                // lost and runs again.
                 if shared.registry.session_holds(worker, run.id) {
                     orphans.remove(&run.id);
                 } else {
