@@ -311,6 +311,7 @@ async fn a_worker_whose_kill_grace_outlasts_the_worker_timeout_is_refused() {
 async fn raw_session(
     url: &str,
     node_id: &str,
+    held_runs: Vec<cronfleet_proto::v1::HeldRun>,
 ) -> (
     tokio::sync::mpsc::UnboundedSender<WorkerMessage>,
     Result<tonic::Streaming<cronfleet_proto::v1::CoordinatorMessage>, tonic::Status>,
@@ -328,6 +329,7 @@ async fn raw_session(
             handlers: vec!["nothing".to_owned()],
             capacity: 1,
             stop_grace_ms: 1_000,
+            held_runs,
             ..Register::default()
         })),
     })
@@ -350,7 +352,7 @@ async fn a_worker_id_is_one_session_that_reports_on_its_own_runs_only() {
     let run_id = *read_ticks(&ticks).keys().next().expect("one run");
 
     // A second w1.
-    let (_twin, answers) = raw_session(&cluster.coordinators[0].url(), "w1").await;
+    let (_twin, answers) = raw_session(&cluster.coordinators[0].url(), "w1", Vec::new()).await;
     let refusal = answers.expect_err("the twin is refused");
     assert_eq!(refusal.code(), tonic::Code::AlreadyExists, "{refusal:?}");
     assert!(
@@ -360,7 +362,8 @@ async fn a_worker_id_is_one_session_that_reports_on_its_own_runs_only() {
     );
 
     // Another worker reporting on w1's run.
-    let (mallory, answers) = raw_session(&cluster.coordinators[0].url(), "mallory").await;
+    let (mallory, answers) =
+        raw_session(&cluster.coordinators[0].url(), "mallory", Vec::new()).await;
     let mut answers = answers.expect("mallory registers");
     let registered = answers.message().await.unwrap().unwrap();
     assert!(matches!(
@@ -625,4 +628,32 @@ async fn a_worker_whose_clock_is_behind_still_times_runs_out_on_time() {
     );
     let _ = worker.kill();
     let _ = worker.wait();
+}
+
+/// A worker that comes back holding a run the store does not give to it (already resolved
+/// while it was away) is registered first — `Registered` is the first answer the protocol
+/// allows — and then told to stop that run. The chaos suite found workers locked out for
+/// good by a `Cancel` sent ahead of `Registered`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_holding_an_unknown_run_is_registered_then_told_to_stop_it() {
+    let database = cronfleet_testkit::test_database().await.expect("database");
+    let mut cluster = Cluster::new(database.url());
+    cluster.start_coordinator("c1", FAST_FAILURE_DETECTION);
+    let held = cronfleet_proto::v1::HeldRun {
+        run_id: 4242,
+        epoch: 1,
+    };
+    let (_worker, answers) =
+        raw_session(&cluster.coordinators[0].url(), "returning", vec![held]).await;
+    let mut answers = answers.expect("registered");
+    let first = answers.message().await.unwrap().unwrap();
+    assert!(
+        matches!(first.kind, Some(coordinator_message::Kind::Registered(_))),
+        "{first:?}"
+    );
+    let second = answers.message().await.unwrap().unwrap();
+    match second.kind {
+        Some(coordinator_message::Kind::Cancel(cancel)) => assert_eq!(cancel.run_id, 4242),
+        other => panic!("expected a Cancel of run 4242, got {other:?}"),
+    }
 }

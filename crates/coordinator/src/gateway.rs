@@ -178,13 +178,6 @@ impl WorkerGateway {
             .map(|run| run.id)
             .collect();
         let held: HashSet<i64> = register.held_runs.iter().map(|run| run.run_id).collect();
-        for unknown in held.difference(&given) {
-            let cancel = cronfleet_proto::v1::Cancel {
-                run_id: *unknown,
-                reason: "the coordinator does not know this run as yours".to_owned(),
-            };
-            let _ = sender.try_send(message(coordinator_message::Kind::Cancel(cancel)));
-        }
         // The runs the store gives to this worker that it does not hold are left to the
         // monitor's orphan rule (`leader.rs`): lost once this session has not held them for
         // longer than any admitted worker's lease and stop grace. Not at once: the end of
@@ -217,6 +210,15 @@ impl WorkerGateway {
             log_limit_bytes: u32::try_from(shared.config.run_log_limit).unwrap_or(u32::MAX),
         };
         let _ = sender.try_send(message(coordinator_message::Kind::Registered(registered)));
+        // After Registered, which must come first on the stream: the runs the worker holds
+        // that the store does not give to it are to stop.
+        for unknown in held.difference(&given) {
+            let cancel = cronfleet_proto::v1::Cancel {
+                run_id: *unknown,
+                reason: "the coordinator does not know this run as yours".to_owned(),
+            };
+            let _ = sender.try_send(message(coordinator_message::Kind::Cancel(cancel)));
+        }
         shared.dispatcher_wake.wake();
         Ok(connection)
     }
