@@ -9,8 +9,9 @@
 //! of workers; the leader cut off from every worker (both ways, and each way alone) and
 //! from PostgreSQL, through TCP proxies (workers reach each coordinator through the proxy
 //! its `--advertise-url` names, so redirects go through it too); PostgreSQL restarted;
-//! an etcd member lost. Clock offsets are not drawn: the processes share the machine's
-//! clock (timeouts travel as durations, see the worker protocol).
+//! an etcd member lost; a worker restarted with its wall clock up to a minute off
+//! (libfaketime). The jobs' ledger is written on the kernel's boot clock, which no skew
+//! moves, so attempts on skewed and unskewed workers compare.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -25,6 +26,7 @@ use serde_json::Value;
 use crate::checker::{self, Observed, Verdict};
 use crate::cluster::{
     FAST_FAILURE_DETECTION, Process, cli_at, free_addr, http_get, read_ledger, seconds_now,
+    skewed_clock,
 };
 use crate::proxy::PartitionProxy;
 
@@ -48,6 +50,7 @@ pub enum Fault {
     PartitionLeaderFromDatabase,
     RestartPostgres,
     LoseEtcdMember,
+    SkewWorkerClock,
 }
 
 const FAULTS: &[Fault] = &[
@@ -63,6 +66,7 @@ const FAULTS: &[Fault] = &[
     Fault::PartitionLeaderFromDatabase,
     Fault::RestartPostgres,
     Fault::LoseEtcdMember,
+    Fault::SkewWorkerClock,
 ];
 
 /// One job of the mix: its name, interval, extra `job create` flags, how long a run
@@ -462,6 +466,27 @@ impl Chaos {
             Fault::RestartPostgres => {
                 self.postgres.restart().await.expect("restart PostgreSQL");
             }
+            Fault::SkewWorkerClock => {
+                let index = self.rng.random_range(0..self.workers.len());
+                let seconds = self.rng.random_range(5..60);
+                let offset = if self.rng.random_bool(0.5) {
+                    format!("+{seconds}s")
+                } else {
+                    format!("-{seconds}s")
+                };
+                let hold = self.hold(3_000, 8_000);
+                self.stop_worker(index);
+                let worker = &mut self.workers[index];
+                worker.process = Process::spawn_with_env(
+                    &worker.node_id,
+                    &worker.args,
+                    &self.dir,
+                    &skewed_clock(&offset),
+                );
+                tokio::time::sleep(hold).await;
+                self.stop_worker(index);
+                self.restart_worker(index);
+            }
             Fault::LoseEtcdMember => {
                 let member = self.rng.random_range(0..self.etcd.size());
                 let down = self.hold(1_000, 5_000);
@@ -480,6 +505,13 @@ impl Chaos {
         coordinator.process.kill();
         coordinator.process = Process::spawn(&coordinator.node_id, &coordinator.args, &self.dir);
         wait_until_ready(coordinator.http);
+    }
+
+    /// SIGTERM, and waits for the worker to drain and exit.
+    fn stop_worker(&mut self, index: usize) {
+        let process = &mut self.workers[index].process;
+        process.terminate();
+        process.wait_exit(Duration::from_secs(20));
     }
 
     fn restart_worker(&mut self, index: usize) {
@@ -584,11 +616,12 @@ fn wait_until_ready(http: SocketAddr) {
 }
 
 /// The job's script: marks its start, ticks every 0.1 s for `tenths` ticks, marks its end
-/// (also on SIGTERM, unless it ignores it), and fails now and then if `flaky`.
+/// (also on SIGTERM, unless it ignores it), and fails now and then if `flaky`. Times are the
+/// boot clock's (`/proc/uptime`, 10 ms steps): a worker's skewed wall clock does not move it.
 fn script(ledger: &Path, job: &JobMix) -> String {
     let mark = |kind: &str| {
         format!(
-            "echo \"{kind} $CRONFLEET_JOB $CRONFLEET_RUN_ID $(date +%s.%N)\" >> {}",
+            "read -r up _ < /proc/uptime; echo \"{kind} $CRONFLEET_JOB $CRONFLEET_RUN_ID $up\" >> {}",
             ledger.display()
         )
     };

@@ -536,6 +536,30 @@ pub fn assert_no_overlap(entries: &[LedgerEntry], killed_at: Option<f64>) {
     }
 }
 
+/// Environment that runs a process with its wall clock `offset` away from the machine's
+/// (libfaketime, e.g. `-30s` or `+45s`), its monotonic clock left alone — a machine whose
+/// clock is skewed. Its children (a worker's scripts) inherit it.
+///
+/// # Panics
+///
+/// When libfaketime (Debian package `libfaketime`, installed by scripts/test) is missing.
+pub fn skewed_clock(offset: &str) -> Vec<(String, String)> {
+    let library = [
+        "/usr/lib/x86_64-linux-gnu",
+        "/usr/lib/aarch64-linux-gnu",
+        "/usr/lib",
+    ]
+    .iter()
+    .map(|dir| PathBuf::from(dir).join("faketime/libfaketime.so.1"))
+    .find(|path| path.is_file())
+    .expect("libfaketime.so.1 (Debian package libfaketime): scripts/test installs it");
+    vec![
+        ("LD_PRELOAD".to_owned(), library.display().to_string()),
+        ("FAKETIME".to_owned(), offset.to_owned()),
+        ("FAKETIME_DONT_FAKE_MONOTONIC".to_owned(), "1".to_owned()),
+    ]
+}
+
 /// Coordinator flags that detect failures faster than the defaults (6 s / 2 s / 500 ms),
 /// so fault tests finish sooner. The timing rule holds as with the defaults: lease 1.5 s +
 /// the workers' stop grace (their 1 s kill grace + 1 s) + 0.5 s fits in the 4 s timeout.

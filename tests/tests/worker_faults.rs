@@ -553,26 +553,28 @@ async fn a_worker_whose_clock_is_behind_still_times_runs_out_on_time() {
     let mut cluster = Cluster::new(database.url());
     cluster.start_coordinator("c1", FAST_FAILURE_DETECTION);
     let http = free_addr();
-    let log = std::fs::File::create(cluster.dir.path().join("skewed.log")).unwrap();
-    let mut worker = std::process::Command::new("faketime")
-        .args(["-f", "-30s"])
-        .arg(cronfleet_e2e::cronfleet_binary())
-        .args(["worker", "--coordinator", &cluster.coordinators[0].url()])
-        .args([
-            "--handlers",
-            "shell",
-            "--node-id",
-            "skewed",
-            "--kill-grace",
-            "1s",
-        ])
-        .args(["--http", &http.to_string()])
-        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
-        .stdin(std::process::Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("faketime (Debian package faketime) runs the worker");
+    let args: Vec<String> = [
+        "worker",
+        "--coordinator",
+        &cluster.coordinators[0].url(),
+        "--handlers",
+        "shell",
+        "--node-id",
+        "skewed",
+        "--kill-grace",
+        "1s",
+        "--http",
+        &http.to_string(),
+    ]
+    .iter()
+    .map(|arg| (*arg).to_owned())
+    .collect();
+    let _worker = Process::spawn_with_env(
+        "skewed",
+        &args,
+        cluster.dir.path(),
+        &cronfleet_e2e::cluster::skewed_clock("-30s"),
+    );
     wait_for(
         "the skewed worker to register",
         Duration::from_secs(20),
@@ -626,8 +628,6 @@ async fn a_worker_whose_clock_is_behind_still_times_runs_out_on_time() {
             .is_some_and(|error| error.starts_with("deadline ")),
         "timed out by the worker, not by the coordinator's grace: {run}"
     );
-    let _ = worker.kill();
-    let _ = worker.wait();
 }
 
 /// A worker that comes back holding a run the store does not give to it (already resolved
