@@ -30,10 +30,8 @@ use crate::cluster::{
 };
 use crate::proxy::PartitionProxy;
 
-/// How often the jobs' scripts write a tick, and how long after its last line a killed
-/// script may still have been alive.
+/// How often the jobs' scripts write a tick.
 const TICK: &str = "0.1";
-const ALIVE_MARGIN: f64 = 0.35;
 
 /// One kind of fault.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -575,7 +573,9 @@ impl Chaos {
             runs: &runs,
             every: &every,
             ledger: &ledger,
-            alive_margin: ALIVE_MARGIN,
+            // Each job's scripts hold its lock: a killed attempt still alive is caught by
+            // the next one finding the lock held, not guessed from its last tick.
+            alive_margin: None,
             settled_before,
         })
     }
@@ -615,7 +615,9 @@ fn wait_until_ready(http: SocketAddr) {
     panic!("a coordinator did not become ready on {http}");
 }
 
-/// The job's script: marks its start, ticks every 0.1 s for `tenths` ticks, marks its end
+/// The job's script: takes the job's lock (`flock` on fd 9, which its processes inherit, so
+/// the kernel releases it when the last of them dies) — writing `overlap` first if it is
+/// still held —, marks its start, ticks every 0.1 s for `tenths` ticks, marks its end
 /// (also on SIGTERM, unless it ignores it), and fails now and then if `flaky`. Times are the
 /// boot clock's (`/proc/uptime`, 10 ms steps): a worker's skewed wall clock does not move it.
 fn script(ledger: &Path, job: &JobMix) -> String {
@@ -635,8 +637,11 @@ fn script(ledger: &Path, job: &JobMix) -> String {
     } else {
         ""
     };
+    let lock = ledger.with_file_name(format!("{}.lock", job.name));
     format!(
-        "{trap}; {}; i=0; while [ $i -lt {} ]; do sleep {TICK}; {}; i=$((i+1)); done; {}{fail}",
+        "{trap}; exec 9>>{}; flock -n 9 || {{ {}; flock 9; }}; {}; i=0; while [ $i -lt {} ]; do sleep {TICK}; {}; i=$((i+1)); done; {}{fail}",
+        lock.display(),
+        mark("overlap"),
         mark("start"),
         job.tenths,
         mark("tick"),

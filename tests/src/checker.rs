@@ -3,8 +3,11 @@
 //! promises — whatever faults it went through:
 //!
 //! 1. **no overlap**: no two attempts of one job were alive at once (the ledger, written
-//!    by the jobs' scripts from outside cronfleet; a killed attempt counts as alive until
-//!    its last line plus `alive_margin`);
+//!    by the jobs' scripts from outside cronfleet): an attempt that began before the
+//!    previous one's recorded end, or whose script found the job's lock still held by the
+//!    previous attempt's processes (the kernel releases it when the last of them dies — the
+//!    proof for an attempt that was killed and wrote no end); without such a lock, a killed
+//!    attempt counts as alive until its last line plus `alive_margin`;
 //! 2. **no lost slot**: every slot of every `every` job, from its first to its last, is
 //!    run, skipped or missed exactly once, and the job's counters add up
 //!    ([`crate::history::every_slot_accounted_once`]);
@@ -34,8 +37,9 @@ pub struct Observed<'a> {
     /// The scripts' ledger.
     pub ledger: &'a [LedgerEntry],
     /// How long after its last ledger line a killed attempt may still have been alive
-    /// (the scripts' tick, and a margin).
-    pub alive_margin: f64,
+    /// (the scripts' tick, and a margin); `None` when the scripts hold a lock per job, so
+    /// that a killed attempt still alive shows as `found_previous_alive` instead.
+    pub alive_margin: Option<f64>,
     /// Runs created before this time (seconds since the epoch) must have ended.
     pub settled_before: f64,
 }
@@ -83,9 +87,23 @@ fn check_overlaps(observed: &Observed, verdict: &mut Verdict) {
     }
     for (job, mut attempts) in by_job {
         attempts.sort_by(|a, b| a.start.total_cmp(&b.start));
+        for attempt in attempts
+            .iter()
+            .filter(|attempt| attempt.found_previous_alive)
+        {
+            verdict.overlaps += 1;
+            verdict.violations.push(format!(
+                "overlap: job {job}: run {} began (at {:.3}) while the previous attempt's processes still held the job's lock",
+                attempt.run, attempt.start
+            ));
+        }
         for pair in attempts.windows(2) {
             let (old, new) = (pair[0], pair[1]);
-            let alive_until = old.end.unwrap_or(old.last_alive + observed.alive_margin);
+            let alive_until = match (old.end, observed.alive_margin) {
+                (Some(end), _) => end,
+                (None, Some(margin)) => old.last_alive + margin,
+                (None, None) => continue,
+            };
             if alive_until > new.start {
                 verdict.overlaps += 1;
                 verdict.violations.push(format!(
@@ -214,6 +232,7 @@ mod tests {
             start: T0 + start,
             end: end.map(|end| T0 + end),
             last_alive: T0 + last_alive,
+            found_previous_alive: false,
         }
     }
 
@@ -226,7 +245,7 @@ mod tests {
             runs: &runs,
             every: &every,
             ledger: &ledger,
-            alive_margin: 0.3,
+            alive_margin: Some(0.3),
             settled_before: T0 + 100.0,
         })
     }
@@ -268,6 +287,15 @@ mod tests {
         );
         assert_eq!(killed.overlaps, 1, "{:?}", killed.violations);
         assert!(killed.violations[0].contains("killed"));
+    }
+
+    #[test]
+    fn an_attempt_that_found_the_jobs_lock_held_overlapped() {
+        let mut second = attempt(2, 1.0, Some(1.5), 1.5);
+        second.found_previous_alive = true;
+        let verdict = verdict(good_runs(), vec![attempt(1, 0.0, None, 0.5), second]);
+        assert_eq!(verdict.overlaps, 1, "{:?}", verdict.violations);
+        assert!(verdict.violations[0].contains("still held the job's lock"));
     }
 
     #[test]

@@ -461,7 +461,9 @@ pub fn write_ledger(ledger: &Path, kind: &str, job: &str, run: i64) {
 
 /// One run's interval in the ledger; `end` is `None` for a run that never finished (its
 /// process was killed). `last_alive` is the latest line the run wrote (its start, a
-/// `tick`, its end): a killed run died after it.
+/// `tick`, its end): a killed run died after it. `found_previous_alive`: the run's script
+/// found its job's lock held when it started (an `overlap` line) — an earlier attempt's
+/// processes were still alive.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LedgerEntry {
     pub job: String,
@@ -469,12 +471,14 @@ pub struct LedgerEntry {
     pub start: f64,
     pub end: Option<f64>,
     pub last_alive: f64,
+    pub found_previous_alive: bool,
 }
 
 /// Reads a ledger written by [`ledger_script`].
 pub fn read_ledger(ledger: &Path) -> Vec<LedgerEntry> {
     let text = std::fs::read_to_string(ledger).unwrap_or_default();
     let mut entries: BTreeMap<i64, LedgerEntry> = BTreeMap::new();
+    let mut overlapped = std::collections::BTreeSet::new();
     for line in text.lines() {
         let fields: Vec<&str> = line.split_whitespace().collect();
         let [kind, job, run, at] = fields[..] else {
@@ -493,6 +497,7 @@ pub fn read_ledger(ledger: &Path) -> Vec<LedgerEntry> {
                         start: at,
                         end: None,
                         last_alive: at,
+                        found_previous_alive: false,
                     },
                 );
             }
@@ -507,7 +512,15 @@ pub fn read_ledger(ledger: &Path) -> Vec<LedgerEntry> {
                     entry.last_alive = entry.last_alive.max(at);
                 }
             }
+            "overlap" => {
+                overlapped.insert(run);
+            }
             _ => {}
+        }
+    }
+    for run in overlapped {
+        if let Some(entry) = entries.get_mut(&run) {
+            entry.found_previous_alive = true;
         }
     }
     entries.into_values().collect()
