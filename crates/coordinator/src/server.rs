@@ -10,7 +10,6 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
 use cronfleet_proto::v1::worker_service_server::WorkerServiceServer;
-use cronfleet_proto::v1::{CoordinatorMessage, Drain, coordinator_message};
 use cronfleet_store::Store;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -25,8 +24,10 @@ use crate::clock::Clock;
 use crate::config::CoordinatorConfig;
 use crate::election::Election;
 use crate::gateway::WorkerGateway;
-use crate::leader::{Role, Shared, Term, run_dispatcher, run_monitor, run_pruner, run_scheduler};
+use crate::leader;
 use crate::metrics::{self, CoordinatorMetrics, LeadershipChange};
+use crate::node::{Node, Role, Term};
+use crate::protocol;
 use crate::registry::Registry;
 use crate::rest;
 use crate::run_trace::RunTraces;
@@ -63,10 +64,7 @@ pub struct CoordinatorHandle {
 impl CoordinatorHandle {
     /// Whether this coordinator leads now, and under which epoch.
     pub fn leader_epoch(&self) -> Option<i64> {
-        match &*self.role.borrow() {
-            Role::Leader(term) => Some(term.epoch),
-            Role::Follower => None,
-        }
+        self.role.borrow().term().map(|term| term.epoch)
     }
 
     /// Waits until this coordinator leads (its epoch raised, its loops started) and
@@ -77,10 +75,7 @@ impl CoordinatorHandle {
             .wait_for(|role| matches!(role, Role::Leader(_)))
             .await
             .ok()?;
-        match &*leading {
-            Role::Leader(term) => Some(term.epoch),
-            Role::Follower => None,
-        }
+        leading.term().map(|term| term.epoch)
     }
 
     /// Asks the coordinator to stop: it stops dispatching, tells its workers to drain
@@ -144,7 +139,7 @@ pub async fn start(
     let (role, role_receiver) = watch::channel(Role::Follower);
     let registry = Arc::new(Registry::default());
     let scheduler_wake = Wakeup::default();
-    let shared = Arc::new(Shared {
+    let node = Arc::new(Node {
         config,
         store: Arc::clone(&store),
         clock: Arc::clone(&clock),
@@ -161,23 +156,23 @@ pub async fn start(
 
     let directory: Arc<dyn WorkerDirectory> = registry;
     let admin = AdminServices::new(Arc::clone(&store), clock, scheduler_wake, directory)
-        .with_dispatch_wakeup(shared.dispatcher_wake.clone())
+        .with_dispatch_wakeup(node.dispatcher_wake.clone())
         .with_cluster(ClusterContext {
-            election: Arc::clone(&shared.election),
-            me: shared.config.me(),
+            election: Arc::clone(&node.election),
+            me: node.config.me(),
             role: role_receiver.clone(),
-            api_token: shared.config.api_tokens.first().map(str::to_owned),
+            api_token: node.config.api_tokens.first().map(str::to_owned),
         });
-    let rest_api = rest::router(admin.clone(), shared.config.api_tokens.clone());
+    let rest_api = rest::router(admin.clone(), node.config.api_tokens.clone());
     let (jobs, runs, cluster) = admin.routes();
-    let admin_auth = shared.config.api_tokens.interceptor("--api-token");
-    let gateway = WorkerServiceServer::new(WorkerGateway::new(Arc::clone(&shared)));
+    let admin_auth = node.config.api_tokens.interceptor("--api-token");
+    let gateway = WorkerServiceServer::new(WorkerGateway::new(Arc::clone(&node)));
     let grpc = tonic::transport::Server::builder()
         // Admin calls continue their caller's trace (the worker stream is left out).
         .trace_fn(cronfleet_telemetry::grpc_request_span)
         .add_service(InterceptedService::new(
             gateway,
-            shared.config.worker_tokens.interceptor("--worker-token"),
+            node.config.worker_tokens.interceptor("--worker-token"),
         ))
         .add_service(InterceptedService::new(jobs, admin_auth.clone()))
         .add_service(InterceptedService::new(runs, admin_auth.clone()))
@@ -188,7 +183,7 @@ pub async fn start(
         );
     tasks.spawn(async move { grpc.await.map_err(CoordinatorError::from) });
 
-    let http = health_routes(Arc::clone(&shared)).merge(rest_api);
+    let http = health_routes(Arc::clone(&node)).merge(rest_api);
     let http_shutdown = shutdown.clone();
     tasks.spawn(async move {
         axum::serve(http_listener, http)
@@ -197,9 +192,9 @@ pub async fn start(
             .map_err(CoordinatorError::Http)
     });
 
-    tasks.spawn(relay_changes(Arc::clone(&shared), shutdown.clone()));
-    tasks.spawn(lead_while_elected(Arc::clone(&shared), shutdown.clone()));
-    info!(node = %shared.config.node_id, %grpc_addr, %http_addr, "coordinator started");
+    tasks.spawn(relay_changes(Arc::clone(&node), shutdown.clone()));
+    tasks.spawn(lead_while_elected(Arc::clone(&node), shutdown.clone()));
+    info!(node = %node.config.node_id, %grpc_addr, %http_addr, "coordinator started");
     Ok(CoordinatorHandle {
         grpc_addr,
         http_addr,
@@ -211,18 +206,18 @@ pub async fn start(
 
 /// `/healthz`: the process serves. `/readyz`: it can reach its store. `/metrics`:
 /// Prometheus metrics.
-fn health_routes(shared: Arc<Shared>) -> Router {
-    let scraped = Arc::clone(&shared);
+fn health_routes(node: Arc<Node>) -> Router {
+    let scraped = Arc::clone(&node);
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/metrics",
             get(move || {
-                let shared = Arc::clone(&scraped);
+                let node = Arc::clone(&scraped);
                 async move {
                     (
                         [(axum::http::header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
-                        scrape(&shared).await,
+                        scrape(&node).await,
                     )
                 }
             }),
@@ -230,9 +225,9 @@ fn health_routes(shared: Arc<Shared>) -> Router {
         .route(
             "/readyz",
             get(move || {
-                let shared = Arc::clone(&shared);
+                let node = Arc::clone(&node);
                 async move {
-                    match shared.store.epoch().await {
+                    match node.store.epoch().await {
                         Ok(_) => (StatusCode::OK, "ready".to_owned()),
                         Err(error) => (
                             StatusCode::SERVICE_UNAVAILABLE,
@@ -248,16 +243,16 @@ fn health_routes(shared: Arc<Shared>) -> Router {
 /// through the store (a job created or a run triggered on a replica that does not lead),
 /// for as long as the coordinator runs. A store without announcements ends it at once.
 async fn relay_changes(
-    shared: Arc<Shared>,
+    node: Arc<Node>,
     shutdown: CancellationToken,
 ) -> Result<(), CoordinatorError> {
     const REOPEN_PAUSE: Duration = Duration::from_secs(1);
     let wake = || {
-        shared.scheduler_wake.wake();
-        shared.dispatcher_wake.wake();
+        node.scheduler_wake.wake();
+        node.dispatcher_wake.wake();
     };
     loop {
-        match shared.store.change_feed().await {
+        match node.store.change_feed().await {
             Ok(None) => return Ok(()),
             Ok(Some(mut feed)) => {
                 // Announcements made while there was no feed are gone: look once.
@@ -287,30 +282,30 @@ async fn relay_changes(
 
 /// The metrics text, with what is measured at scrape time brought up to date: the
 /// connected workers and, on the leader, the backlog.
-async fn scrape(shared: &Shared) -> String {
-    let now = shared.clock.now();
-    shared.metrics.set_workers(&shared.registry.workers(), now);
-    if matches!(*shared.role.borrow(), Role::Leader(_)) {
-        match shared.store.count_backlog(now).await {
-            Ok(backlog) => shared.metrics.set_backlog(backlog),
-            Err(error) => shared.metrics.store_error("count_backlog", &error),
+async fn scrape(node: &Node) -> String {
+    let now = node.clock.now();
+    node.metrics.set_workers(&node.registry.workers(), now);
+    if matches!(*node.role.borrow(), Role::Leader(_)) {
+        match node.store.count_backlog(now).await {
+            Ok(backlog) => node.metrics.set_backlog(backlog),
+            Err(error) => node.metrics.store_error("count_backlog", &error),
         }
     } else {
-        shared.metrics.set_backlog(0);
+        node.metrics.set_backlog(0);
     }
-    shared.metrics.render()
+    node.metrics.render()
 }
 
 /// Campaigns, leads for as long as the term lasts, steps down, campaigns again — until
 /// shutdown.
 async fn lead_while_elected(
-    shared: Arc<Shared>,
+    node: Arc<Node>,
     shutdown: CancellationToken,
 ) -> Result<(), CoordinatorError> {
     loop {
         let leadership = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
-            won = shared.election.campaign() => won,
+            won = node.election.campaign() => won,
         };
         let leadership = match leadership {
             Ok(leadership) => leadership,
@@ -322,38 +317,34 @@ async fn lead_while_elected(
         };
         // Raise the epoch before doing anything: from now on the store refuses every
         // statement of an earlier leader.
-        match shared.store.raise_epoch(leadership.epoch).await {
+        match node.store.raise_epoch(leadership.epoch).await {
             Ok(current) if current == leadership.epoch => {}
             Ok(current) => {
                 warn!(
                     ours = leadership.epoch,
                     current, "a newer leader already raised the epoch"
                 );
-                let _ = shared.election.resign(&leadership).await;
+                let _ = node.election.resign(&leadership).await;
                 continue;
             }
             Err(error) => {
                 warn!(%error, "cannot raise the epoch; giving the leadership back");
-                let _ = shared.election.resign(&leadership).await;
+                let _ = node.election.resign(&leadership).await;
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
         }
         let term = Term {
             epoch: leadership.epoch,
-            since: shared.clock.now(),
+            since: node.clock.now(),
             ended: leadership.lost.clone(),
         };
-        info!(epoch = term.epoch, node = %shared.config.node_id, "leading");
-        shared
-            .metrics
+        info!(epoch = term.epoch, node = %node.config.node_id, "leading");
+        node.metrics
             .leadership(LeadershipChange::Acquired, Some(term.epoch));
-        shared.role.send_replace(Role::Leader(term.clone()));
+        node.role.send_replace(Role::Leader(term.clone()));
         let mut loops = JoinSet::new();
-        loops.spawn(run_scheduler(Arc::clone(&shared), term.clone()));
-        loops.spawn(run_dispatcher(Arc::clone(&shared), term.clone()));
-        loops.spawn(run_monitor(Arc::clone(&shared), term.clone()));
-        loops.spawn(run_pruner(Arc::clone(&shared), term.clone()));
+        leader::spawn_loops(&node, &term, &mut loops);
 
         let shutting_down = tokio::select! {
             () = shutdown.cancelled() => true,
@@ -361,10 +352,10 @@ async fn lead_while_elected(
         };
         // Stop leasing and dispatching first, then let the workers go.
         term.ended.cancel();
-        shared.role.send_replace(Role::Follower);
+        node.role.send_replace(Role::Follower);
         while loops.join_next().await.is_some() {}
-        shared.traces.clear();
-        shared.metrics.leadership(
+        node.traces.clear();
+        node.metrics.leadership(
             if shutting_down {
                 LeadershipChange::Resigned
             } else {
@@ -373,7 +364,7 @@ async fn lead_while_elected(
             None,
         );
         drain_workers(
-            &shared,
+            &node,
             if shutting_down {
                 "coordinator shutting down"
             } else {
@@ -381,7 +372,7 @@ async fn lead_while_elected(
             },
         );
         if shutting_down {
-            if let Err(error) = shared.election.resign(&leadership).await {
+            if let Err(error) = node.election.resign(&leadership).await {
                 warn!(%error, "resigning failed");
             }
             info!(epoch = term.epoch, "stopped leading: shutdown");
@@ -393,13 +384,8 @@ async fn lead_while_elected(
 
 /// Tells every worker to take nothing new from this node, then ends their streams so they
 /// reconnect (to the next leader).
-fn drain_workers(shared: &Shared, reason: &str) {
-    for sender in shared.registry.disconnect_all() {
-        let drain = Drain {
-            reason: reason.to_owned(),
-        };
-        let _ = sender.try_send(Ok(CoordinatorMessage {
-            kind: Some(coordinator_message::Kind::Drain(drain)),
-        }));
+fn drain_workers(node: &Node, reason: &str) {
+    for sender in node.registry.disconnect_all() {
+        let _ = sender.try_send(protocol::drain(reason));
     }
 }

@@ -48,7 +48,7 @@ use tonic::{Code, Response, Status};
 
 use crate::clock::Clock;
 use crate::election::{Election, LeaderInfo};
-use crate::leader::Role;
+use crate::node::Role;
 use crate::wake::Wakeup;
 use crate::workers::WorkerDirectory;
 pub use error::AdminError;
