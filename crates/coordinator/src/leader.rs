@@ -81,22 +81,13 @@ impl fmt::Debug for Shared {
 }
 
 impl Shared {
-    /// Tells the worker holding `run_id` (if it is connected) to stop it.
+    /// Tells `worker`, holding `run_id` (if it is connected), to stop it; `None`: the run
+    /// has no worker to tell.
     pub(crate) async fn send_cancel(&self, run_id: i64, worker: Option<&str>, reason: &str) {
-        let worker = match worker {
-            Some(worker) => worker.to_owned(),
-            None => match self.store.get_run(run_id).await {
-                Ok(run) => match run.worker {
-                    Some(worker) => worker,
-                    None => return,
-                },
-                Err(error) => {
-                    warn!(run_id, %error, "cannot look up the run to cancel");
-                    return;
-                }
-            },
+        let Some(worker) = worker else {
+            return;
         };
-        if let Some(sender) = self.registry.sender_of(&worker) {
+        if let Some(sender) = self.registry.sender_of(worker) {
             let cancel = Cancel {
                 run_id,
                 reason: reason.to_owned(),
@@ -128,19 +119,16 @@ impl Shared {
             )
             .await
         {
-            Ok(next) => {
+            Ok(lost) => {
                 info!(
                     run_id,
                     reason,
                     epoch = term.epoch,
-                    rerun = next.as_ref().map(|run| run.id),
+                    rerun = lost.rerun.as_ref().map(|run| run.id),
                     "run lost"
                 );
-                // Rare enough to read the lost run back for its job and times.
-                if let Ok(lost) = self.store.get_run(run_id).await {
-                    self.metrics.run_finished(&lost);
-                }
-                if let Some(rerun) = &next {
+                self.metrics.run_finished(&lost.run);
+                if let Some(rerun) = &lost.rerun {
                     self.metrics.run_created(rerun.trigger);
                     self.dispatcher_wake.wake();
                 }
@@ -210,14 +198,14 @@ pub(crate) async fn run_scheduler(shared: Arc<Shared>, term: Term) {
                         shared.dispatcher_wake.wake();
                     }
                     // Marked as sent, so the monitor's cancel delivery does not repeat it.
-                    for run_id in lease.cancel_requested {
-                        if !shared.registry.first_cancel(run_id) {
+                    for cancel in lease.cancel_requested {
+                        if !shared.registry.first_cancel(cancel.run_id) {
                             continue;
                         }
                         shared
                             .send_cancel(
-                                run_id,
-                                None,
+                                cancel.run_id,
+                                cancel.worker.as_deref(),
                                 "replaced by a newer run (overlap policy replace)",
                             )
                             .await;
