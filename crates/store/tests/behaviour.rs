@@ -1482,38 +1482,6 @@ async fn failed_runs_are_retried_after_a_backoff(store: Arc<dyn Store>) {
     );
 }
 
-/// The batched end (`finish_runs`) plans from the same streak as `finish_run`: the third
-/// failure pauses the job, the first two do not.
-async fn batched_ends_pause_a_job_that_keeps_failing(store: Arc<dyn Store>) {
-    leader(&*store).await;
-    store
-        .create_job(&every_second("broken"), t(0))
-        .await
-        .unwrap();
-    let failed = RunTransition::to(RunState::Failed).with_error("exit status 1");
-    let mut ends = Vec::new();
-    for second in [0, 5, 11] {
-        let id = start_run(&*store, t(second)).await;
-        let order = FinishOrder {
-            id,
-            transition: failed.clone(),
-            rules: rules(0),
-        };
-        let mut finished = store.finish_runs(&[order], t(second)).await.unwrap();
-        ends.push(finished.remove(0).unwrap());
-    }
-    assert_eq!(
-        ends.iter()
-            .map(|end| end.paused.is_some())
-            .collect::<Vec<_>>(),
-        [false, false, true]
-    );
-    let job = store.get_job("broken").await.unwrap();
-    assert!(job.spec.paused);
-    assert_eq!(job.failures.failure_count, 3);
-    assert_eq!(job.failures.first_failure_at, Some(t(0)));
-}
-
 /// Each consumer can hold just its part of the store (trait upcasting), and the parts are
 /// one store.
 async fn each_consumer_takes_its_part(store: Arc<dyn Store>) {
@@ -1532,22 +1500,46 @@ async fn each_consumer_takes_its_part(store: Arc<dyn Store>) {
 }
 
 async fn a_job_that_keeps_failing_is_paused(store: Arc<dyn Store>) {
+    keeps_failing_until_paused(store, false).await;
+}
+
+/// The batched end (`finish_runs`) plans from the same streak as `finish_run`.
+async fn a_job_that_keeps_failing_is_paused_by_batched_ends_too(store: Arc<dyn Store>) {
+    keeps_failing_until_paused(store, true).await;
+}
+
+/// Failures at 0, 11 and 22 s against a rule of 3 failures over 10 s: the third pauses the
+/// job; the second, already past the span, does not — the rule is judged on the streak
+/// after each end, which must count each failure once.
+async fn keeps_failing_until_paused(store: Arc<dyn Store>, batched: bool) {
     leader(&*store).await;
     store
         .create_job(&every_second("broken"), t(0))
         .await
         .unwrap();
     let failed = RunTransition::to(RunState::Failed).with_error("exit status 1");
-    let mut paused = None;
-    for second in [0, 5, 11] {
+    let mut paused = Vec::new();
+    for second in [0, 11, 22] {
         let id = start_run(&*store, t(second)).await;
-        paused = store
-            .finish_run(id, &failed, &rules(0), t(second))
-            .await
-            .unwrap()
-            .paused;
+        let finished = if batched {
+            let order = FinishOrder {
+                id,
+                transition: failed.clone(),
+                rules: rules(0),
+            };
+            let mut batch = store.finish_runs(&[order], t(second)).await.unwrap();
+            batch.remove(0).unwrap()
+        } else {
+            store
+                .finish_run(id, &failed, &rules(0), t(second))
+                .await
+                .unwrap()
+        };
+        paused.push(finished.paused);
     }
-    let reason = paused.expect("3 failures over 11 s pause the job");
+    assert_eq!(paused[..2], [None, None]);
+    let paused = paused.pop().flatten();
+    let reason = paused.expect("3 failures over 22 s pause the job");
     assert!(
         reason.starts_with("paused automatically: 3 consecutive failures"),
         "{reason}"
@@ -1555,9 +1547,13 @@ async fn a_job_that_keeps_failing_is_paused(store: Arc<dyn Store>) {
     let job = store.get_job("broken").await.unwrap();
     assert!(job.spec.paused);
     assert_eq!(job.spec.pause_note.as_deref(), Some(reason.as_str()));
+    assert_eq!(
+        (job.failures.failure_count, job.failures.first_failure_at),
+        (3, Some(t(0)))
+    );
     assert!(
         store
-            .lease_due(t(20), EPOCH, 10, &settings())
+            .lease_due(t(30), EPOCH, 10, &settings())
             .await
             .unwrap()
             .runs
@@ -1716,7 +1712,7 @@ on_both_backends!(
     lost_runs_are_retried_a_bounded_number_of_times,
     failed_runs_are_retried_after_a_backoff,
     a_job_that_keeps_failing_is_paused,
-    batched_ends_pause_a_job_that_keeps_failing,
+    a_job_that_keeps_failing_is_paused_by_batched_ends_too,
     each_consumer_takes_its_part,
     work_left_continues_at_once,
     cancels_stop_pending_runs_and_flag_running_ones,
