@@ -8,7 +8,7 @@ mod admin_api;
 use admin_api::{json, refused, snapshot, start_admin, succeeds};
 use chrono::{TimeDelta, Utc};
 use cronfleet_e2e::cronfleet_binary;
-use cronfleet_store::{RunFilter, RunTransition, Store};
+use cronfleet_store::{JobStore, LeaderStore, RunFilter, RunTransition};
 use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

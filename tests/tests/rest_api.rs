@@ -18,7 +18,7 @@ use cronfleet_proto::v1 as pb;
 use cronfleet_proto::v1::cluster_service_client::ClusterServiceClient;
 use cronfleet_proto::v1::job_service_client::JobServiceClient;
 use cronfleet_proto::v1::run_service_client::RunServiceClient;
-use cronfleet_store::{RunTransition, Store};
+use cronfleet_store::{JobStore, LeaderStore, RunTransition};
 use serde_json::{Value, json};
 use tonic::transport::{Channel, Endpoint};
 

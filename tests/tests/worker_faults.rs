@@ -428,7 +428,7 @@ async fn a_worker_id_is_one_session_that_reports_on_its_own_runs_only() {
 /// until the deadline plus the grace (an hour by default).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_run_dispatched_to_a_connection_that_is_gone_is_run_again() {
-    use cronfleet_store::{PostgresStore, RunTransition, Store};
+    use cronfleet_store::{JobStore, LeaderStore, PostgresStore, RunTransition};
 
     let database = cronfleet_testkit::test_database().await.expect("database");
     let mut cluster = Cluster::new(database.url());

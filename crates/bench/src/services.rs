@@ -8,7 +8,7 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use cronfleet_core::job::JobSpec;
 use cronfleet_core::schedule::Schedule;
-use cronfleet_store::{PostgresStore, Store};
+use cronfleet_store::{JobStore, PostgresStore};
 use cronfleet_testkit::{EtcdServer, PostgresOptions, PostgresServer, create_database_on};
 use serde_json::json;
 use sqlx::PgPool;

@@ -15,6 +15,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::TimeDelta;
 use cronfleet_proto::v1::worker_service_server::WorkerService;
@@ -29,6 +30,7 @@ use crate::node::{Node, Role, Term};
 use crate::protocol::{self, Registration, SessionTerms, WorkerReport};
 use crate::registry::WorkerSender;
 use crate::runs::RunChanges;
+use crate::store_wrappers::RetryingStore;
 use crate::workers::{WorkerInfo, WorkerState};
 
 /// At most this many reports already received from one worker are handled together.
@@ -38,6 +40,9 @@ const STREAM_BUFFER: usize = 1024;
 /// Batches of reports one stream's reader may queue for its writer while the store is
 /// slow, before it waits (and stops answering heartbeats).
 const REPORT_QUEUE: usize = 256;
+/// How long a worker's report is retried while the store is unreachable (it is restarting,
+/// say) before the report is given up and the monitor's deadline rule takes over.
+const REPORT_RETRY_FOR: Duration = Duration::from_secs(120);
 
 /// The `WorkerService` implementation.
 #[derive(Clone, Debug)]
@@ -92,8 +97,14 @@ impl WorkerService for WorkerGateway {
             Role::Leader(term) => {
                 let worker = registration.node_id.clone();
                 let connection = self.admit(&term, registration, sender.clone()).await?;
+                let reports_store = RetryingStore::new(
+                    Arc::clone(&self.node.store),
+                    REPORT_RETRY_FOR,
+                    term.ended.clone(),
+                );
                 let session = Session {
                     node: Arc::clone(&self.node),
+                    reports_store,
                     term,
                     worker,
                     connection,
@@ -196,6 +207,8 @@ impl WorkerGateway {
 #[derive(Debug)]
 struct Session {
     node: Arc<Node>,
+    /// Where its reports are written: the node's store, retried while unreachable.
+    reports_store: RetryingStore,
     term: Term,
     worker: String,
     connection: u64,
@@ -335,7 +348,7 @@ impl Session {
     /// and run ends are written together: starts first (a run's start always arrives
     /// before its end), then ends. Progress first writes what is pending.
     async fn handle_reports(&self, reports: Vec<WorkerReport>) {
-        let changes = RunChanges::new(&self.node, &self.term);
+        let changes = RunChanges::through(&self.node, &self.term, &self.reports_store);
         let worker = self.worker.as_str();
         let mut started = Vec::new();
         let mut finished = Vec::new();

@@ -25,6 +25,7 @@ pub mod rest;
 mod run_trace;
 mod runs;
 pub mod server;
+mod store_wrappers;
 pub mod wake;
 pub mod workers;
 

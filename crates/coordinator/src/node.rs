@@ -10,7 +10,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use cronfleet_store::Store;
+use cronfleet_store::LeaderStore;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -51,7 +51,8 @@ pub(crate) struct Term {
 /// Everything the coordinator's tasks share.
 pub(crate) struct Node {
     pub config: CoordinatorConfig,
-    pub store: Arc<dyn Store>,
+    /// What the leader needs of the store, its failures counted (`store_wrappers.rs`).
+    pub store: Arc<dyn LeaderStore>,
     pub clock: Arc<dyn Clock>,
     pub election: Arc<dyn Election>,
     pub registry: Arc<Registry>,

@@ -7,32 +7,43 @@
 //! a run's place.
 //!
 //! Nothing here reads a run back from the store: what a change needs (the run's worker,
-//! its job and times for the metrics) comes with the change.
-
-use std::future::Future;
-use std::time::Duration;
+//! its job and times for the metrics) comes with the change. The store it writes through
+//! is the node's (counted), or for worker reports one that also retries while the store
+//! is unreachable (`store_wrappers.rs`), so that a report is not dropped while
+//! PostgreSQL restarts.
 
 use cronfleet_core::run::{Progress, Run, RunState, output_tail};
-use cronfleet_store::{FinishOrder, Finished, RunTransition, StoreError};
+use cronfleet_store::{FinishOrder, Finished, LeaderStore, RunTransition, StoreError};
 use tracing::{info, warn};
 
 use crate::node::{Node, Term};
 use crate::protocol::{self, ReportedEnd, RunEnd};
-
-/// How long a worker's report is retried while the store is unreachable (it is restarting,
-/// say) before the report is given up and the monitor's deadline rule takes over.
-const REPORT_RETRY_FOR: Duration = Duration::from_secs(120);
 
 /// The changes of runs one leader makes in one term.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct RunChanges<'a> {
     node: &'a Node,
     term: &'a Term,
+    store: &'a dyn LeaderStore,
 }
 
 impl<'a> RunChanges<'a> {
+    /// Changes written through the node's store.
     pub(crate) fn new(node: &'a Node, term: &'a Term) -> RunChanges<'a> {
-        RunChanges { node, term }
+        RunChanges {
+            node,
+            term,
+            store: node.store.as_ref(),
+        }
+    }
+
+    /// Changes written through `store` (the retrying store of a worker's reports).
+    pub(crate) fn through(
+        node: &'a Node,
+        term: &'a Term,
+        store: &'a dyn LeaderStore,
+    ) -> RunChanges<'a> {
+        RunChanges { node, term, store }
     }
 
     /// Tells `worker` (if it is connected) to stop run `run_id`.
@@ -52,7 +63,7 @@ impl<'a> RunChanges<'a> {
     pub(crate) async fn lose(&self, run_id: i64, reason: &str) -> bool {
         let node = self.node;
         let now = node.clock.now();
-        match node
+        match self
             .store
             .mark_lost(
                 run_id,
@@ -63,19 +74,16 @@ impl<'a> RunChanges<'a> {
             )
             .await
         {
-            Ok(next) => {
+            Ok(lost) => {
                 info!(
                     run_id,
                     reason,
                     epoch = self.term.epoch,
-                    rerun = next.as_ref().map(|run| run.id),
+                    rerun = lost.rerun.as_ref().map(|run| run.id),
                     "run lost"
                 );
-                // Rare enough to read the lost run back for its job and times.
-                if let Ok(lost) = node.store.get_run(run_id).await {
-                    node.metrics.run_finished(&lost);
-                }
-                if let Some(rerun) = &next {
+                node.metrics.run_finished(&lost.run);
+                if let Some(rerun) = &lost.rerun {
                     node.metrics.run_created(rerun.trigger);
                     node.dispatcher_wake.wake();
                 }
@@ -87,7 +95,6 @@ impl<'a> RunChanges<'a> {
             }
             Err(StoreError::IllegalTransition { .. }) => true,
             Err(error) => {
-                node.metrics.store_error("mark_lost", &error);
                 warn!(run_id, %error, "cannot mark the run lost; will try again");
                 true
             }
@@ -103,7 +110,7 @@ impl<'a> RunChanges<'a> {
             .with_error(error.clone())
             .fenced(self.term.epoch);
         let rules = node.config.finish_rules(0);
-        match node
+        match self
             .store
             .finish_run(run.id, &transition, &rules, node.clock.now())
             .await
@@ -137,16 +144,12 @@ impl<'a> RunChanges<'a> {
         let running = RunTransition::to(RunState::Running);
         let batch: Vec<(i64, RunTransition)> =
             run_ids.iter().map(|id| (*id, running.clone())).collect();
-        let results = match self
-            .retry_transient(|| node.store.transition_runs(&batch, node.clock.now()))
-            .await
-        {
-            Some(Ok(results)) => results,
-            Some(Err(error)) => {
+        let results = match self.store.transition_runs(&batch, node.clock.now()).await {
+            Ok(results) => results,
+            Err(error) => {
                 warn!(runs = run_ids.len(), worker, %error, "cannot record run starts");
                 return;
             }
-            None => return,
         };
         let now = node.clock.now();
         for (run_id, result) in run_ids.into_iter().zip(results) {
@@ -215,11 +218,8 @@ impl<'a> RunChanges<'a> {
             }
         }
         if !orders.is_empty() {
-            let result = self
-                .retry_transient(|| node.store.finish_runs(&orders, node.clock.now()))
-                .await;
-            match result {
-                Some(Ok(results)) => {
+            match self.store.finish_runs(&orders, node.clock.now()).await {
+                Ok(results) => {
                     for (order, result) in orders.iter().zip(results) {
                         match result {
                             Ok(finished) => self.record_finished(&finished, worker),
@@ -229,10 +229,9 @@ impl<'a> RunChanges<'a> {
                         }
                     }
                 }
-                Some(Err(error)) => {
+                Err(error) => {
                     warn!(runs = orders.len(), worker, %error, "cannot record the runs' results")
                 }
-                None => {}
             }
             // Only now: until its end is recorded, the run is still this session's (the
             // monitor would take an active run its session does not hold for an orphan).
@@ -245,7 +244,7 @@ impl<'a> RunChanges<'a> {
 
     /// Records a run's latest progress report.
     pub(crate) async fn record_progress(&self, run_id: i64, progress: Progress) {
-        if let Err(error) = self.node.store.record_progress(run_id, progress).await {
+        if let Err(error) = self.store.record_progress(run_id, progress).await {
             warn!(run_id, %error, "cannot record progress");
         }
     }
@@ -271,31 +270,6 @@ impl<'a> RunChanges<'a> {
         }
         if let Some(reason) = &finished.paused {
             warn!(job = %run.job_name, reason, "job paused automatically");
-        }
-    }
-
-    /// Runs a store call for a worker's report, retrying while the store is unreachable
-    /// (for at most [`REPORT_RETRY_FOR`], and not past the term). `None` when it gave up.
-    async fn retry_transient<T, F, Fut>(&self, mut call: F) -> Option<Result<T, StoreError>>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, StoreError>>,
-    {
-        let started = tokio::time::Instant::now();
-        let mut pause = Duration::from_millis(100);
-        loop {
-            let result = call().await;
-            match &result {
-                Err(error) if error.is_transient() && started.elapsed() < REPORT_RETRY_FOR => {
-                    warn!(%error, "store unavailable; retrying a worker report");
-                }
-                _ => return Some(result),
-            }
-            tokio::select! {
-                () = self.term.ended.cancelled() => return None,
-                () = tokio::time::sleep(pause) => {}
-            }
-            pause = (pause * 2).min(Duration::from_secs(2));
         }
     }
 }

@@ -10,14 +10,14 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
 use cronfleet_proto::v1::worker_service_server::WorkerServiceServer;
-use cronfleet_store::Store;
+use cronfleet_store::{Changes, JobStore, LeaderStore, Store};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::admin::{AdminServices, ClusterContext};
 use crate::clock::Clock;
@@ -31,6 +31,7 @@ use crate::protocol;
 use crate::registry::Registry;
 use crate::rest;
 use crate::run_trace::RunTraces;
+use crate::store_wrappers::InstrumentedStore;
 use crate::wake::Wakeup;
 use crate::workers::WorkerDirectory;
 
@@ -139,9 +140,11 @@ pub async fn start(
     let (role, role_receiver) = watch::channel(Role::Follower);
     let registry = Arc::new(Registry::default());
     let scheduler_wake = Wakeup::default();
+    let metrics = CoordinatorMetrics::new();
+    let leader_store: Arc<dyn LeaderStore> = store.clone();
     let node = Arc::new(Node {
         config,
-        store: Arc::clone(&store),
+        store: Arc::new(InstrumentedStore::new(leader_store, Arc::clone(&metrics))),
         clock: Arc::clone(&clock),
         election,
         registry: Arc::clone(&registry),
@@ -149,7 +152,7 @@ pub async fn start(
         dispatcher_wake: Wakeup::default(),
         role,
         traces: RunTraces::default(),
-        metrics: CoordinatorMetrics::new(),
+        metrics,
     });
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
@@ -183,7 +186,7 @@ pub async fn start(
         );
     tasks.spawn(async move { grpc.await.map_err(CoordinatorError::from) });
 
-    let http = health_routes(Arc::clone(&node)).merge(rest_api);
+    let http = health_routes(Arc::clone(&node), store.clone()).merge(rest_api);
     let http_shutdown = shutdown.clone();
     tasks.spawn(async move {
         axum::serve(http_listener, http)
@@ -192,7 +195,7 @@ pub async fn start(
             .map_err(CoordinatorError::Http)
     });
 
-    tasks.spawn(relay_changes(Arc::clone(&node), shutdown.clone()));
+    tasks.spawn(relay_changes(Arc::clone(&node), store, shutdown.clone()));
     tasks.spawn(lead_while_elected(Arc::clone(&node), shutdown.clone()));
     info!(node = %node.config.node_id, %grpc_addr, %http_addr, "coordinator started");
     Ok(CoordinatorHandle {
@@ -206,7 +209,7 @@ pub async fn start(
 
 /// `/healthz`: the process serves. `/readyz`: it can reach its store. `/metrics`:
 /// Prometheus metrics.
-fn health_routes(node: Arc<Node>) -> Router {
+fn health_routes(node: Arc<Node>, jobs: Arc<dyn JobStore>) -> Router {
     let scraped = Arc::clone(&node);
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -225,9 +228,9 @@ fn health_routes(node: Arc<Node>) -> Router {
         .route(
             "/readyz",
             get(move || {
-                let node = Arc::clone(&node);
+                let jobs = Arc::clone(&jobs);
                 async move {
-                    match node.store.epoch().await {
+                    match jobs.epoch().await {
                         Ok(_) => (StatusCode::OK, "ready".to_owned()),
                         Err(error) => (
                             StatusCode::SERVICE_UNAVAILABLE,
@@ -244,6 +247,7 @@ fn health_routes(node: Arc<Node>) -> Router {
 /// for as long as the coordinator runs. A store without announcements ends it at once.
 async fn relay_changes(
     node: Arc<Node>,
+    changes: Arc<dyn Changes>,
     shutdown: CancellationToken,
 ) -> Result<(), CoordinatorError> {
     const REOPEN_PAUSE: Duration = Duration::from_secs(1);
@@ -252,7 +256,7 @@ async fn relay_changes(
         node.dispatcher_wake.wake();
     };
     loop {
-        match node.store.change_feed().await {
+        match changes.change_feed().await {
             Ok(None) => return Ok(()),
             Ok(Some(mut feed)) => {
                 // Announcements made while there was no feed are gone: look once.
@@ -288,7 +292,7 @@ async fn scrape(node: &Node) -> String {
     if matches!(*node.role.borrow(), Role::Leader(_)) {
         match node.store.count_backlog(now).await {
             Ok(backlog) => node.metrics.set_backlog(backlog),
-            Err(error) => node.metrics.store_error("count_backlog", &error),
+            Err(error) => debug!(%error, "cannot count the backlog for this scrape"),
         }
     } else {
         node.metrics.set_backlog(0);

@@ -17,7 +17,7 @@ use cronfleet_proto::v1::cluster_service_client::ClusterServiceClient;
 use cronfleet_proto::v1::job_service_client::JobServiceClient;
 use cronfleet_proto::v1::run_service_client::RunServiceClient;
 use cronfleet_proto::{datetime, timestamp};
-use cronfleet_store::{PostgresStore, RunTransition, Store};
+use cronfleet_store::{JobStore, LeaderStore, PostgresStore, RunTransition};
 use tonic::Code;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Endpoint, Server};

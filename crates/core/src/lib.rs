@@ -8,6 +8,7 @@
 
 pub mod apply;
 pub mod duration;
+pub mod finish;
 pub mod job;
 pub mod lease;
 pub mod policy;

@@ -1,15 +1,18 @@
-//! The writes that leasing and run transitions make, computed once from core's decisions
-//! and executed by each back-end in its own SQL.
+//! The writes that leasing, run transitions and run ends make, computed once from core's
+//! decisions and executed by each back-end in its own SQL.
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use cronfleet_core::finish::{
+    FinishPlan, FinishRules, FollowUp, JobStanding, RunEnd, StreakChange,
+};
 use cronfleet_core::job::Job;
 use cronfleet_core::lease::{DueJob, LeaseSettings, SlotRange, plan_lease};
-use cronfleet_core::policy::{OpenRuns, RetryPolicy};
+use cronfleet_core::policy::OpenRuns;
 use cronfleet_core::run::{Run, RunState, Trigger, bounded_output};
 
-use crate::{FinishRules, RunTransition, StoreError};
+use crate::{RunTransition, StoreError};
 
 /// A row to insert into `runs`.
 #[derive(Debug)]
@@ -122,25 +125,6 @@ pub(crate) fn plan_writes(
     writes
 }
 
-/// What a finished run does to its job's failure streak.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum StreakChange {
-    Unchanged,
-    Reset,
-    Failure,
-}
-
-impl StreakChange {
-    /// The name the job update statement switches on.
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            StreakChange::Unchanged => "unchanged",
-            StreakChange::Reset => "reset",
-            StreakChange::Failure => "failure",
-        }
-    }
-}
-
 /// The new column values of a run after a transition, and its effect on the job.
 #[derive(Debug)]
 pub(crate) struct RunUpdate {
@@ -186,31 +170,12 @@ pub(crate) fn plan_transition(
             .or_else(|| run.output.clone()),
         trace_id: transition.trace_id.clone().or_else(|| run.trace_id.clone()),
         job_last_run_at: (to == RunState::Running).then_some(now),
-        streak: match to {
-            RunState::Succeeded => StreakChange::Reset,
-            RunState::Failed | RunState::TimedOut => StreakChange::Failure,
-            _ => StreakChange::Unchanged,
-        },
+        streak: StreakChange::of(to),
     })
 }
 
-/// A run to create after another ended.
-#[derive(Debug)]
-pub(crate) struct FollowUp {
-    pub slot: DateTime<Utc>,
-    pub attempt: i32,
-    pub trigger: &'static str,
-    pub not_before: Option<DateTime<Utc>>,
-}
-
-/// What follows a run that ended in `state`, given its job as it is after the end
-/// (failure streak updated).
-#[derive(Debug, Default)]
-pub(crate) struct FinishPlan {
-    pub follow_up: Option<FollowUp>,
-    pub pause_reason: Option<String>,
-}
-
+/// What follows `run`'s end in `state`, for its job as it stood before that end: core's
+/// [`cronfleet_core::finish::plan_finish`] with what it needs of the rows.
 pub(crate) fn plan_finish(
     run: &Run,
     state: RunState,
@@ -218,48 +183,23 @@ pub(crate) fn plan_finish(
     rules: &FinishRules,
     now: DateTime<Utc>,
 ) -> FinishPlan {
-    match state {
-        RunState::Failed | RunState::TimedOut => {
-            // A job that keeps failing is paused rather than retried once more.
-            if !job.spec.paused
-                && let Some(reason) = rules.auto_pause.pause_reason(job.failures, now)
-            {
-                return FinishPlan {
-                    follow_up: None,
-                    pause_reason: Some(reason),
-                };
-            }
-            let retry = RetryPolicy {
-                retries: job.spec.retries,
-                base_delay: rules.retry_base_delay,
-                max_delay: rules.retry_max_delay,
-            };
-            let follow_up = retry.should_retry(run.attempt).then(|| {
-                let backoff = retry.backoff(run.attempt, rules.jitter);
-                FollowUp {
-                    slot: run.slot,
-                    attempt: i32::try_from(run.attempt + 1).unwrap_or(i32::MAX),
-                    trigger: Trigger::Retry.as_str(),
-                    not_before: Some(
-                        now + chrono::TimeDelta::from_std(backoff).unwrap_or_default(),
-                    ),
-                }
-            });
-            FinishPlan {
-                follow_up,
-                pause_reason: None,
-            }
-        }
-        RunState::Succeeded if rules.remaining > 0 => FinishPlan {
-            // At once, behind the runs already waiting (dispatch goes by priority, then age).
-            follow_up: Some(FollowUp {
-                slot: now,
-                attempt: 1,
-                trigger: Trigger::Continuation.as_str(),
-                not_before: None,
-            }),
-            pause_reason: None,
+    cronfleet_core::finish::plan_finish(
+        RunEnd {
+            slot: run.slot,
+            attempt: run.attempt,
+            state,
         },
-        _ => FinishPlan::default(),
-    }
+        JobStanding {
+            retries: job.spec.retries,
+            paused: job.spec.paused,
+            failures: job.failures,
+        },
+        rules,
+        now,
+    )
+}
+
+/// The `attempt` column of a follow-up run.
+pub(crate) fn attempt_column(follow_up: &FollowUp) -> i32 {
+    i32::try_from(follow_up.attempt).unwrap_or(i32::MAX)
 }

@@ -14,7 +14,8 @@ use cronfleet_core::policy::{CatchUpPolicy, OverlapPolicy};
 use cronfleet_core::run::{MAX_OUTPUT_BYTES, RunState, Trigger};
 use cronfleet_core::schedule::Schedule;
 use cronfleet_store::{
-    FinishOrder, PostgresStore, RunFilter, RunOrder, RunTransition, SqliteStore, Store, StoreError,
+    Changes, FinishOrder, JobStore, LeaderStore, Lost, PostgresStore, RequestedCancel, RunFilter,
+    RunOrder, RunTransition, SqliteStore, Store, StoreError,
 };
 
 const EPOCH: i64 = 7;
@@ -880,7 +881,13 @@ async fn replace_cancels_the_old_runs(store: Arc<dyn Store>) {
         .await
         .unwrap();
     let second_lease = store.lease_due(t(1), EPOCH, 10, &settings()).await.unwrap();
-    assert_eq!(second_lease.cancel_requested, [first]);
+    assert_eq!(
+        second_lease.cancel_requested,
+        [RequestedCancel {
+            run_id: first,
+            worker: Some("w".to_owned())
+        }]
+    );
     let second = second_lease.runs[0].id;
     assert!(
         store
@@ -1219,11 +1226,18 @@ async fn lost_runs_are_retried_a_bounded_number_of_times(store: Arc<dyn Store>) 
             .await
             .unwrap_err();
         assert!(matches!(stale, StoreError::Fenced { .. }));
-        let next = store
+        let Lost {
+            run: lost,
+            rerun: next,
+        } = store
             .mark_lost(id, EPOCH, "worker w silent for 6s", 3, t(2))
             .await
             .unwrap();
-        let lost = store.get_run(id).await.unwrap();
+        assert_eq!(
+            lost,
+            store.get_run(id).await.unwrap(),
+            "the lost run as stored"
+        );
         assert_eq!(lost.state, RunState::Lost);
         assert_eq!(lost.error.as_deref(), Some("worker w silent for 6s"));
         assert_eq!(
@@ -1468,23 +1482,64 @@ async fn failed_runs_are_retried_after_a_backoff(store: Arc<dyn Store>) {
     );
 }
 
+/// Each consumer can hold just its part of the store (trait upcasting), and the parts are
+/// one store.
+async fn each_consumer_takes_its_part(store: Arc<dyn Store>) {
+    let jobs: Arc<dyn JobStore> = store.clone();
+    let leader_part: Arc<dyn LeaderStore> = store.clone();
+    let changes: Arc<dyn Changes> = store;
+    assert_eq!(leader_part.raise_epoch(EPOCH).await.unwrap(), EPOCH);
+    assert_eq!(jobs.epoch().await.unwrap(), EPOCH);
+    jobs.create_job(&every_second("parts"), t(0)).await.unwrap();
+    let lease = leader_part
+        .lease_due(t(0), EPOCH, 10, &settings())
+        .await
+        .unwrap();
+    assert_eq!(lease.runs.len(), 1);
+    changes.announce_change().await.unwrap();
+}
+
 async fn a_job_that_keeps_failing_is_paused(store: Arc<dyn Store>) {
+    keeps_failing_until_paused(store, false).await;
+}
+
+/// The batched end (`finish_runs`) plans from the same streak as `finish_run`.
+async fn a_job_that_keeps_failing_is_paused_by_batched_ends_too(store: Arc<dyn Store>) {
+    keeps_failing_until_paused(store, true).await;
+}
+
+/// Failures at 0, 11 and 22 s against a rule of 3 failures over 10 s: the third pauses the
+/// job; the second, already past the span, does not — the rule is judged on the streak
+/// after each end, which must count each failure once.
+async fn keeps_failing_until_paused(store: Arc<dyn Store>, batched: bool) {
     leader(&*store).await;
     store
         .create_job(&every_second("broken"), t(0))
         .await
         .unwrap();
     let failed = RunTransition::to(RunState::Failed).with_error("exit status 1");
-    let mut paused = None;
-    for second in [0, 5, 11] {
+    let mut paused = Vec::new();
+    for second in [0, 11, 22] {
         let id = start_run(&*store, t(second)).await;
-        paused = store
-            .finish_run(id, &failed, &rules(0), t(second))
-            .await
-            .unwrap()
-            .paused;
+        let finished = if batched {
+            let order = FinishOrder {
+                id,
+                transition: failed.clone(),
+                rules: rules(0),
+            };
+            let mut batch = store.finish_runs(&[order], t(second)).await.unwrap();
+            batch.remove(0).unwrap()
+        } else {
+            store
+                .finish_run(id, &failed, &rules(0), t(second))
+                .await
+                .unwrap()
+        };
+        paused.push(finished.paused);
     }
-    let reason = paused.expect("3 failures over 11 s pause the job");
+    assert_eq!(paused[..2], [None, None]);
+    let paused = paused.pop().flatten();
+    let reason = paused.expect("3 failures over 22 s pause the job");
     assert!(
         reason.starts_with("paused automatically: 3 consecutive failures"),
         "{reason}"
@@ -1492,9 +1547,13 @@ async fn a_job_that_keeps_failing_is_paused(store: Arc<dyn Store>) {
     let job = store.get_job("broken").await.unwrap();
     assert!(job.spec.paused);
     assert_eq!(job.spec.pause_note.as_deref(), Some(reason.as_str()));
+    assert_eq!(
+        (job.failures.failure_count, job.failures.first_failure_at),
+        (3, Some(t(0)))
+    );
     assert!(
         store
-            .lease_due(t(20), EPOCH, 10, &settings())
+            .lease_due(t(30), EPOCH, 10, &settings())
             .await
             .unwrap()
             .runs
@@ -1653,6 +1712,8 @@ on_both_backends!(
     lost_runs_are_retried_a_bounded_number_of_times,
     failed_runs_are_retried_after_a_backoff,
     a_job_that_keeps_failing_is_paused,
+    a_job_that_keeps_failing_is_paused_by_batched_ends_too,
+    each_consumer_takes_its_part,
     work_left_continues_at_once,
     cancels_stop_pending_runs_and_flag_running_ones,
     old_and_surplus_runs_are_pruned_in_small_batches,

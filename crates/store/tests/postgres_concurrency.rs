@@ -11,7 +11,7 @@ use cronfleet_core::duration::Interval;
 use cronfleet_core::job::JobSpec;
 use cronfleet_core::lease::LeaseSettings;
 use cronfleet_core::schedule::Schedule;
-use cronfleet_store::{PostgresStore, Store, StoreError};
+use cronfleet_store::{Changes, JobStore, LeaderStore, PostgresStore, StoreError};
 
 fn t(secs: i64) -> DateTime<Utc> {
     Utc.timestamp_opt(1_800_000_000 + secs, 0).unwrap()

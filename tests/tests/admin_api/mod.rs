@@ -14,7 +14,7 @@ use cronfleet_coordinator::clock::SystemClock;
 use cronfleet_coordinator::wake::Wakeup;
 use cronfleet_coordinator::workers::{WorkerDirectory, WorkerInfo, WorkerState};
 use cronfleet_e2e::cronfleet_binary;
-use cronfleet_store::{PostgresStore, RunFilter, Store};
+use cronfleet_store::{JobStore, PostgresStore, RunFilter};
 use serde_json::Value;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;

@@ -42,7 +42,7 @@ use std::time::Instant;
 use cronfleet_proto::v1::cluster_service_server::ClusterServiceServer;
 use cronfleet_proto::v1::job_service_server::JobServiceServer;
 use cronfleet_proto::v1::run_service_server::RunServiceServer;
-use cronfleet_store::Store;
+use cronfleet_store::{Changes, JobStore, Store};
 use tokio::sync::watch;
 use tonic::{Code, Response, Status};
 
@@ -61,7 +61,9 @@ pub struct AdminServices {
 
 #[derive(Clone, Debug)]
 struct AdminState {
-    store: Arc<dyn Store>,
+    /// What the admin API needs of the store: jobs and runs, and announcing changes.
+    store: Arc<dyn JobStore>,
+    changes: Arc<dyn Changes>,
     clock: Arc<dyn Clock>,
     /// Signalled when jobs or manual runs change, so the scheduler and dispatcher look
     /// again instead of sleeping until their previous deadline.
@@ -100,7 +102,8 @@ impl AdminServices {
     ) -> AdminServices {
         AdminServices {
             state: Arc::new(AdminState {
-                store,
+                store: store.clone(),
+                changes: store,
                 clock,
                 wakeup,
                 dispatch_wakeup: None,
@@ -157,7 +160,7 @@ impl AdminServices {
             .add_service(cluster)
     }
 
-    fn store(&self) -> &dyn Store {
+    fn store(&self) -> &dyn JobStore {
         self.state.store.as_ref()
     }
 
@@ -184,7 +187,7 @@ impl AdminServices {
     /// The change is committed either way; without the announcement the leader notices
     /// it at its next deadline instead of now.
     async fn announce(&self) {
-        if let Err(error) = self.store().announce_change().await {
+        if let Err(error) = self.state.changes.announce_change().await {
             tracing::warn!(%error, "cannot announce a change to the other coordinators");
         }
     }

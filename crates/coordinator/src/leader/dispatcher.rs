@@ -61,7 +61,6 @@ pub(super) async fn run_dispatcher(node: Arc<Node>, term: Term) {
                 for (reason, ids) in waiting {
                     debug!(runs = ids.len(), reason, "runs wait");
                     if let Err(error) = node.store.set_pending_reason(&ids, Some(&reason)).await {
-                        node.metrics.store_error("set_pending_reason", &error);
                         warn!(%error, "cannot record why runs wait");
                     }
                 }
@@ -76,7 +75,6 @@ pub(super) async fn run_dispatcher(node: Arc<Node>, term: Term) {
                 }
             }
             Err(error) => {
-                node.metrics.store_error("dispatchable_runs", &error);
                 warn!(%error, "cannot read dispatchable runs; will try again");
                 STORE_RETRY
             }
@@ -128,7 +126,6 @@ async fn dispatch_batch(
                 term.ended.cancel();
                 return None;
             }
-            node.metrics.store_error("transition_run", &error);
             warn!(runs = orders.len(), %error, "dispatch failed; will try again");
             return Some(0);
         }
@@ -148,7 +145,6 @@ async fn dispatch_batch(
                 match error {
                     StoreError::JobBusy { .. } | StoreError::IllegalTransition { .. } => {}
                     error => {
-                        node.metrics.store_error("transition_run", &error);
                         warn!(run_id = candidate.run.id, %error, "dispatch failed; will try again");
                     }
                 }

@@ -55,7 +55,6 @@ pub(super) async fn run_monitor(node: Arc<Node>, term: Term) {
         // Live logs go to the store, so that every replica shows them (`run logs`).
         for (run_id, output) in node.registry.unsaved_outputs(node.config.run_log_limit) {
             if let Err(error) = node.store.record_output(run_id, &output).await {
-                node.metrics.store_error("record_output", &error);
                 debug!(run_id, %error, "cannot record the run's log yet");
             }
         }
@@ -70,7 +69,6 @@ pub(super) async fn run_monitor(node: Arc<Node>, term: Term) {
         let active = match node.store.active_runs().await {
             Ok(active) => active,
             Err(error) => {
-                node.metrics.store_error("active_runs", &error);
                 warn!(%error, "cannot read active runs");
                 continue;
             }

@@ -37,7 +37,6 @@ pub(super) async fn run_pruner(node: Arc<Node>, term: Term) {
                     }
                 }
                 Err(error) => {
-                    node.metrics.store_error("prune_runs", &error);
                     warn!(%error, "cannot prune the run history; will try again");
                     break;
                 }

@@ -49,18 +49,17 @@ pub(super) async fn run_scheduler(node: Arc<Node>, term: Term) {
                     }
                     // Marked as sent, so the monitor's cancel delivery does not repeat it.
                     let changes = RunChanges::new(&node, &term);
-                    for run_id in lease.cancel_requested {
-                        if !node.registry.first_cancel(run_id) {
-                            continue;
-                        }
-                        let Some(worker) = worker_of(&node, run_id).await else {
+                    for cancel in lease.cancel_requested {
+                        let Some(worker) = cancel.worker.as_deref() else {
                             continue;
                         };
-                        changes.cancel(
-                            run_id,
-                            &worker,
-                            "replaced by a newer run (overlap policy replace)",
-                        );
+                        if node.registry.first_cancel(cancel.run_id) {
+                            changes.cancel(
+                                cancel.run_id,
+                                worker,
+                                "replaced by a newer run (overlap policy replace)",
+                            );
+                        }
                     }
                     if u32::try_from(lease.jobs_leased).unwrap_or(u32::MAX) < batch {
                         break;
@@ -72,7 +71,6 @@ pub(super) async fn run_scheduler(node: Arc<Node>, term: Term) {
                     return;
                 }
                 Err(error) => {
-                    node.metrics.store_error("lease_due", &error);
                     warn!(%error, "leasing failed; will try again");
                     failed = true;
                     break;
@@ -93,16 +91,6 @@ pub(super) async fn run_scheduler(node: Arc<Node>, term: Term) {
         };
         if !idle(&term, &node.scheduler_wake, wait).await {
             return;
-        }
-    }
-}
-
-async fn worker_of(node: &Node, run_id: i64) -> Option<String> {
-    match node.store.get_run(run_id).await {
-        Ok(run) => run.worker,
-        Err(error) => {
-            warn!(run_id, %error, "cannot look up the run to cancel");
-            None
         }
     }
 }
