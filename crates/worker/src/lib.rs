@@ -35,9 +35,9 @@
 //! `run.rs` (executing one run: deadline, stop, abandon), `context.rs` (what a handler
 //! sees), `lease_deadline.rs` (the lease's kill-by time for the watchdogs), `handlers/`
 //! (stock handlers), `status.rs` and `metrics.rs` (what the worker shows), `health.rs`
-//! (probes). Dependencies point one way: worker → connection → launcher → run → context →
-//! shared → (protocol, lease_guard, run_entry, status → metrics) → config; `shared.rs`
-//! imports none of `launcher`, `run`, `context`, `handler`.
+//! (probes). Dependencies point one way: worker → connection → launcher → run → handler →
+//! context → shared → (protocol, lease_guard, run_entry) → (config, status → metrics);
+//! `shared.rs` imports none of `launcher`, `run`, `context`, `handler`.
 //!
 //! Architecture invariant (DESIGN §2, invariant 1): a run never executes past the lease
 //! — renewed only by the coordinator's `LeaseRenewed`, counted from when the answered
