@@ -3,14 +3,14 @@
 //! cancel / drain, and reconnect with backoff when anything goes wrong.
 //!
 //! Runs outlive connections: they keep executing across a reconnect while the lease
-//! holds (see `shared.rs`), and report on whichever stream is current.
+//! holds (see `shared.rs`), and report on whichever stream is current. What the messages
+//! say is read and written by `protocol.rs`; this loop only moves them.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use cronfleet_proto::v1::coordinator_message::Kind as Incoming;
-use cronfleet_proto::v1::worker_message::Kind as Outgoing;
 use cronfleet_proto::v1::worker_service_client::WorkerServiceClient;
 use cronfleet_proto::v1::{CoordinatorMessage, NotLeader, WorkerMessage};
 use tokio::sync::mpsc;
@@ -23,7 +23,9 @@ use tonic::transport::Endpoint;
 use tracing::{debug, info, warn};
 
 use crate::backoff::{Backoff, ELECTION_RETRY, jittered};
-use crate::shared::{AssignDecision, BearerToken, Shared};
+use crate::config::BearerToken;
+use crate::launcher::{AssignDecision, Launcher};
+use crate::protocol::{self, SessionSettings};
 
 /// Longest wait for a TCP + HTTP/2 connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -56,7 +58,8 @@ enum SessionEnd {
 }
 
 /// Connects, and reconnects, until `exit` is cancelled.
-pub(crate) async fn maintain_connection(shared: Arc<Shared>, exit: CancellationToken) {
+pub(crate) async fn maintain_connection(launcher: Arc<Launcher>, exit: CancellationToken) {
+    let shared = &launcher.shared;
     let urls = shared.config.coordinators.clone();
     let mut next_url = 0usize;
     let mut redirect: Option<String> = None;
@@ -72,7 +75,7 @@ pub(crate) async fn maintain_connection(shared: Arc<Shared>, exit: CancellationT
                 url
             }
         };
-        let (registered, end) = session(&shared, &url, &exit).await;
+        let (registered, end) = session(&launcher, &url, &exit).await;
         if registered {
             backoff.reset();
             failures_in_round = 0;
@@ -147,12 +150,13 @@ enum Pause {
 }
 
 /// One stream: returns whether the worker got registered on it, and how it ended.
-async fn session(shared: &Arc<Shared>, url: &str, exit: &CancellationToken) -> (bool, SessionEnd) {
+async fn session(launcher: &Launcher, url: &str, exit: &CancellationToken) -> (bool, SessionEnd) {
+    let shared = &launcher.shared;
     let id = shared.new_session_id();
     let (tx, rx) = mpsc::unbounded_channel::<WorkerMessage>();
     // The Register snapshot is taken before dialling; runs finishing meanwhile are
     // listed in it anyway (finished-but-unreported runs are held too).
-    let _ = tx.send(shared.register_message());
+    let _ = tx.send(launcher.register_message());
     // The lease that Registered grants runs from here: no later than the coordinator's
     // view of it, which starts when the Register arrives.
     let register_sent = Instant::now();
@@ -227,7 +231,7 @@ async fn session(shared: &Arc<Shared>, url: &str, exit: &CancellationToken) -> (
         "registered with the leader"
     );
     let end = serve(
-        shared,
+        launcher,
         Session {
             id,
             url,
@@ -263,13 +267,14 @@ struct Session<'a> {
 
 /// The registered part of a session: heartbeats out, coordinator messages in.
 async fn serve(
-    shared: &Arc<Shared>,
+    launcher: &Launcher,
     session: Session<'_>,
     inbound: &mut Streaming<CoordinatorMessage>,
-    settings: &mut crate::shared::SessionSettings,
+    settings: &mut SessionSettings,
     lease_lost: &CancellationToken,
     exit: &CancellationToken,
 ) -> SessionEnd {
+    let shared = &launcher.shared;
     let mut heartbeat = heartbeat_timer(settings.heartbeat);
     loop {
         tokio::select! {
@@ -315,7 +320,7 @@ async fn serve(
                     }
                     Some(Incoming::Assign(assign)) => {
                         let run_id = assign.run_id;
-                        if let AssignDecision::Duplicate = shared.on_assign(session.tx, assign) {
+                        if let AssignDecision::Duplicate = launcher.on_assign(session.tx, assign) {
                             warn!(run_id, worker = %shared.config.node_id, "assign for a run already executing here: ignored");
                         }
                     }
@@ -361,8 +366,9 @@ async fn open(
         .map_err(|_| format!("no connection within {CONNECT_TIMEOUT:?}"))?
         .map_err(|error| describe_error(&error))?;
     let outbound = UnboundedReceiverStream::new(rx).map(move |message: WorkerMessage| {
-        if let Some(Outgoing::RunLog(log)) = &message.kind {
-            queued_log_bytes.fetch_sub(log.text.len(), Ordering::Relaxed);
+        let log_bytes = protocol::log_bytes(&message);
+        if log_bytes > 0 {
+            queued_log_bytes.fetch_sub(log_bytes, Ordering::Relaxed);
         }
         message
     });

@@ -9,7 +9,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
-use crate::shared::{RunEntry, Shared};
+use crate::run_entry::RunEntry;
+use crate::shared::Shared;
 
 /// One run, as its handler sees it. Cheap to clone (for tasks a handler spawns).
 #[derive(Clone)]
@@ -21,9 +22,9 @@ pub struct RunContext {
 impl fmt::Debug for RunContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RunContext")
-            .field("run_id", &self.run.run_id)
-            .field("job", &self.run.job)
-            .field("attempt", &self.run.attempt)
+            .field("run_id", &self.run.assignment.run_id)
+            .field("job", &self.run.assignment.job)
+            .field("attempt", &self.run.assignment.attempt)
             .finish_non_exhaustive()
     }
 }
@@ -39,42 +40,42 @@ impl RunContext {
 
     /// The run's id (unique in the cluster).
     pub fn run_id(&self) -> i64 {
-        self.run.run_id
+        self.run.assignment.run_id
     }
 
     /// The job's name.
     pub fn job(&self) -> &str {
-        &self.run.job
+        &self.run.assignment.job
     }
 
     /// The scheduled time this run is for.
     pub fn slot(&self) -> DateTime<Utc> {
-        self.run.slot
+        self.run.assignment.slot
     }
 
     /// 1 for the first attempt at a slot, 2 for its first retry, …
     pub fn attempt(&self) -> u32 {
-        self.run.attempt
+        self.run.assignment.attempt
     }
 
     /// Why the run exists: `schedule`, `manual`, `retry`, `catch_up` or `continuation`.
     pub fn trigger(&self) -> &str {
-        &self.run.trigger
+        &self.run.assignment.trigger
     }
 
     /// The job's args (`{}` when it has none).
     pub fn args(&self) -> &serde_json::Value {
-        &self.run.args
+        &self.run.assignment.args
     }
 
     /// When the run is stopped and reported `timed_out`, if it has a deadline.
     pub fn deadline(&self) -> Option<DateTime<Utc>> {
-        self.run.deadline
+        self.run.assignment.deadline
     }
 
     /// W3C trace context (`traceparent`, `tracestate`) of the run's trace.
     pub fn trace_context(&self) -> &BTreeMap<String, String> {
-        &self.run.trace_context
+        &self.run.assignment.trace_context
     }
 
     /// Cancelled when the run must stop: deadline, `Cancel`, lost lease or shutdown.
@@ -102,7 +103,7 @@ impl RunContext {
     /// The file with the lease's kill-by time (see `lease_deadline.rs`), for watchdogs
     /// that stop a run's processes from outside the worker.
     pub(crate) fn lease_deadline_file(&self) -> &std::path::Path {
-        self.shared.lease_deadline.path()
+        self.shared.lease_guard.kill_by_file()
     }
 
     /// Reports how far the run has come (`RunProgress`, repeated in heartbeats). The last

@@ -26,11 +26,18 @@
 //! # }
 //! ```
 //!
-//! Code map: `worker.rs` (builder, life and drain), `connection.rs` (the protocol loop),
-//! `shared.rs` (state shared by connection, lease guard and runs; the ordering rules),
-//! `run.rs` (one run: deadline, stop, abandon), `context.rs` (what a handler sees),
-//! `lease_deadline.rs` (the lease's kill-by time for the watchdogs), `handlers/` (stock
-//! handlers), `health.rs` (probes).
+//! Code map: `worker.rs` (builder, life and drain), `config.rs` (settings, defaults,
+//! `STOP_MARGIN`), `connection.rs` (the protocol loop), `protocol.rs` (every conversion
+//! to and from the wire messages), `launcher.rs` (the handlers; admits an assign and
+//! starts its run), `shared.rs` (state shared by connection, lease guard and runs; the
+//! ordering rules), `lease_guard.rs` (the lease, its renewal and self-fencing, the kill-by
+//! time), `run_entry.rs` (one run's record: assignment, stop reason, progress, output),
+//! `run.rs` (executing one run: deadline, stop, abandon), `context.rs` (what a handler
+//! sees), `lease_deadline.rs` (the lease's kill-by time for the watchdogs), `handlers/`
+//! (stock handlers), `status.rs` and `metrics.rs` (what the worker shows), `health.rs`
+//! (probes). Dependencies point one way: worker → connection → launcher → run → handler →
+//! context → shared → (protocol, lease_guard, run_entry) → (config, status → metrics);
+//! `shared.rs` imports none of `launcher`, `run`, `context`, `handler`.
 //!
 //! Architecture invariant (DESIGN §2, invariant 1): a run never executes past the lease
 //! — renewed only by the coordinator's `LeaseRenewed`, counted from when the answered
@@ -41,27 +48,32 @@
 //! even a frozen worker's scripts end on time; they never outlive the run or the worker.
 
 mod backoff;
+mod config;
 mod connection;
 mod context;
 mod error;
 mod handler;
 pub mod handlers;
 mod health;
+mod launcher;
 mod lease_deadline;
+mod lease_guard;
+mod lock;
 mod metrics;
 mod output;
+mod protocol;
 mod run;
+mod run_entry;
 mod shared;
 mod status;
 mod worker;
 
 pub use async_trait::async_trait;
+pub use config::{DEFAULT_CAPACITY, DEFAULT_DRAIN_TIMEOUT, DEFAULT_KILL_GRACE};
 pub use context::RunContext;
 pub use error::{HandlerError, WorkerError};
 pub use handler::{Handler, Outcome};
 pub use health::health_router;
 pub use output::DEFAULT_OUTPUT_BYTES;
 pub use status::{Registration, Status, WorkerStatus};
-pub use worker::{
-    DEFAULT_CAPACITY, DEFAULT_DRAIN_TIMEOUT, DEFAULT_KILL_GRACE, Worker, WorkerBuilder,
-};
+pub use worker::{Worker, WorkerBuilder};

@@ -1,5 +1,7 @@
 //! A worker's Prometheus metrics, served on `/metrics` next to its probes: capacity, busy
-//! slots, whether it is registered, and what its handlers did. One registry per worker.
+//! slots, whether it is registered, and what its handlers did. One registry per worker;
+//! the scrape-time gauges are rendered from plain [`GaugeValues`], so this module knows
+//! nothing of where they come from.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,8 +15,6 @@ use prometheus_client::registry::{Registry, Unit};
 
 pub use cronfleet_telemetry::metrics::CONTENT_TYPE;
 use cronfleet_telemetry::metrics::{duration_histogram, render};
-
-use crate::status::Status;
 
 /// Schedule lag as this worker sees it (the assign's slot to the moment it starts the
 /// run): fine-grained where DESIGN §6's targets are (p50 ≤ 5 ms, p99 ≤ 50 ms), so a
@@ -35,6 +35,15 @@ struct OutcomeLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HandlerLabels {
     handler: String,
+}
+
+/// The values of the scrape-time gauges, read from the worker's state at render time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GaugeValues {
+    /// Runs executing now.
+    pub busy_slots: usize,
+    /// Whether the worker is registered with a leader.
+    pub connected: bool,
 }
 
 #[derive(Debug)]
@@ -121,11 +130,11 @@ impl WorkerMetrics {
         self.schedule_lag.observe(lag.as_secs_f64());
     }
 
-    /// The metrics as Prometheus (OpenMetrics) text, with the gauges taken from `status`.
-    pub fn render(&self, status: &Status) -> String {
+    /// The metrics as Prometheus (OpenMetrics) text, with the gauges set to `gauges`.
+    pub fn render(&self, gauges: GaugeValues) -> String {
         self.busy_slots
-            .set(i64::try_from(status.running).unwrap_or(i64::MAX));
-        self.connected.set(i64::from(status.registration.is_some()));
+            .set(i64::try_from(gauges.busy_slots).unwrap_or(i64::MAX));
+        self.connected.set(i64::from(gauges.connected));
         render(&self.registry)
     }
 }

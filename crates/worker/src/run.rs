@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use cronfleet_proto::v1::RunOutcome;
 use tokio::task::JoinError;
 use tracing::field::Empty;
 use tracing::{Instrument, error, info_span, warn};
@@ -13,14 +12,16 @@ use tracing::{Instrument, error, info_span, warn};
 use crate::context::RunContext;
 use crate::error::HandlerError;
 use crate::handler::{Handler, Outcome};
-use crate::shared::{Shared, StopReason};
+use crate::protocol;
+use crate::run_entry::StopReason;
+use crate::shared::Shared;
 
 /// How much longer than the kill grace a stopped handler may take to return: a shell
 /// handler needs the grace, then a moment to SIGKILL and reap its processes.
 const HANDLER_EXIT_MARGIN: Duration = Duration::from_millis(500);
 
 /// How long to wait for an abandoned handler's future to be dropped. Together with
-/// [`HANDLER_EXIT_MARGIN`] within the worker's `STOP_MARGIN`, the time the coordinator
+/// [`HANDLER_EXIT_MARGIN`] within [`crate::config::STOP_MARGIN`], the time the coordinator
 /// is told to allow beyond the kill grace.
 const ABANDON_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -28,15 +29,10 @@ const ABANDON_TIMEOUT: Duration = Duration::from_millis(500);
 /// stopped (EX_SOFTWARE).
 const UNSTOPPABLE_HANDLER_EXIT: i32 = 70;
 
-/// Runs `handler` for `ctx` and reports the result. `args_error` is set when the args
-/// could not be parsed: the run fails without calling the handler.
-pub(crate) async fn execute(
-    shared: Arc<Shared>,
-    ctx: RunContext,
-    handler: Arc<dyn Handler>,
-    args_error: Option<String>,
-) {
-    let run = ctx.entry();
+/// Runs `handler` for `ctx` and reports the result. When the args could not be parsed
+/// the run fails without calling the handler.
+pub(crate) async fn execute(shared: Arc<Shared>, ctx: RunContext, handler: Arc<dyn Handler>) {
+    let run = &ctx.entry().assignment;
     // The run's part of its trace on this worker, a child of the coordinator's dispatch.
     let span = info_span!(
         "execute",
@@ -55,7 +51,7 @@ pub(crate) async fn execute(
         &span,
         cronfleet_telemetry::extract_btree(&run.trace_context),
     );
-    let result = match args_error {
+    let result = match run.args_error.clone() {
         Some(error) => Err(HandlerError::new(error)),
         None => {
             supervise(&shared, ctx.clone(), handler, &span)
@@ -67,11 +63,14 @@ pub(crate) async fn execute(
     // Before the result seals the run: if the lease ran out meanwhile, that is why the
     // handler ended (the stop reason is set first, so the outcome says ABORTED).
     shared.check_lease();
-    let finished = run.finished(result);
-    let outcome = RunOutcome::try_from(finished.outcome).unwrap_or(RunOutcome::Unspecified);
-    span.record("outcome", outcome.as_str_name());
-    if !finished.error.is_empty() {
-        span.record("otel.status_description", finished.error.as_str());
+    let finished = run.seal(result.map(|outcome| outcome.remaining()));
+    span.record(
+        "outcome",
+        protocol::run_outcome(&finished.ending).as_str_name(),
+    );
+    let error = finished.ending.error();
+    if !error.is_empty() {
+        span.record("otel.status_description", error.as_str());
     }
     span.in_scope(|| shared.finish_run(run, finished));
 }
@@ -87,18 +86,18 @@ async fn supervise(
     let span = info_span!(
         parent: execute,
         "handler",
-        handler = %run.handler,
+        handler = %run.assignment.handler,
         exit_code = Empty,
         signal = Empty,
         http.response.status_code = Empty,
         otel.status_description = Empty,
     );
     let token = run.token.clone();
-    let deadline = run.deadline;
+    let deadline = run.assignment.deadline;
     // The timeout counts from the Assign's arrival on this machine's monotonic clock, so
     // a skew between the coordinator's clock and ours changes nothing; only an Assign of
     // an older coordinator (no timeout) is timed by its wall-clock deadline.
-    let until_deadline = match run.timeout {
+    let until_deadline = match run.assignment.timeout {
         Some(timeout) => Some(tokio::time::Instant::from_std(run.assigned) + timeout),
         None => deadline.map(|deadline| {
             let left = (deadline - Utc::now()).to_std().unwrap_or(Duration::ZERO);
@@ -153,16 +152,16 @@ async fn supervise(
                 // again elsewhere alongside it, so the worker ends instead — the only stop
                 // that is certain — within the stop grace it promised the coordinator.
                 error!(
-                    run_id = run.run_id,
-                    job = %run.job,
+                    run_id = run.run_id(),
+                    job = %run.assignment.job,
                     worker = %shared.config.node_id,
                     "handler ignored cancellation and blocks its thread: the worker exits so that the run certainly stops"
                 );
                 std::process::exit(UNSTOPPABLE_HANDLER_EXIT);
             }
             warn!(
-                run_id = run.run_id,
-                job = %run.job,
+                run_id = run.run_id(),
+                job = %run.assignment.job,
                 worker = %shared.config.node_id,
                 patience_ms = patience.as_millis() as u64,
                 "handler ignored cancellation: abandoned"

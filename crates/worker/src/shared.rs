@@ -1,39 +1,39 @@
 //! The worker's state, shared by the connection, the lease guard and the runs: which runs
-//! execute, the link to the coordinator they report on, the lease, the highest epoch.
+//! execute, the link to the coordinator they report on and the outbox of reports waiting
+//! for the next link, the lease, the highest epoch; admission of assigns and streaming of
+//! run logs and progress.
 //!
 //! Everything sits behind one mutex that is never held across an `.await`, which keeps
 //! the protocol's ordering rules simple to uphold: a `RunFinished` is either sent on the
 //! current link or queued for the next one in the same critical section in which a new
 //! link is installed and the queue flushed, and a `Register` snapshot of the held runs
-//! cannot miss a run that finishes meanwhile.
+//! cannot miss a run that finishes meanwhile. The same lock makes self-fencing one step:
+//! the lease found expired (`lease_guard.rs`), the link dropped and every run stopped.
+//!
+//! Knows nothing of handlers or of how a run executes: the launcher (`launcher.rs`) owns
+//! the handlers and starts the run this state admits.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{DateTime, SecondsFormat, Utc};
-use cronfleet_proto::v1::worker_message::Kind as Outgoing;
-use cronfleet_proto::v1::{
-    Assign, Heartbeat, HeldRun, Register, Registered, RunFinished, RunLog, RunOutcome, RunProgress,
-    RunStarted, RunStatus, WorkerMessage,
-};
-use tokio::sync::{Notify, mpsc, watch};
+use chrono::Utc;
+use cronfleet_proto::v1::{Assign, Registered, RunFinished, RunOutcome, WorkerMessage};
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::context::RunContext;
-use crate::handler::Handler;
-use crate::lease_deadline::LeaseDeadlineFile;
+use crate::config::Config;
+use crate::lease_guard::{Expiry, LeaseGuard, LeaseState};
+use crate::lock::lock;
 use crate::metrics::WorkerMetrics;
-use crate::output::{DEFAULT_OUTPUT_BYTES, LogTail};
+use crate::output::DEFAULT_OUTPUT_BYTES;
+use crate::protocol::{self, RegisterSnapshot, RunningRun, SessionSettings};
+use crate::run_entry::{FinishedRun, RunEntry, StopReason};
 use crate::status::{Registration, Status};
 
-/// Used when `Registered.heartbeat_interval_ms` is 0 (unset): DESIGN §1's one second.
-pub(crate) const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
-/// Used when `Registered.lease_ttl_ms` is 0 (unset).
-pub(crate) const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(5);
 /// Log text queued for a slow stream beyond which new chunks are not streamed (they stay
 /// in the run's output tail): keeps a chatty run from filling memory while the network
 /// stalls.
@@ -41,167 +41,6 @@ const MAX_QUEUED_LOG_BYTES: usize = 4 * 1024 * 1024;
 /// The largest `RunLog` text; bigger writes are split (gRPC's default message limit is
 /// 4 MiB, and small chunks keep a live log view smooth).
 const MAX_LOG_CHUNK: usize = 32 * 1024;
-
-/// How long, beyond the kill grace, every run may take to be gone once it is told to
-/// stop: the shell handler's SIGKILL and reaping, the watchdog's 200 ms poll, an
-/// abandoned handler's future being dropped. Sent as part of `Register.stop_grace_ms`.
-pub(crate) const STOP_MARGIN: Duration = Duration::from_secs(1);
-/// Sent heartbeats remembered for their `LeaseRenewed`: a few lease ttls' worth.
-const MAX_HEARTBEATS_IN_FLIGHT: usize = 64;
-
-/// Settings of a worker, validated by the builder.
-#[derive(Debug, Clone)]
-pub(crate) struct Config {
-    pub(crate) coordinators: Vec<String>,
-    pub(crate) node_id: String,
-    pub(crate) capacity: u32,
-    pub(crate) labels: BTreeMap<String, String>,
-    pub(crate) drain_timeout: Duration,
-    pub(crate) kill_grace: Duration,
-    pub(crate) version: String,
-    pub(crate) token: Option<BearerToken>,
-}
-
-impl Config {
-    /// How long after its lease ends every run of this worker is certainly gone: what the
-    /// coordinator must wait before running them elsewhere (`Register.stop_grace_ms`).
-    pub(crate) fn stop_grace(&self) -> Duration {
-        self.kill_grace + STOP_MARGIN
-    }
-}
-
-/// A worker token: shown as `***` in `Debug`, so never in a log.
-#[derive(Clone, PartialEq, Eq)]
-pub(crate) struct BearerToken(pub(crate) String);
-
-impl std::fmt::Debug for BearerToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("***")
-    }
-}
-
-/// Why a run was told to stop. The first reason wins.
-#[derive(Debug, Clone)]
-pub(crate) enum StopReason {
-    DeadlinePassed(DateTime<Utc>),
-    CancelledByCoordinator(String),
-    LeaseLost(Duration),
-    ShuttingDown(Duration),
-}
-
-impl StopReason {
-    fn outcome(&self) -> RunOutcome {
-        match self {
-            StopReason::DeadlinePassed(_) => RunOutcome::TimedOut,
-            StopReason::CancelledByCoordinator(_) => RunOutcome::Cancelled,
-            // Stopped by the worker on its own: the run did not complete, and the
-            // coordinator runs it again.
-            StopReason::LeaseLost(_) | StopReason::ShuttingDown(_) => RunOutcome::Aborted,
-        }
-    }
-
-    fn message(&self) -> String {
-        match self {
-            StopReason::DeadlinePassed(deadline) => format!(
-                "deadline {} passed: the handler was stopped",
-                deadline.to_rfc3339_opts(SecondsFormat::Millis, true)
-            ),
-            StopReason::CancelledByCoordinator(reason) if reason.is_empty() => {
-                "cancelled by the coordinator".to_owned()
-            }
-            StopReason::CancelledByCoordinator(reason) => {
-                format!("cancelled by the coordinator: {reason}")
-            }
-            StopReason::LeaseLost(ttl) => format!(
-                "lease lost: no lease renewal from the coordinator for {} ms (the lease ttl)",
-                ttl.as_millis()
-            ),
-            StopReason::ShuttingDown(drain_timeout) => format!(
-                "worker shutting down: the run did not finish within the drain timeout of {} ms",
-                drain_timeout.as_millis()
-            ),
-        }
-    }
-}
-
-/// One run this worker executes, from its `Assign` until its `RunFinished` is handed over.
-#[derive(Debug)]
-pub(crate) struct RunEntry {
-    pub(crate) run_id: i64,
-    pub(crate) job: String,
-    pub(crate) slot: DateTime<Utc>,
-    pub(crate) attempt: u32,
-    pub(crate) trigger: String,
-    /// The handler's name, as the assign gave it.
-    pub(crate) handler: String,
-    /// When the assign arrived.
-    pub(crate) assigned: std::time::Instant,
-    pub(crate) args: serde_json::Value,
-    pub(crate) deadline: Option<DateTime<Utc>>,
-    /// The run's timeout, counted from `assigned` on this machine's monotonic clock.
-    pub(crate) timeout: Option<Duration>,
-    pub(crate) trace_context: BTreeMap<String, String>,
-    pub(crate) epoch: i64,
-    pub(crate) token: CancellationToken,
-    /// `(stop reason, sealed)`: once the handler's result is in, the entry is sealed and
-    /// a late stop request no longer changes how the run ended.
-    stop: Mutex<(Option<StopReason>, bool)>,
-    progress: Mutex<(u64, u64)>,
-    tail: Mutex<LogTail>,
-}
-
-impl RunEntry {
-    /// Asks the run to stop, unless it has already been asked or has ended.
-    pub(crate) fn stop(&self, reason: StopReason) {
-        {
-            let mut stop = lock(&self.stop);
-            if stop.0.is_some() || stop.1 {
-                return;
-            }
-            stop.0 = Some(reason);
-        }
-        self.token.cancel();
-    }
-
-    /// The `RunFinished` for the handler's `result`; seals the entry.
-    pub(crate) fn finished(
-        &self,
-        result: Result<crate::Outcome, crate::HandlerError>,
-    ) -> RunFinished {
-        let stop = {
-            let mut stop = lock(&self.stop);
-            stop.1 = true;
-            stop.0.clone()
-        };
-        let (_, last_remaining) = *lock(&self.progress);
-        let (outcome, error) = match (&stop, &result) {
-            (Some(reason), _) => (reason.outcome(), reason.message()),
-            (None, Ok(_)) => (RunOutcome::Succeeded, String::new()),
-            (None, Err(error)) => (RunOutcome::Failed, error.message().to_owned()),
-        };
-        let remaining = match &result {
-            Ok(outcome) => outcome.remaining().unwrap_or(last_remaining),
-            Err(_) => last_remaining,
-        };
-        RunFinished {
-            run_id: self.run_id,
-            outcome: outcome as i32,
-            error,
-            output: lock(&self.tail).text(),
-            finished_at: Some(cronfleet_proto::timestamp(Utc::now())),
-            remaining,
-        }
-    }
-
-    fn status(&self) -> RunStatus {
-        let (done, remaining) = *lock(&self.progress);
-        RunStatus {
-            run_id: self.run_id,
-            done,
-            remaining,
-        }
-    }
-}
 
 /// The stream to the coordinator the worker is registered with.
 #[derive(Debug)]
@@ -211,20 +50,6 @@ struct Link {
     /// Ended when the lease is lost, so the session drops the stream.
     lease_lost: CancellationToken,
     queued_log_bytes: Arc<AtomicUsize>,
-}
-
-/// The lease the coordinator grants: valid for `ttl` from `renewed_from`, the time the
-/// worker sent the message whose answer renewed it last (a Heartbeat, or the Register).
-#[derive(Debug, Clone, Copy)]
-struct Lease {
-    ttl: Duration,
-    renewed_from: Instant,
-}
-
-impl Lease {
-    fn expires(&self) -> Instant {
-        self.renewed_from + self.ttl
-    }
 }
 
 /// A finished run whose `RunFinished` waits for the next link.
@@ -240,95 +65,59 @@ struct State {
     highest_epoch: i64,
     link: Option<Link>,
     registration: Option<Registration>,
-    lease: Option<Lease>,
-    /// The seq of the last heartbeat sent, and when recent ones were sent.
-    heartbeat_seq: u64,
-    heartbeats_sent: VecDeque<(u64, Instant)>,
+    lease: LeaseState,
     runs: HashMap<i64, Arc<RunEntry>>,
     unreported: Vec<Unreported>,
     /// How much of each run's log to keep, as the leader said at registration.
     log_limit: usize,
 }
 
-/// Whether an `Assign` is taken.
+impl State {
+    /// Whether session `session` is the current link and holds the lease.
+    fn lease_held_by(&self, session: u64) -> bool {
+        self.lease.is_held()
+            && self
+                .link
+                .as_ref()
+                .is_some_and(|link| link.session == session)
+    }
+}
+
+/// What became of an `Assign`.
 #[derive(Debug)]
-pub(crate) enum AssignDecision {
-    Started,
+pub(crate) enum Admission {
+    /// Taken: its `RunStarted` is sent; the run is to be started.
+    Admitted(Arc<RunEntry>),
+    /// Refused with a REJECTED `RunFinished`.
     Rejected,
     /// A second `Assign` for a run already executing here: starting it again would run
     /// it twice, and rejecting it would tell the coordinator it is not running.
     Duplicate,
 }
 
-/// What a registered session learns from a (repeated) `Registered`.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct SessionSettings {
-    pub(crate) heartbeat: Duration,
-    pub(crate) lease_ttl: Duration,
-}
-
 /// Shared by every task of one worker.
+#[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) config: Config,
-    pub(crate) handlers: BTreeMap<String, Arc<dyn Handler>>,
     pub(crate) metrics: Arc<WorkerMetrics>,
-    /// The lease's kill-by time for the run watchdogs outside this process.
-    pub(crate) lease_deadline: LeaseDeadlineFile,
+    pub(crate) lease_guard: LeaseGuard,
     state: Mutex<State>,
     status: watch::Sender<Status>,
-    /// Wakes the lease guard when a lease starts.
-    lease_started: Notify,
     next_session: AtomicU64,
 }
 
-impl std::fmt::Debug for Shared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared")
-            .field("config", &self.config)
-            .field("handlers", &self.handlers.keys().collect::<Vec<_>>())
-            .finish_non_exhaustive()
-    }
-}
-
-/// A run outcome as a metric label.
-fn outcome_label(outcome: RunOutcome) -> &'static str {
-    match outcome {
-        RunOutcome::Succeeded => "succeeded",
-        RunOutcome::Failed | RunOutcome::Unspecified => "failed",
-        RunOutcome::TimedOut => "timed_out",
-        RunOutcome::Cancelled => "cancelled",
-        RunOutcome::Rejected => "rejected",
-        RunOutcome::Aborted => "aborted",
-    }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding the lock cannot leave these plain values half-updated in a
-    // way that matters more than stopping the worker would.
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 impl Shared {
-    pub(crate) fn new(
-        config: Config,
-        handlers: BTreeMap<String, Arc<dyn Handler>>,
-        lease_deadline: LeaseDeadlineFile,
-    ) -> Self {
+    pub(crate) fn new(config: Config, lease_guard: LeaseGuard) -> Self {
         Shared {
             metrics: WorkerMetrics::new(config.capacity),
-            lease_deadline,
+            lease_guard,
             config,
-            handlers,
             state: Mutex::new(State {
                 accepting: true,
                 highest_epoch: 0,
                 link: None,
                 registration: None,
-                lease: None,
-                heartbeat_seq: 0,
-                heartbeats_sent: VecDeque::new(),
+                lease: LeaseState::default(),
                 runs: HashMap::new(),
                 unreported: Vec::new(),
                 log_limit: DEFAULT_OUTPUT_BYTES,
@@ -337,7 +126,6 @@ impl Shared {
                 accepting: true,
                 ..Status::default()
             }),
-            lease_started: Notify::new(),
             next_session: AtomicU64::new(1),
         }
     }
@@ -365,41 +153,23 @@ impl Shared {
         });
     }
 
-    /// The first message of a stream: who this worker is and which runs it still holds
-    /// (executing, or finished with their `RunFinished` not yet delivered).
-    pub(crate) fn register_message(&self) -> WorkerMessage {
+    /// What the first message of a stream says of the state: which runs the worker still
+    /// holds (executing, or finished with their `RunFinished` not yet delivered).
+    pub(crate) fn register_snapshot(&self) -> RegisterSnapshot {
         let state = lock(&self.state);
-        let mut held_runs: Vec<HeldRun> = state
-            .runs
-            .values()
-            .map(|run| HeldRun {
-                run_id: run.run_id,
-                epoch: run.epoch,
-            })
-            .chain(state.unreported.iter().map(|unreported| HeldRun {
-                run_id: unreported.finished.run_id,
-                epoch: unreported.epoch,
-            }))
-            .collect();
-        held_runs.sort_by_key(|held| held.run_id);
-        WorkerMessage {
-            kind: Some(Outgoing::Register(Register {
-                node_id: self.config.node_id.clone(),
-                handlers: self.handlers.keys().cloned().collect(),
-                labels: self
-                    .config
-                    .labels
-                    .iter()
-                    .map(|(key, value)| (key.clone(), value.clone()))
-                    .collect(),
-                capacity: self.config.capacity,
-                held_runs,
-                highest_epoch: state.highest_epoch,
-                version: self.config.version.clone(),
-                draining: !state.accepting,
-                stop_grace_ms: u32::try_from(self.config.stop_grace().as_millis())
-                    .unwrap_or(u32::MAX),
-            })),
+        let held_runs =
+            state
+                .runs
+                .values()
+                .map(|run| protocol::held_run(run.run_id(), run.assignment.epoch))
+                .chain(state.unreported.iter().map(|unreported| {
+                    protocol::held_run(unreported.finished.run_id, unreported.epoch)
+                }))
+                .collect();
+        RegisterSnapshot {
+            held_runs,
+            highest_epoch: state.highest_epoch,
+            draining: !state.accepting,
         }
     }
 
@@ -422,28 +192,16 @@ impl Shared {
             return Err(state.highest_epoch);
         }
         state.highest_epoch = registered.epoch;
-        state.log_limit = match registered.log_limit_bytes {
-            0 => DEFAULT_OUTPUT_BYTES,
-            limit => usize::try_from(limit).unwrap_or(usize::MAX),
-        };
-        let settings = SessionSettings {
-            heartbeat: millis_or(registered.heartbeat_interval_ms, DEFAULT_HEARTBEAT),
-            lease_ttl: millis_or(registered.lease_ttl_ms, DEFAULT_LEASE_TTL),
-        };
+        let settings = protocol::session_settings(registered);
+        state.log_limit = settings.log_limit;
         let same_session = state
             .link
             .as_ref()
             .is_some_and(|link| link.session == session);
         if same_session {
-            if let Some(lease) = &mut state.lease {
-                lease.ttl = settings.lease_ttl;
-            }
+            state.lease.set_ttl(settings.lease_ttl);
         } else {
-            state.lease = Some(Lease {
-                ttl: settings.lease_ttl,
-                renewed_from: register_sent,
-            });
-            state.heartbeats_sent.clear();
+            state.lease.grant(settings.lease_ttl, register_sent);
             state.link = Some(Link {
                 session,
                 tx: tx.clone(),
@@ -459,9 +217,7 @@ impl Shared {
                 );
             }
             for run in unreported {
-                let _ = tx.send(WorkerMessage {
-                    kind: Some(Outgoing::RunFinished(run.finished)),
-                });
+                let _ = tx.send(protocol::finished_message(run.finished));
             }
         }
         let lease_lost = state
@@ -470,16 +226,12 @@ impl Shared {
             .expect("installed above")
             .lease_lost
             .clone();
-        state.registration = Some(Registration {
-            url: url.to_owned(),
-            coordinator_id: registered.coordinator_id.clone(),
-            epoch: registered.epoch,
-        });
+        state.registration = Some(protocol::registration(url, registered));
         self.publish(&state);
-        let lease = state.lease;
+        let lease = state.lease.current();
         drop(state);
-        self.publish_kill_by(lease);
-        self.lease_started.notify_one();
+        self.lease_guard.publish_kill_by(lease);
+        self.lease_guard.lease_started();
         Ok((settings, lease_lost))
     }
 
@@ -488,58 +240,68 @@ impl Shared {
     /// message. Only [`Shared::renew_lease`] extends it.
     pub(crate) fn lease_held(&self, session: u64) -> bool {
         self.fence_if_expired();
-        let state = lock(&self.state);
-        state.lease.is_some()
-            && state
-                .link
-                .as_ref()
-                .is_some_and(|link| link.session == session)
+        lock(&self.state).lease_held_by(session)
     }
 
-    /// `LeaseRenewed` for heartbeat `seq` on session `session`: the lease now runs from
-    /// when that heartbeat was sent — never from when its answer arrived, so the lease
-    /// ends on this side before the coordinator's view of it does. A seq this worker did
-    /// not send (or has forgotten) renews nothing. `false` when the lease is gone.
+    /// `LeaseRenewed` for heartbeat `seq` on session `session` (see
+    /// [`LeaseState::renew`]): publishes the new kill-by time. A seq this worker did not
+    /// send (or has forgotten) renews nothing. `false` when the lease is gone.
     pub(crate) fn renew_lease(&self, session: u64, seq: u64) -> bool {
-        if !self.lease_held(session) {
+        self.fence_if_expired();
+        let mut state = lock(&self.state);
+        // Checked in the same critical section as the renewal, so a lease fenced in
+        // between cannot be renewed.
+        if !state.lease_held_by(session) {
             return false;
         }
-        let mut state = lock(&self.state);
-        // Heartbeats are answered in order on the stream: the answer to `seq` also tells
-        // that every earlier one was answered. An older coordinator echoes no seq (0): its
-        // answer is to the oldest heartbeat not answered yet.
-        let position = if seq == 0 {
-            (!state.heartbeats_sent.is_empty()).then_some(0)
-        } else {
-            state
-                .heartbeats_sent
-                .iter()
-                .position(|(sent_seq, _)| *sent_seq == seq)
-        };
-        let Some(position) = position else {
+        if !state.lease.renew(seq) {
             debug!(worker = %self.config.node_id, seq, "lease renewal for a heartbeat not sent on this link: ignored");
             return true;
-        };
-        let (_, sent) = state.heartbeats_sent[position];
-        state.heartbeats_sent.drain(..=position);
-        let lease = state.lease.as_mut().expect("held above");
-        lease.renewed_from = lease.renewed_from.max(sent);
-        let lease = state.lease;
+        }
+        let lease = state.lease.current();
         drop(state);
-        self.publish_kill_by(lease);
+        self.lease_guard.publish_kill_by(lease);
         true
     }
 
-    /// Tells the run watchdogs when this lease's runs must be dead: at its end plus the
-    /// kill grace (the worker itself sends SIGTERM at the end and SIGKILL after the
-    /// grace; the watchdogs do the SIGKILL should the worker be frozen).
-    fn publish_kill_by(&self, lease: Option<Lease>) {
-        let Some(lease) = lease else { return };
-        let left = lease.expires().saturating_duration_since(Instant::now());
-        if let Err(error) = self.lease_deadline.kill_in(left + self.config.kill_grace) {
-            // The watchdogs keep the previous, earlier time: they kill too soon, never late.
-            warn!(worker = %self.config.node_id, %error, "cannot publish the lease deadline for the run watchdogs");
+    /// Self-fencing: once nothing has come from the coordinator for the lease TTL, every
+    /// run is cancelled (DESIGN §2 invariant 1: the coordinator will soon consider them
+    /// lost and may start them elsewhere) and the stream, evidently dead, is dropped.
+    /// Returns when the lease next needs checking, or `None` when there is no lease.
+    pub(crate) fn fence_if_expired(&self) -> Option<Instant> {
+        let mut state = lock(&self.state);
+        let lease = match state.lease.expire_if_past(Instant::now()) {
+            Expiry::NoLease => return None,
+            Expiry::HeldUntil(expires) => return Some(expires),
+            Expiry::Expired(lease) => lease,
+        };
+        if let Some(link) = state.link.take() {
+            link.lease_lost.cancel();
         }
+        state.registration = None;
+        warn!(
+            worker = %self.config.node_id,
+            runs = state.runs.len(),
+            lease_ttl_ms = lease.ttl.as_millis() as u64,
+            "lease lost: no lease renewal from the coordinator; stopping every run"
+        );
+        for run in state.runs.values() {
+            run.stop(StopReason::LeaseLost(lease.ttl));
+        }
+        self.publish(&state);
+        None
+    }
+
+    /// Fences the worker now if its lease has run out: a handler whose result comes in
+    /// after the lease ended (its processes killed by the watchdog while the worker was
+    /// frozen, say) was stopped by the lease, whatever it returned.
+    pub(crate) fn check_lease(&self) {
+        self.fence_if_expired();
+    }
+
+    /// Runs forever: fences the worker when its lease expires.
+    pub(crate) async fn guard_lease(&self) {
+        self.lease_guard.guard(|| self.fence_if_expired()).await;
     }
 
     /// Records an epoch the coordinator stated (`LeaseRenewed`); `Err` with the highest
@@ -577,17 +339,19 @@ impl Shared {
         heartbeat_of(&mut state)
     }
 
-    /// Takes or refuses an `Assign`: refused (REJECTED) when the worker is draining, the
-    /// epoch is older than one already seen, the handler is unknown or every slot is busy.
-    /// A taken run gets its `RunStarted` on `tx` before its task can send anything.
-    pub(crate) fn on_assign(
-        self: &Arc<Self>,
+    /// Takes or refuses an `Assign`: refused (REJECTED) when the epoch is older than one
+    /// already seen, the worker is draining, the launcher has no such handler
+    /// (`unknown_handler`, its reason) or every slot is busy — checked in that order. A
+    /// taken run gets its `RunStarted` on `tx` before anything can start it.
+    pub(crate) fn admit(
+        &self,
         tx: &mpsc::UnboundedSender<WorkerMessage>,
         assign: Assign,
-    ) -> AssignDecision {
+        unknown_handler: Option<String>,
+    ) -> Admission {
         let mut state = lock(&self.state);
         if state.runs.contains_key(&assign.run_id) {
-            return AssignDecision::Duplicate;
+            return Admission::Duplicate;
         }
         let rejection = if assign.epoch < state.highest_epoch {
             Some(format!(
@@ -596,16 +360,8 @@ impl Shared {
             ))
         } else if !state.accepting {
             Some("worker is shutting down: it takes no new runs".to_owned())
-        } else if !self.handlers.contains_key(&assign.handler) {
-            Some(format!(
-                "unknown handler {:?}: this worker runs {}",
-                assign.handler,
-                self.handlers
-                    .keys()
-                    .map(String::as_str)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
+        } else if unknown_handler.is_some() {
+            unknown_handler
         } else if state.runs.len() >= self.config.capacity as usize {
             Some(format!(
                 "no free capacity: all {} slots of this worker are busy",
@@ -623,73 +379,33 @@ impl Shared {
                 "rejected assign"
             );
             self.metrics.run_ended(&assign.handler, "rejected", None);
-            let _ = tx.send(WorkerMessage {
-                kind: Some(Outgoing::RunFinished(RunFinished {
-                    run_id: assign.run_id,
-                    outcome: RunOutcome::Rejected as i32,
-                    error,
-                    output: String::new(),
-                    finished_at: Some(cronfleet_proto::timestamp(Utc::now())),
-                    remaining: 0,
-                })),
-            });
-            return AssignDecision::Rejected;
+            let _ = tx.send(protocol::rejection(assign.run_id, error));
+            return Admission::Rejected;
         }
         state.highest_epoch = state.highest_epoch.max(assign.epoch);
 
-        let (args, args_error) = parse_args(&assign.args_json);
-        let slot = match assign.slot.as_ref().and_then(cronfleet_proto::datetime) {
-            Some(slot) => slot,
-            None => {
-                warn!(
-                    run_id = assign.run_id,
-                    "assign without a valid slot: using now"
-                );
-                Utc::now()
-            }
-        };
-        let run = Arc::new(RunEntry {
-            run_id: assign.run_id,
-            job: assign.job,
-            slot,
-            attempt: assign.attempt,
-            trigger: assign.trigger,
-            handler: assign.handler.clone(),
-            assigned: std::time::Instant::now(),
-            args,
-            deadline: assign.deadline.as_ref().and_then(cronfleet_proto::datetime),
-            timeout: (assign.timeout_ms > 0).then(|| Duration::from_millis(assign.timeout_ms)),
-            trace_context: assign.trace_context.into_iter().collect(),
-            epoch: assign.epoch,
-            token: CancellationToken::new(),
-            stop: Mutex::new((None, false)),
-            progress: Mutex::new((0, 0)),
-            tail: Mutex::new(LogTail::new(state.log_limit)),
-        });
-        let handler = self.handlers[&assign.handler].clone();
-        state.runs.insert(run.run_id, run.clone());
+        let run = Arc::new(RunEntry::new(
+            protocol::run_assignment(assign),
+            state.log_limit,
+        ));
+        state.runs.insert(run.run_id(), run.clone());
         let started_at = Utc::now();
-        self.metrics
-            .run_started((started_at - slot).to_std().unwrap_or(Duration::ZERO));
-        let _ = tx.send(WorkerMessage {
-            kind: Some(Outgoing::RunStarted(RunStarted {
-                run_id: run.run_id,
-                started_at: Some(cronfleet_proto::timestamp(started_at)),
-            })),
-        });
+        self.metrics.run_started(
+            (started_at - run.assignment.slot)
+                .to_std()
+                .unwrap_or(Duration::ZERO),
+        );
+        let _ = tx.send(protocol::run_started(run.run_id(), started_at));
         info!(
-            run_id = run.run_id,
-            job = %run.job,
+            run_id = run.run_id(),
+            job = %run.assignment.job,
             worker = %self.config.node_id,
-            handler = %assign.handler,
-            attempt = run.attempt,
+            handler = %run.assignment.handler,
+            attempt = run.assignment.attempt,
             "run started"
         );
         self.publish(&state);
-        drop(state);
-        let ctx = RunContext::new(run, self.clone());
-        tokio::spawn(crate::run::execute(self.clone(), ctx, handler, args_error));
-        AssignDecision::Started
+        Admission::Admitted(run)
     }
 
     /// Handles `Cancel`: the run's handler is told to stop and it ends CANCELLED.
@@ -697,7 +413,7 @@ impl Shared {
         let run = lock(&self.state).runs.get(&run_id).cloned();
         match run {
             Some(run) => {
-                info!(run_id, job = %run.job, worker = %self.config.node_id, %reason, "cancelling run");
+                info!(run_id, job = %run.assignment.job, worker = %self.config.node_id, %reason, "cancelling run");
                 run.stop(StopReason::CancelledByCoordinator(reason));
             }
             None => debug!(run_id, "cancel for a run this worker does not hold"),
@@ -706,36 +422,32 @@ impl Shared {
 
     /// Hands over the `RunFinished` of a run whose handler returned: sent on the current
     /// link, or kept for the next one.
-    pub(crate) fn finish_run(&self, run: &RunEntry, finished: RunFinished) {
+    pub(crate) fn finish_run(&self, run: &RunEntry, finished: FinishedRun) {
         let mut state = lock(&self.state);
-        state.runs.remove(&run.run_id);
-        let outcome = RunOutcome::try_from(finished.outcome).unwrap_or(RunOutcome::Unspecified);
+        state.runs.remove(&run.run_id());
+        let outcome: RunOutcome = protocol::run_outcome(&finished.ending);
         self.metrics.run_ended(
-            &run.handler,
-            outcome_label(outcome),
+            &run.assignment.handler,
+            protocol::outcome_label(outcome),
             Some(run.assigned.elapsed()),
         );
+        let finished = protocol::run_finished(run.run_id(), finished);
         info!(
-            run_id = run.run_id,
-            job = %run.job,
+            run_id = run.run_id(),
+            job = %run.assignment.job,
             worker = %self.config.node_id,
             outcome = outcome.as_str_name(),
             error = %finished.error,
             "run finished"
         );
-        let message = WorkerMessage {
-            kind: Some(Outgoing::RunFinished(finished)),
-        };
+        let message = protocol::finished_message(finished);
         let unsent = match &state.link {
             Some(link) => link.tx.send(message).err().map(|error| error.0),
             None => Some(message),
         };
-        if let Some(WorkerMessage {
-            kind: Some(Outgoing::RunFinished(finished)),
-        }) = unsent
-        {
+        if let Some(finished) = unsent.and_then(protocol::into_finished) {
             state.unreported.push(Unreported {
-                epoch: run.epoch,
+                epoch: run.assignment.epoch,
                 finished,
             });
         }
@@ -747,7 +459,7 @@ impl Shared {
         if text.is_empty() {
             return;
         }
-        lock(&run.tail).push(text);
+        run.record_log(text);
         let state = lock(&self.state);
         let Some(link) = &state.link else { return };
         let mut rest = text;
@@ -759,80 +471,27 @@ impl Shared {
             rest = &rest[chunk.len()..];
             if link.queued_log_bytes.load(Ordering::Relaxed) > MAX_QUEUED_LOG_BYTES {
                 debug!(
-                    run_id = run.run_id,
+                    run_id = run.run_id(),
                     "log stream backed up: chunk kept in the output tail only"
                 );
                 continue;
             }
             link.queued_log_bytes
                 .fetch_add(chunk.len(), Ordering::Relaxed);
-            let _ = link.tx.send(WorkerMessage {
-                kind: Some(Outgoing::RunLog(RunLog {
-                    run_id: run.run_id,
-                    text: chunk.to_owned(),
-                })),
-            });
+            let _ = link
+                .tx
+                .send(protocol::run_log(run.run_id(), chunk.to_owned()));
         }
     }
 
     /// Records and streams a run's progress (the heartbeat repeats it).
     pub(crate) fn progress(&self, run: &RunEntry, done: u64, remaining: u64) {
-        *lock(&run.progress) = (done, remaining);
+        run.record_progress(done, remaining);
         let state = lock(&self.state);
         if let Some(link) = &state.link {
-            let _ = link.tx.send(WorkerMessage {
-                kind: Some(Outgoing::RunProgress(RunProgress {
-                    run_id: run.run_id,
-                    done,
-                    remaining,
-                })),
-            });
-        }
-    }
-
-    /// Self-fencing: once nothing has come from the coordinator for the lease TTL, every
-    /// run is cancelled (DESIGN §2 invariant 1: the coordinator will soon consider them
-    /// lost and may start them elsewhere) and the stream, evidently dead, is dropped.
-    /// Returns when the lease next needs checking, or `None` when there is no lease.
-    fn fence_if_expired(&self) -> Option<Instant> {
-        let mut state = lock(&self.state);
-        let lease = state.lease?;
-        let expires = lease.expires();
-        if Instant::now() < expires {
-            return Some(expires);
-        }
-        state.lease = None;
-        if let Some(link) = state.link.take() {
-            link.lease_lost.cancel();
-        }
-        state.registration = None;
-        warn!(
-            worker = %self.config.node_id,
-            runs = state.runs.len(),
-            lease_ttl_ms = lease.ttl.as_millis() as u64,
-            "lease lost: no lease renewal from the coordinator; stopping every run"
-        );
-        for run in state.runs.values() {
-            run.stop(StopReason::LeaseLost(lease.ttl));
-        }
-        self.publish(&state);
-        None
-    }
-
-    /// Fences the worker now if its lease has run out: a handler whose result comes in
-    /// after the lease ended (its processes killed by the watchdog while the worker was
-    /// frozen, say) was stopped by the lease, whatever it returned.
-    pub(crate) fn check_lease(&self) {
-        self.fence_if_expired();
-    }
-
-    /// Runs forever: fences the worker when its lease expires.
-    pub(crate) async fn guard_lease(&self) {
-        loop {
-            match self.fence_if_expired() {
-                Some(check_at) => tokio::time::sleep_until(check_at).await,
-                None => self.lease_started.notified().await,
-            }
+            let _ = link
+                .tx
+                .send(protocol::run_progress(run.run_id(), done, remaining));
         }
     }
 
@@ -863,42 +522,18 @@ impl Shared {
 /// The next heartbeat: every run executing now with its progress, whether the worker
 /// drains, and a new seq, remembered with the time it is sent for its `LeaseRenewed`.
 fn heartbeat_of(state: &mut State) -> WorkerMessage {
-    let mut running: Vec<RunStatus> = state.runs.values().map(|run| run.status()).collect();
-    running.sort_by_key(|run| run.run_id);
-    state.heartbeat_seq += 1;
-    let seq = state.heartbeat_seq;
-    if state.heartbeats_sent.len() == MAX_HEARTBEATS_IN_FLIGHT {
-        state.heartbeats_sent.pop_front();
-    }
-    state.heartbeats_sent.push_back((seq, Instant::now()));
-    WorkerMessage {
-        kind: Some(Outgoing::Heartbeat(Heartbeat {
-            running,
-            draining: !state.accepting,
-            seq,
-        })),
-    }
-}
-
-fn millis_or(ms: u32, default: Duration) -> Duration {
-    if ms == 0 {
-        default
-    } else {
-        Duration::from_millis(u64::from(ms))
-    }
-}
-
-/// The job's args as JSON; empty text means no args (`{}`). Invalid JSON fails the run
-/// (rather than rejecting it, which would only send it to another worker).
-fn parse_args(args_json: &str) -> (serde_json::Value, Option<String>) {
-    if args_json.trim().is_empty() {
-        return (serde_json::Value::Object(serde_json::Map::new()), None);
-    }
-    match serde_json::from_str(args_json) {
-        Ok(args) => (args, None),
-        Err(error) => (
-            serde_json::Value::Null,
-            Some(format!("args are not valid JSON: {error}")),
-        ),
-    }
+    let running = state
+        .runs
+        .values()
+        .map(|run| {
+            let (done, remaining) = run.progress();
+            RunningRun {
+                run_id: run.run_id(),
+                done,
+                remaining,
+            }
+        })
+        .collect();
+    let seq = state.lease.next_heartbeat_seq();
+    protocol::heartbeat(running, !state.accepting, seq)
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::metrics::WorkerMetrics;
+use crate::metrics::{GaugeValues, WorkerMetrics};
 
 /// The coordinator (leader) a worker is registered with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,7 +49,11 @@ impl WorkerStatus {
 
     /// The worker's metrics as Prometheus text (what `/metrics` serves).
     pub fn metrics_text(&self) -> String {
-        self.metrics.render(&self.current())
+        let status = self.current();
+        self.metrics.render(GaugeValues {
+            busy_slots: status.running,
+            connected: status.registration.is_some(),
+        })
     }
 
     /// The current state.

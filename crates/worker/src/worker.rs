@@ -1,5 +1,5 @@
-//! [`Worker`] and its [`WorkerBuilder`]: configuration, validation, and the life of a
-//! worker from start to a drained shutdown.
+//! [`Worker`] and its [`WorkerBuilder`]: building and validating the configuration, and
+//! the life of a worker from start to a drained shutdown.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -9,21 +9,19 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::config::{
+    BearerToken, Config, DEFAULT_CAPACITY, DEFAULT_DRAIN_TIMEOUT, DEFAULT_KILL_GRACE,
+};
 use crate::context::RunContext;
 use crate::error::{HandlerError, WorkerError};
 use crate::handler::{FnHandler, Handler, Outcome};
 use crate::handlers::StockHandler;
+use crate::launcher::Launcher;
 use crate::lease_deadline::LeaseDeadlineFile;
-use crate::shared::{BearerToken, Config, Shared, StopReason};
+use crate::lease_guard::LeaseGuard;
+use crate::run_entry::StopReason;
+use crate::shared::Shared;
 use crate::status::WorkerStatus;
-
-/// Default for [`WorkerBuilder::capacity`].
-pub const DEFAULT_CAPACITY: u32 = 4;
-/// Default for [`WorkerBuilder::drain_timeout`].
-pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
-/// Default for [`WorkerBuilder::kill_grace`]: with the coordinator's default lease (2 s)
-/// and the stop margin (1 s) it fits the default worker timeout (6 s).
-pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(2);
 /// How long an exiting worker waits to deliver `RunFinished` messages that are still
 /// queued (a coordinator that is down cannot be waited for forever).
 const REPORT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -48,6 +46,7 @@ const REPORT_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub struct Worker {
     shared: Arc<Shared>,
+    launcher: Arc<Launcher>,
 }
 
 impl Worker {
@@ -72,20 +71,21 @@ impl Worker {
     /// them, and returns. Must be called within a tokio runtime.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let shared = self.shared;
+        let launcher = self.launcher;
         let exit = CancellationToken::new();
         let lease_guard = tokio::spawn({
             let shared = shared.clone();
             async move { shared.guard_lease().await }
         });
         let connection = tokio::spawn(crate::connection::maintain_connection(
-            shared.clone(),
+            launcher.clone(),
             exit.clone(),
         ));
         info!(
             worker = %shared.config.node_id,
             coordinators = %shared.config.coordinators.join(","),
             capacity = shared.config.capacity,
-            handlers = %shared.handlers.keys().cloned().collect::<Vec<_>>().join(","),
+            handlers = %launcher.handler_names().join(","),
             "worker started"
         );
 
@@ -310,9 +310,11 @@ impl WorkerBuilder {
         };
         let lease_deadline = LeaseDeadlineFile::create()
             .map_err(|source| WorkerError::LeaseDeadlineFile { source })?;
-        Ok(Worker {
-            shared: Arc::new(Shared::new(config, handlers, lease_deadline)),
-        })
+        let lease_guard =
+            LeaseGuard::new(lease_deadline, config.kill_grace, config.node_id.clone());
+        let shared = Arc::new(Shared::new(config, lease_guard));
+        let launcher = Arc::new(Launcher::new(shared.clone(), handlers));
+        Ok(Worker { shared, launcher })
     }
 }
 
