@@ -34,7 +34,7 @@ struct Args {
     #[arg(long)]
     smoke: bool,
     /// Run only these scenarios (comma-separated): throughput, limit, lag, failover,
-    /// scale, workers (memory is measured during throughput).
+    /// scale, workers, console (memory is measured during throughput).
     #[arg(long, value_delimiter = ',', value_name = "SCENARIO,…")]
     only: Vec<Scenario>,
     /// Where to write the JSON results.

@@ -162,6 +162,12 @@ impl Database {
         Ok(())
     }
 
+    /// Runs one statement of the scenario's own (shaping seeded rows).
+    pub async fn execute(&self, sql: &'static str) -> anyhow::Result<()> {
+        sqlx::query(sql).execute(&self.pool).await?;
+        Ok(())
+    }
+
     /// The fencing epoch in force.
     pub async fn epoch(&self) -> anyhow::Result<i64> {
         Ok(self.store.epoch().await?)

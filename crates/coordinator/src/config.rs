@@ -64,6 +64,8 @@ pub struct CoordinatorConfig {
     pub worker_tokens: Tokens,
     /// Serve an admin API without tokens on a non-loopback address all the same.
     pub insecure_open_api: bool,
+    /// A Jaeger UI's base URL, for the web console's links to run traces.
+    pub jaeger_url: Option<String>,
 }
 
 impl CoordinatorConfig {
@@ -91,6 +93,7 @@ impl CoordinatorConfig {
             api_tokens: Tokens::default(),
             worker_tokens: Tokens::default(),
             insecure_open_api: false,
+            jaeger_url: None,
         }
     }
 

@@ -13,6 +13,7 @@ pub mod admin;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod election;
 pub mod etcd_election;
 mod gateway;

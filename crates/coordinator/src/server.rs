@@ -22,6 +22,7 @@ use tracing::{debug, error, info, warn};
 use crate::admin::{AdminServices, ClusterContext};
 use crate::clock::Clock;
 use crate::config::CoordinatorConfig;
+use crate::console::{self, ConsoleSettings};
 use crate::election::Election;
 use crate::gateway::WorkerGateway;
 use crate::leader;
@@ -167,6 +168,21 @@ pub async fn start(
             api_token: node.config.api_tokens.first().map(str::to_owned),
         });
     let rest_api = rest::router(admin.clone(), node.config.api_tokens.clone());
+    let console = console::router(
+        admin.clone(),
+        node.config.api_tokens.clone(),
+        ConsoleSettings {
+            trace_url: node.config.jaeger_url.clone(),
+        },
+    );
+    // Without tokens, a page elsewhere must not reach the console or the API through a name
+    // of its own that resolves to this machine (DNS rebinding).
+    let web = console.merge(rest_api);
+    let web = if node.config.api_tokens.is_empty() && !node.config.insecure_open_api {
+        console::only_loopback_hosts(web)
+    } else {
+        web
+    };
     let (jobs, runs, cluster) = admin.routes();
     let admin_auth = node.config.api_tokens.interceptor("--api-token");
     let gateway = WorkerServiceServer::new(WorkerGateway::new(Arc::clone(&node)));
@@ -186,7 +202,7 @@ pub async fn start(
         );
     tasks.spawn(async move { grpc.await.map_err(CoordinatorError::from) });
 
-    let http = health_routes(Arc::clone(&node), store.clone()).merge(rest_api);
+    let http = health_routes(Arc::clone(&node), store.clone()).merge(web);
     let http_shutdown = shutdown.clone();
     tasks.spawn(async move {
         axum::serve(http_listener, http)

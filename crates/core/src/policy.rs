@@ -234,6 +234,10 @@ impl Default for AutoPausePolicy {
     }
 }
 
+/// How the note of a job paused by [`AutoPausePolicy`] begins, so views can tell an
+/// automatic pause from an operator's.
+pub const AUTO_PAUSE_NOTE_PREFIX: &str = "paused automatically:";
+
 impl AutoPausePolicy {
     /// The reason to pause the job now, if the streak calls for it.
     pub fn pause_reason(&self, streak: FailureStreak, now: DateTime<Utc>) -> Option<String> {
@@ -241,7 +245,7 @@ impl AutoPausePolicy {
         let span = (now - first).to_std().unwrap_or_default();
         (streak.failure_count >= self.min_failures && span >= self.min_span).then(|| {
             format!(
-                "paused automatically: {} consecutive failures since {}",
+                "{AUTO_PAUSE_NOTE_PREFIX} {} consecutive failures since {}",
                 streak.failure_count,
                 first.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
             )

@@ -5,9 +5,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cronfleet_core::apply::{ApplyRequest, JobChange};
 use cronfleet_core::job::{Job, JobSpec};
-use cronfleet_core::run::{Run, RunState};
+use cronfleet_core::run::{Run, RunState, Trigger};
 
-use crate::StoreError;
+use crate::{JobPage, JobQuery, StoreError};
 
 /// The admin API's store. Every method is one transaction.
 #[async_trait]
@@ -22,6 +22,10 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
 
     /// All jobs, by name.
     async fn list_jobs(&self) -> Result<Vec<Job>, StoreError>;
+
+    /// One page of the jobs `query` selects, each with its latest run, and how many it
+    /// selects in all — searched, filtered, sorted and paged by the database.
+    async fn list_jobs_page(&self, query: &JobQuery) -> Result<JobPage, StoreError>;
 
     /// Replaces a job's spec if its version is still `expected_version`. A changed schedule
     /// restarts from its first slot at or after `now`; a changed max runs resets the count.
@@ -100,6 +104,7 @@ pub struct ManualRun {
 pub struct RunFilter {
     pub job: Option<String>,
     pub state: Option<RunState>,
+    pub trigger: Option<Trigger>,
     /// Only runs created at or after this time.
     pub since: Option<DateTime<Utc>>,
     pub limit: u32,
@@ -111,6 +116,7 @@ impl Default for RunFilter {
         RunFilter {
             job: None,
             state: None,
+            trigger: None,
             since: None,
             limit: 100,
             order: RunOrder::NewestFirst,

@@ -14,6 +14,7 @@
 mod rows;
 mod changes;
 mod error;
+mod job_query;
 mod jobs;
 mod leader;
 mod lease_writes;
@@ -23,6 +24,10 @@ mod sqlite;
 pub use changes::{ChangeFeed, Changes};
 pub use cronfleet_core::finish::FinishRules;
 pub use error::StoreError;
+pub use job_query::{
+    DEFAULT_PAGE_SIZE, JobPage, JobQuery, JobSort, JobStatus, LabelFilter, LastRun, ListedJob,
+    MAX_PAGE_SIZE,
+};
 pub use jobs::{JobStore, ManualRun, RunFilter, RunOrder};
 pub use leader::{
     DispatchCursor, DispatchableRun, FinishOrder, Finished, LeaderStore, Lease, Lost,

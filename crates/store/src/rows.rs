@@ -264,6 +264,39 @@ impl TryFrom<RunRow> for Run {
     }
 }
 
+/// A job with its latest run, as [`crate::job_query`]'s page query selects it.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct ListedJobRow {
+    #[sqlx(flatten)]
+    job: JobRow,
+    last_run_id: Option<i64>,
+    last_run_state: Option<String>,
+}
+
+impl TryFrom<ListedJobRow> for crate::ListedJob {
+    type Error = StoreError;
+
+    fn try_from(row: ListedJobRow) -> Result<crate::ListedJob, StoreError> {
+        let last_run = match (row.last_run_id, row.last_run_state) {
+            (Some(id), Some(state)) => Some(crate::LastRun {
+                id,
+                state: state.parse().map_err(|error| corrupt("state", id, error))?,
+            }),
+            _ => None,
+        };
+        Ok(crate::ListedJob {
+            job: row.job.try_into()?,
+            last_run,
+        })
+    }
+}
+
+pub(crate) fn listed_jobs_from_rows(
+    rows: Vec<ListedJobRow>,
+) -> Result<Vec<crate::ListedJob>, StoreError> {
+    rows.into_iter().map(crate::ListedJob::try_from).collect()
+}
+
 pub(crate) fn jobs_from_rows(rows: Vec<JobRow>) -> Result<Vec<Job>, StoreError> {
     rows.into_iter().map(Job::try_from).collect()
 }

@@ -10,12 +10,13 @@ use cronfleet_core::apply::{ApplyRequest, DesiredJob, JobChange};
 use cronfleet_core::duration::Interval;
 use cronfleet_core::job::{JobSpec, MAX_ARGS_BYTES};
 use cronfleet_core::lease::LeaseSettings;
-use cronfleet_core::policy::{CatchUpPolicy, OverlapPolicy};
+use cronfleet_core::policy::{AUTO_PAUSE_NOTE_PREFIX, CatchUpPolicy, OverlapPolicy};
 use cronfleet_core::run::{MAX_OUTPUT_BYTES, RunState, Trigger};
 use cronfleet_core::schedule::Schedule;
 use cronfleet_store::{
-    Changes, FinishOrder, JobStore, LeaderStore, Lost, PostgresStore, RequestedCancel, RunFilter,
-    RunOrder, RunTransition, SqliteStore, Store, StoreError,
+    Changes, FinishOrder, JobQuery, JobSort, JobStatus, JobStore, LastRun, LeaderStore, Lost,
+    PostgresStore, RequestedCancel, RunFilter, RunOrder, RunTransition, SqliteStore, Store,
+    StoreError,
 };
 
 const EPOCH: i64 = 7;
@@ -958,6 +959,21 @@ async fn runs_can_be_filtered(store: Arc<dyn Store>) {
         .unwrap();
     assert_eq!(limited.len(), 1);
     assert_eq!(limited[0].id, all[1].id);
+    let manual = store.create_manual_run("x", t(0), t(0)).await.unwrap().run;
+    for (trigger, expected) in [(Trigger::Manual, vec![manual.id]), (Trigger::Retry, vec![])] {
+        let runs = store
+            .list_runs(&RunFilter {
+                trigger: Some(trigger),
+                ..RunFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            runs.iter().map(|r| r.id).collect::<Vec<_>>(),
+            expected,
+            "{trigger:?}"
+        );
+    }
     let later = store
         .list_runs(&RunFilter {
             since: Some(t(1)),
@@ -1663,6 +1679,157 @@ async fn old_and_surplus_runs_are_pruned_in_small_batches(store: Arc<dyn Store>)
     assert_eq!(left[0].state, RunState::Pending);
 }
 
+/// The Jobs page's query: search (without regard to case, `_` literal), each filter, each
+/// sort with the name as tie-break and jobs without a value last, and pages that neither
+/// overlap nor leave a job out.
+async fn job_pages_search_filter_sort_and_page(store: Arc<dyn Store>) {
+    leader(&*store).await;
+    let mut failing = every_second("gamma-report");
+    failing.handler = "shell".into();
+    store.create_job(&failing, t(0)).await.unwrap();
+    let failed_run = start_run(&*store, t(0)).await;
+    let failed = RunTransition::to(RunState::Failed).with_error("exit status 1");
+    store
+        .finish_run(failed_run, &failed, &rules(0), t(0))
+        .await
+        .unwrap();
+    let mut alpha = every_second("alpha-report");
+    alpha.handler = "shell".into();
+    alpha.priority = 5;
+    alpha.labels = BTreeMap::from([("team".to_owned(), "ops".to_owned())]);
+    let mut beta = every_second("beta-sync");
+    beta.handler = "http".into();
+    beta.priority = 1;
+    beta.labels = BTreeMap::from([("team".to_owned(), "data".to_owned())]);
+    for spec in [alpha, beta, every_second("delta-a-b")] {
+        store.create_job(&spec, t(0)).await.unwrap();
+    }
+    store
+        .pause_job("beta-sync", Some("maintenance"), t(1))
+        .await
+        .unwrap();
+    let auto = format!("{AUTO_PAUSE_NOTE_PREFIX} 3 consecutive failures");
+    store
+        .pause_job("gamma-report", Some(&auto), t(1))
+        .await
+        .unwrap();
+
+    let names = |query: JobQuery| {
+        let store = store.clone();
+        async move {
+            let page = store.list_jobs_page(&query).await.unwrap();
+            let names: Vec<String> = page.jobs.iter().map(|j| j.job.spec.name.clone()).collect();
+            (names, page.total)
+        }
+    };
+    let all = ["alpha-report", "beta-sync", "delta-a-b", "gamma-report"];
+    assert_eq!(
+        names(JobQuery::default()).await,
+        (all.map(String::from).to_vec(), 4)
+    );
+    let only = |search: &str| JobQuery {
+        search: Some(search.to_owned()),
+        ..JobQuery::default()
+    };
+    assert_eq!(
+        names(only("REPORT")).await.0,
+        ["alpha-report", "gamma-report"]
+    );
+    assert_eq!(names(only("a-b")).await.0, ["delta-a-b"]);
+    assert_eq!(names(only("a_b")).await, (Vec::new(), 0), "`_` is literal");
+    assert_eq!(names(only("%")).await, (Vec::new(), 0), "`%` is literal");
+
+    for (status, expected) in [
+        (JobStatus::Active, &["alpha-report", "delta-a-b"][..]),
+        (JobStatus::Paused, &["beta-sync"]),
+        (JobStatus::AutoPaused, &["gamma-report"]),
+        (JobStatus::Finished, &[]),
+    ] {
+        let query = JobQuery {
+            status: Some(status),
+            ..JobQuery::default()
+        };
+        assert_eq!(names(query).await.0, expected, "{status}");
+    }
+    let by_handler = JobQuery {
+        handler: Some("shell".into()),
+        ..JobQuery::default()
+    };
+    assert_eq!(names(by_handler).await.0, ["alpha-report", "gamma-report"]);
+    for (label, expected) in [
+        ("team", &["alpha-report", "beta-sync"][..]),
+        ("team=ops", &["alpha-report"]),
+        ("team=nobody", &[]),
+        ("region", &[]),
+    ] {
+        let query = JobQuery {
+            label: Some(label.parse().unwrap()),
+            ..JobQuery::default()
+        };
+        assert_eq!(names(query).await.0, expected, "{label}");
+    }
+    let failing_only = JobQuery {
+        failing: true,
+        ..JobQuery::default()
+    };
+    let page = store.list_jobs_page(&failing_only).await.unwrap();
+    assert_eq!(page.total, 1);
+    assert_eq!(page.jobs[0].job.spec.name, "gamma-report");
+    assert_eq!(
+        page.jobs[0].last_run,
+        Some(LastRun {
+            id: failed_run,
+            state: RunState::Failed
+        })
+    );
+    let alpha = store.list_jobs_page(&only("alpha")).await.unwrap();
+    assert_eq!(alpha.jobs[0].last_run, None, "never run");
+
+    let sorted = |sort: JobSort, descending: bool| JobQuery {
+        sort,
+        descending,
+        ..JobQuery::default()
+    };
+    assert_eq!(
+        names(sorted(JobSort::Priority, true)).await.0,
+        ["alpha-report", "beta-sync", "gamma-report", "delta-a-b"]
+    );
+    assert_eq!(
+        names(sorted(JobSort::LastRun, false)).await.0,
+        ["gamma-report", "alpha-report", "beta-sync", "delta-a-b"],
+        "the one run first, the never-run last by name"
+    );
+    assert_eq!(
+        names(sorted(JobSort::LastRun, true)).await.0,
+        ["gamma-report", "delta-a-b", "beta-sync", "alpha-report"],
+        "never-run jobs last in either direction"
+    );
+    assert_eq!(
+        names(sorted(JobSort::Name, true)).await.0,
+        ["gamma-report", "delta-a-b", "beta-sync", "alpha-report"]
+    );
+    assert_eq!(
+        names(sorted(JobSort::Handler, false)).await.0,
+        ["beta-sync", "delta-a-b", "alpha-report", "gamma-report"]
+    );
+
+    let mut paged = Vec::new();
+    for offset in [0, 3] {
+        let query = JobQuery {
+            limit: 3,
+            offset,
+            sort: JobSort::Failures,
+            ..JobQuery::default()
+        };
+        let (page, total) = names(query).await;
+        assert_eq!(total, 4);
+        paged.extend(page);
+    }
+    assert_eq!(paged.len(), 4);
+    paged.sort();
+    assert_eq!(paged, all, "pages neither overlap nor leave a job out");
+}
+
 macro_rules! on_both_backends {
     ($($scenario:ident),* $(,)?) => {
         mod postgres {
@@ -1720,6 +1887,7 @@ on_both_backends!(
     apply_creates_updates_and_leaves_alone,
     apply_adopts_but_prunes_only_its_own_jobs,
     a_refused_or_dry_run_apply_writes_nothing,
+    job_pages_search_filter_sort_and_page,
 );
 
 /// One due job whose stored row cannot be read back (here a time zone this build does not

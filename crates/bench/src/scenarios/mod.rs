@@ -5,8 +5,10 @@
 //! - `lag`: 10,000 jobs due every second for 60 s — throughput and schedule lag;
 //! - `failover`: leader `kill -9` and SIGTERM under load, a lost worker;
 //! - `scale`: wake-up cost and lease latency with 1,000 / 100,000 / 1,000,000 jobs;
-//! - `workers`: `sleep` jobs on 1, 2 and 4 worker processes.
+//! - `workers`: `sleep` jobs on 1, 2 and 4 worker processes;
+//! - `console`: the web console's Jobs page with 100,000 jobs.
 
+mod console;
 mod failover;
 mod lag;
 mod limit;
@@ -35,17 +37,20 @@ pub enum Scenario {
     Scale,
     /// Horizontal scaling on capacity-bound `sleep` jobs.
     Workers,
+    /// The web console's Jobs page with 100,000 jobs.
+    Console,
 }
 
 impl Scenario {
     /// In the order they run: `limit` after `throughput`, to compare them.
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 7] = [
         Scenario::Throughput,
         Scenario::Limit,
         Scenario::Lag,
         Scenario::Failover,
         Scenario::Scale,
         Scenario::Workers,
+        Scenario::Console,
     ];
 }
 
@@ -93,6 +98,7 @@ pub async fn run(
         Scenario::Failover => failover::run(&context, report).await,
         Scenario::Scale => scale::run(&context, report).await,
         Scenario::Workers => workers::run(&context, report).await,
+        Scenario::Console => console::run(&context, report).await,
     }
 }
 

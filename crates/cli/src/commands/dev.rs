@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic::transport::Endpoint;
 
-use super::server_args::ListenArgs;
+use super::server_args::{ConsoleArgs, ListenArgs};
 use crate::logging::{self, LogArgs};
 use crate::{jobfile, signals};
 
@@ -39,6 +39,8 @@ pub struct DevCommand {
     data_dir: PathBuf,
     #[command(flatten)]
     listen: ListenArgs,
+    #[command(flatten)]
+    console: ConsoleArgs,
     #[command(flatten)]
     logs: LogArgs,
     /// How many in-process workers to run (each with capacity 4 and every stock handler).
@@ -73,6 +75,7 @@ impl DevCommand {
             let mut config = CoordinatorConfig::new("dev");
             config.grpc_addr = self.listen.grpc;
             config.http_addr = self.listen.http;
+            config.jaeger_url = self.console.jaeger_url.clone();
             let me = config.me();
             let url = me.url.clone();
             let election = Arc::new(LocalElection::new(store.clone(), me));
@@ -121,7 +124,7 @@ impl DevCommand {
                 }
             }
             eprintln!(
-                "cronfleet dev is running: API {url} (gRPC) and http://{http}/api/v1 (REST), health http://{http}/healthz, {workers} workers, data in {data}",
+                "cronfleet dev is running: web console http://{http}/, API {url} (gRPC) and http://{http}/api/v1 (REST), health http://{http}/healthz, {workers} workers, data in {data}",
                 http = self.listen.http,
                 workers = self.workers,
                 data = self.data_dir.display()

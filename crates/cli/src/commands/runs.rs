@@ -23,6 +23,9 @@ pub struct RunsCommand {
     /// Only runs created at or after this time: RFC 3339, or YYYY-MM-DD HH:MM[:SS] in UTC.
     #[arg(long, value_name = "TIME")]
     since: Option<String>,
+    /// Only runs started by this trigger: schedule, manual, retry, continuation, catch_up.
+    #[arg(long, value_name = "TRIGGER")]
+    trigger: Option<String>,
     /// How many runs to show at most (1 to 10000).
     #[arg(
         long,
@@ -46,6 +49,7 @@ impl RunsCommand {
             state: self.state.unwrap_or_default(),
             since: self.since.unwrap_or_default(),
             limit: self.limit,
+            trigger: self.trigger.unwrap_or_default(),
         };
         // The server's own reading of the filter: a bad state or time is reported in its
         // words without a round trip.

@@ -19,7 +19,7 @@ use cronfleet_core::apply::{DesiredJob, JobChange};
 use cronfleet_core::duration::{Interval, format_fixed_duration, parse_fixed_duration};
 use cronfleet_core::job::{Job, JobSpec};
 use cronfleet_core::policy::{CatchUp, CatchUpPolicy, OverlapPolicy};
-use cronfleet_core::run::{Run, RunState};
+use cronfleet_core::run::{Run, RunState, Trigger};
 use cronfleet_core::schedule::{Schedule, ScheduleKind};
 use cronfleet_core::time::{format_in_zone, parse_time, parse_tz};
 use cronfleet_proto::v1 as pb;
@@ -220,6 +220,11 @@ pub fn run_filter_from_proto(request: &pb::ListRunsRequest) -> Result<RunFilter,
     } else {
         Some(RunState::from_str(&request.state).map_err(|e| AdminError::field("state", e))?)
     };
+    let trigger = if request.trigger.is_empty() {
+        None
+    } else {
+        Some(Trigger::from_str(&request.trigger).map_err(|e| AdminError::field("trigger", e))?)
+    };
     let since = if request.since.is_empty() {
         None
     } else {
@@ -232,6 +237,7 @@ pub fn run_filter_from_proto(request: &pb::ListRunsRequest) -> Result<RunFilter,
     Ok(RunFilter {
         job: non_empty(&request.job),
         state,
+        trigger,
         since,
         limit,
         ..RunFilter::default()
@@ -517,6 +523,18 @@ mod tests {
         .unwrap();
         assert_eq!(filter.limit, MAX_RUN_LIMIT);
         assert_eq!(filter.state, Some(RunState::TimedOut));
+        let filter = run_filter_from_proto(&pb::ListRunsRequest {
+            trigger: "manual".into(),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(filter.trigger, Some(Trigger::Manual));
+        let error = run_filter_from_proto(&pb::ListRunsRequest {
+            trigger: "cron".into(),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert_eq!(error.field_name().as_deref(), Some("trigger"));
         let error = run_filter_from_proto(&pb::ListRunsRequest {
             state: "done".into(),
             ..Default::default()

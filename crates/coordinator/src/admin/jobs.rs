@@ -6,13 +6,38 @@ use cronfleet_core::apply::{ApplyAction, ApplyRequest, DEFAULT_MANAGER};
 use cronfleet_core::time::{format_in_zone, parse_time};
 use cronfleet_proto::v1 as pb;
 use cronfleet_proto::v1::job_service_server::JobService;
-use cronfleet_store::StoreError;
+use cronfleet_store::{JobQuery, JobStatus, LastRun, StoreError};
 use tonic::{Request, Response, Status};
 
 use super::convert::{
     desired_job_from_proto, job_change_to_proto, job_spec_from_proto, job_to_proto, run_to_proto,
+    schedule_from_proto,
 };
 use super::{AdminError, AdminServices, Call, grpc, required_name};
+
+/// A page of [`AdminServices::find_jobs`].
+#[derive(Clone, Debug)]
+pub struct FoundJobs {
+    pub jobs: Vec<FoundJob>,
+    /// How many jobs the query selects in all.
+    pub total: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct FoundJob {
+    pub job: pb::Job,
+    pub status: JobStatus,
+    pub last_run: Option<LastRun>,
+}
+
+/// What [`AdminServices::preview_schedule`] answers.
+#[derive(Clone, Debug)]
+pub struct SchedulePreview {
+    /// The schedule in words.
+    pub text: String,
+    pub tz: chrono_tz::Tz,
+    pub slots: Vec<chrono::DateTime<chrono::Utc>>,
+}
 
 impl AdminServices {
     pub async fn create_job(&self, request: pb::CreateJobRequest) -> Result<pb::Job, AdminError> {
@@ -53,6 +78,44 @@ impl AdminServices {
                 })
             })
             .await
+    }
+
+    /// One page of the job list, searched, filtered and sorted by the store (the web
+    /// console's Jobs page), each job with its latest run.
+    pub async fn find_jobs(&self, query: &JobQuery) -> Result<FoundJobs, AdminError> {
+        Call::plain("FindJobs")
+            .answer(async {
+                let page = self.store().list_jobs_page(query).await?;
+                Ok(FoundJobs {
+                    jobs: page
+                        .jobs
+                        .iter()
+                        .map(|listed| FoundJob {
+                            job: job_to_proto(&listed.job),
+                            status: JobStatus::of_job(&listed.job),
+                            last_run: listed.last_run,
+                        })
+                        .collect(),
+                    total: page.total,
+                })
+            })
+            .await
+    }
+
+    /// The next `count` slots of `schedule` after now, read as `CreateJob` reads it (so a
+    /// bad schedule gets the same message, on the same field).
+    pub fn preview_schedule(
+        &self,
+        schedule: &pb::Schedule,
+        count: usize,
+    ) -> Result<SchedulePreview, AdminError> {
+        let now = self.now();
+        let schedule = schedule_from_proto(Some(schedule), now)?;
+        Ok(SchedulePreview {
+            text: schedule.to_string(),
+            tz: schedule.tz(),
+            slots: schedule.slots_after(now).take(count).collect(),
+        })
     }
 
     pub async fn update_job(&self, request: pb::UpdateJobRequest) -> Result<pb::Job, AdminError> {

@@ -52,6 +52,8 @@ use crate::node::Role;
 use crate::wake::Wakeup;
 use crate::workers::WorkerDirectory;
 pub use error::AdminError;
+pub use jobs::{FoundJob, FoundJobs, SchedulePreview};
+pub use runs::{LogEvent, ended};
 
 /// The admin API over a store. Cheap to clone: all three services share one state.
 #[derive(Clone, Debug)]
@@ -164,7 +166,8 @@ impl AdminServices {
         self.state.store.as_ref()
     }
 
-    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+    /// The clock's now (the console reads it too).
+    pub(crate) fn now(&self) -> chrono::DateTime<chrono::Utc> {
         self.state.clock.now()
     }
 

@@ -2,16 +2,12 @@
 //! the admin API's request message, calls the [`AdminServices`] method of the same name,
 //! and answers the [`super::model`] view of what it returns.
 
-use std::str::FromStr;
-use std::time::Duration;
-
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use cronfleet_core::run::{RunState, output_added};
 use cronfleet_proto::v1 as pb;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -27,11 +23,7 @@ use super::model::{
     ManualRunView, PauseBody, RunBody, RunList, RunView, StatusView, WorkerList, WorkerView,
     plain_serde_message,
 };
-use crate::admin::{AdminError, AdminServices};
-
-/// How often `GET /runs/{id}/logs?follow=true` looks for more (the leader saves live logs
-/// about twice a second).
-const FOLLOW_INTERVAL: Duration = Duration::from_millis(500);
+use crate::admin::{AdminError, AdminServices, LogEvent, ended};
 
 /// Every route, relative to [`super::PREFIX`]; one `routes!` per path.
 pub(super) fn routes() -> OpenApiRouter<AdminServices> {
@@ -306,6 +298,8 @@ struct RunsQuery {
     since: Option<String>,
     /// At most this many, newest first (default 100).
     limit: Option<u32>,
+    /// Only runs started by this trigger: schedule, manual, retry, continuation, catch_up.
+    trigger: Option<String>,
 }
 
 /// The run history, newest first.
@@ -322,6 +316,7 @@ async fn list_runs(
             state: filter.state.unwrap_or_default(),
             since: filter.since.unwrap_or_default(),
             limit: filter.limit.unwrap_or(0),
+            trigger: filter.trigger.unwrap_or_default(),
         })
         .await?;
     Ok(Json(RunList {
@@ -368,40 +363,23 @@ async fn run_logs(
     if !follow || ended(&run.state) {
         return Ok(text(Body::from(run.output)));
     }
+    let mut events = admin.follow_run_log(id).await?;
     let (chunks, stream) = mpsc::channel::<Result<String, std::io::Error>>(4);
     tokio::spawn(async move {
-        let mut shown = String::new();
-        let mut run = run;
-        loop {
-            let added = output_added(&shown, &run.output);
-            if !added.is_empty() && chunks.send(Ok(added)).await.is_err() {
-                return; // the client went away
-            }
-            shown = run.output;
-            if ended(&run.state) || chunks.is_closed() {
-                return;
-            }
-            tokio::time::sleep(FOLLOW_INTERVAL).await;
-            run = match admin.get_run(pb::GetRunRequest { id }).await {
-                Ok(run) => run,
-                Err(error) => {
-                    let _ = chunks
-                        .send(Ok(format!(
-                            "\n[cannot read the run's log any more: {error}]\n"
-                        )))
-                        .await;
-                    return;
+        while let Some(event) = events.recv().await {
+            let chunk = match event {
+                LogEvent::Output(text) => text,
+                LogEvent::Ended(_) => return,
+                LogEvent::Failed(error) => {
+                    format!("\n[cannot read the run's log any more: {error}]\n")
                 }
             };
+            if chunks.send(Ok(chunk)).await.is_err() {
+                return; // the client went away
+            }
         }
     });
     Ok(text(Body::from_stream(ReceiverStream::new(stream))))
-}
-
-/// Whether a run in `state` has ended (an unknown state counts as ended: nothing to wait
-/// for).
-fn ended(state: &str) -> bool {
-    RunState::from_str(state).map_or(true, RunState::is_final)
 }
 
 /// Cancels a run: a pending one at once, a running one is stopped on its worker.

@@ -13,8 +13,13 @@ use sqlx::postgres::PgConnection;
 use super::transitions::apply_transition;
 use super::{PostgresStore, fetch_run};
 use crate::error::duplicate_name;
-use crate::rows::{JobRow, JobValues, RunRow, jobs_from_rows, runs_from_rows};
-use crate::{JobStore, ManualRun, RunFilter, RunOrder, RunTransition, StoreError};
+use crate::job_query::{Dialect, count_query, page_query};
+use crate::rows::{
+    JobRow, JobValues, ListedJobRow, RunRow, jobs_from_rows, listed_jobs_from_rows, runs_from_rows,
+};
+use crate::{
+    JobPage, JobQuery, JobStore, ManualRun, RunFilter, RunOrder, RunTransition, StoreError,
+};
 
 async fn fetch_job_for_update(conn: &mut PgConnection, name: &str) -> Result<Job, StoreError> {
     let row: Option<JobRow> = sqlx::query_as(concat!(
@@ -168,6 +173,23 @@ impl JobStore for PostgresStore {
         .fetch_all(&self.pool)
         .await?;
         jobs_from_rows(rows)
+    }
+
+    async fn list_jobs_page(&self, query: &JobQuery) -> Result<JobPage, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let total: i64 = count_query::<sqlx::Postgres>(query, Dialect::Postgres)
+            .build_query_scalar()
+            .fetch_one(&mut *tx)
+            .await?;
+        let rows: Vec<ListedJobRow> = page_query::<sqlx::Postgres>(query, Dialect::Postgres)
+            .build_query_as()
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(JobPage {
+            jobs: listed_jobs_from_rows(rows)?,
+            total: u64::try_from(total).unwrap_or_default(),
+        })
     }
 
     async fn update_job(
@@ -367,14 +389,14 @@ impl JobStore for PostgresStore {
                 run_columns!(),
                 " FROM runs JOIN jobs ON jobs.id = runs.job_id WHERE ($1::text IS NULL OR jobs.name = $1) \
                  AND ($2::text IS NULL OR runs.state = $2) AND ($3::timestamptz IS NULL OR runs.created_at >= $3) \
-                 ORDER BY runs.id DESC LIMIT $4"
+                 AND ($5::text IS NULL OR runs.trigger = $5) ORDER BY runs.id DESC LIMIT $4"
             ),
             RunOrder::OldestFirst => concat!(
                 "SELECT ",
                 run_columns!(),
                 " FROM runs JOIN jobs ON jobs.id = runs.job_id WHERE ($1::text IS NULL OR jobs.name = $1) \
                  AND ($2::text IS NULL OR runs.state = $2) AND ($3::timestamptz IS NULL OR runs.created_at >= $3) \
-                 ORDER BY runs.id LIMIT $4"
+                 AND ($5::text IS NULL OR runs.trigger = $5) ORDER BY runs.id LIMIT $4"
             ),
         };
         let rows: Vec<RunRow> = sqlx::query_as(query)
@@ -382,6 +404,7 @@ impl JobStore for PostgresStore {
             .bind(filter.state.map(|state| state.as_str()))
             .bind(filter.since)
             .bind(i64::from(filter.limit))
+            .bind(filter.trigger.map(|trigger| trigger.as_str()))
             .fetch_all(&self.pool)
             .await?;
         runs_from_rows(rows)

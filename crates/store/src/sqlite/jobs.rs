@@ -13,8 +13,13 @@ use sqlx::sqlite::SqliteConnection;
 use super::transitions::apply_transition;
 use super::{SqliteStore, fetch_run, ts, ts_opt};
 use crate::error::duplicate_name;
-use crate::rows::{JobRow, JobValues, RunRow, jobs_from_rows, runs_from_rows};
-use crate::{JobStore, ManualRun, RunFilter, RunOrder, RunTransition, StoreError};
+use crate::job_query::{Dialect, count_query, page_query};
+use crate::rows::{
+    JobRow, JobValues, ListedJobRow, RunRow, jobs_from_rows, listed_jobs_from_rows, runs_from_rows,
+};
+use crate::{
+    JobPage, JobQuery, JobStore, ManualRun, RunFilter, RunOrder, RunTransition, StoreError,
+};
 
 async fn fetch_job(conn: &mut SqliteConnection, name: &str) -> Result<Job, StoreError> {
     let row: Option<JobRow> = sqlx::query_as(concat!(
@@ -153,6 +158,23 @@ impl JobStore for SqliteStore {
         .fetch_all(&self.pool)
         .await?;
         jobs_from_rows(rows)
+    }
+
+    async fn list_jobs_page(&self, query: &JobQuery) -> Result<JobPage, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let total: i64 = count_query::<sqlx::Sqlite>(query, Dialect::Sqlite)
+            .build_query_scalar()
+            .fetch_one(&mut *tx)
+            .await?;
+        let rows: Vec<ListedJobRow> = page_query::<sqlx::Sqlite>(query, Dialect::Sqlite)
+            .build_query_as()
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(JobPage {
+            jobs: listed_jobs_from_rows(rows)?,
+            total: u64::try_from(total).unwrap_or_default(),
+        })
     }
 
     async fn update_job(
@@ -346,14 +368,14 @@ impl JobStore for SqliteStore {
                 run_columns!(),
                 " FROM runs JOIN jobs ON jobs.id = runs.job_id WHERE (?1 IS NULL OR jobs.name = ?1) \
                  AND (?2 IS NULL OR runs.state = ?2) AND (?3 IS NULL OR runs.created_at >= ?3) \
-                 ORDER BY runs.id DESC LIMIT ?4"
+                 AND (?5 IS NULL OR runs.trigger = ?5) ORDER BY runs.id DESC LIMIT ?4"
             ),
             RunOrder::OldestFirst => concat!(
                 "SELECT ",
                 run_columns!(),
                 " FROM runs JOIN jobs ON jobs.id = runs.job_id WHERE (?1 IS NULL OR jobs.name = ?1) \
                  AND (?2 IS NULL OR runs.state = ?2) AND (?3 IS NULL OR runs.created_at >= ?3) \
-                 ORDER BY runs.id LIMIT ?4"
+                 AND (?5 IS NULL OR runs.trigger = ?5) ORDER BY runs.id LIMIT ?4"
             ),
         };
         let rows: Vec<RunRow> = sqlx::query_as(query)
@@ -361,6 +383,7 @@ impl JobStore for SqliteStore {
             .bind(filter.state.map(|state| state.as_str()))
             .bind(ts_opt(filter.since))
             .bind(i64::from(filter.limit))
+            .bind(filter.trigger.map(|trigger| trigger.as_str()))
             .fetch_all(&self.pool)
             .await?;
         runs_from_rows(rows)

@@ -1,0 +1,105 @@
+//! The Cluster page: the leader and its epoch, the coordinators, and every worker with
+//! its heartbeat age, capacity, runs in flight, handlers and labels.
+
+use std::collections::BTreeMap;
+
+use askama::Template;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use cronfleet_proto::v1 as pb;
+
+use super::guard::CsrfToken;
+use super::view::{When, duration_words};
+use super::{Chrome, Console, page};
+
+#[derive(Debug)]
+struct WorkerRow {
+    id: String,
+    state: String,
+    version: String,
+    heartbeat_age: String,
+    connected: Option<When>,
+    capacity: u32,
+    busy: u32,
+    runs: Vec<i64>,
+    handlers: String,
+    labels: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/cluster.html")]
+struct ClusterPage {
+    chrome: Chrome,
+    status: pb::ClusterStatus,
+    leader: String,
+    workers: Vec<WorkerRow>,
+}
+
+pub async fn show(State(console): State<Console>, csrf: CsrfToken) -> Response {
+    let admin = &console.admin;
+    let status = match admin.get_status(pb::GetStatusRequest {}).await {
+        Ok(status) => status,
+        Err(error) => return console.error_page(&csrf, error).await,
+    };
+    let now = admin.now();
+    // Runs in flight per worker, from the store (the registry's view is the leader's).
+    let mut in_flight: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for state in ["dispatched", "running"] {
+        let request = pb::ListRunsRequest {
+            state: state.to_owned(),
+            limit: 500,
+            ..Default::default()
+        };
+        if let Ok(answer) = admin.list_runs(request).await {
+            for run in answer.runs {
+                in_flight.entry(run.worker).or_default().push(run.id);
+            }
+        }
+    }
+    let workers = status
+        .workers
+        .iter()
+        .map(|worker| {
+            let heartbeat = worker
+                .last_heartbeat_at
+                .as_ref()
+                .and_then(cronfleet_proto::datetime);
+            let mut labels: Vec<String> = worker
+                .labels
+                .iter()
+                .map(|(key, value)| format!("{key}={value}"))
+                .collect();
+            labels.sort();
+            WorkerRow {
+                id: worker.node_id.clone(),
+                state: worker.state.clone(),
+                version: worker.version.clone(),
+                heartbeat_age: heartbeat.map_or_else(
+                    || "never".to_owned(),
+                    |at| duration_words((now - at).num_seconds().max(0).unsigned_abs()),
+                ),
+                connected: When::of(worker.connected_at.as_ref(), now),
+                capacity: worker.capacity,
+                busy: worker.busy,
+                runs: in_flight.remove(&worker.node_id).unwrap_or_default(),
+                handlers: worker.handlers.join(", "),
+                labels: labels.join(", "),
+            }
+        })
+        .collect();
+    let leader = status.leader.as_ref().map_or_else(
+        || "none known".to_owned(),
+        |leader| format!("{} ({})", leader.node_id, leader.url),
+    );
+    let chrome = console.chrome("Cluster", "cluster", &csrf).await;
+    page(
+        StatusCode::OK,
+        &ClusterPage {
+            chrome,
+            leader,
+            workers,
+            status,
+        },
+    )
+}
