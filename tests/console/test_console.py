@@ -95,7 +95,7 @@ def test_an_auto_paused_job_is_in_the_attention_banner(page, console):
     expect(page).to_have_url(re.compile(r"status=auto_paused"))
     row = page.locator("tr", has=page.locator("a[href='/jobs/always-fails']"))
     expect(row.locator(".badge").first).to_have_text("auto-paused")
-    expect(row).to_contain_text("paused automatically: 2 consecutive failures")
+    expect(row).to_contain_text(re.compile(r"paused automatically: \d+ consecutive failures"))
 
 
 def test_signing_in_with_a_token(page, guarded_console):
@@ -147,3 +147,13 @@ def test_the_dark_theme_follows_the_system(browser, console):
     assert background == "rgb(20, 23, 28)", background
     screenshot(page, "jobs-dark")
     context.close()
+
+
+def test_a_worker_is_drained_and_resumed(page, console):
+    page.goto(f"{console}/cluster")
+    row = page.locator("tr", has=page.locator("td", has_text="w1"))
+    row.locator("button:has-text('Drain')").click()
+    expect(page).to_have_url(re.compile(r"/cluster$"))
+    expect(row.locator(".badge")).to_have_text("draining")
+    row.locator("button:has-text('Resume')").click()
+    expect(row.locator(".badge")).to_have_text("connected")

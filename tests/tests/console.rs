@@ -87,6 +87,19 @@ impl Browser {
         self.keep(response).await
     }
 
+    /// The page of run `path` once it shows the run succeeded (within 20 s).
+    async fn until_succeeded(&mut self, path: &str) -> Page {
+        let mut page = self.get(path).await;
+        for _ in 0..100 {
+            if page.html.contains(">succeeded<") {
+                return page;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            page = self.get(path).await;
+        }
+        panic!("run {path} did not succeed: {}", page.html);
+    }
+
     /// Sends a form as the console's page would: with this browser's CSRF token.
     async fn post(&mut self, path: &str, fields: &[(&str, &str)]) -> Page {
         let csrf = self.csrf();
@@ -241,15 +254,7 @@ async fn the_console_defines_lists_runs_and_guards_jobs() {
     assert_eq!(run.status, 303);
     let run_page = run.location.expect("to the run's page");
     let id: i64 = run_page.trim_start_matches("/runs/").parse().unwrap();
-    let mut page = browser.get(&run_page).await;
-    for _ in 0..100 {
-        if page.html.contains(">succeeded<") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        page = browser.get(&run_page).await;
-    }
-    assert!(page.html.contains(">succeeded<"), "{}", page.html);
+    let page = browser.until_succeeded(&run_page).await;
     assert!(
         page.html.contains(&format!("report for {id}")),
         "{}",
@@ -403,6 +408,35 @@ async fn the_console_defines_lists_runs_and_guards_jobs() {
         "{}",
         cluster_page.html
     );
+
+    // Drain the only worker: a run now waits, and runs once the drain is undone.
+    let drained = browser.post("/cluster/workers/w1/drain", &[]).await;
+    assert_eq!(
+        (drained.status, drained.location.as_deref()),
+        (303, Some("/cluster"))
+    );
+    let cluster_page = browser.get("/cluster").await;
+    assert!(
+        cluster_page.html.contains(">draining<") && cluster_page.html.contains(">Resume</button>"),
+        "{}",
+        cluster_page.html
+    );
+    let waiting = browser.post("/jobs/nightly-report/run", &[]).await;
+    let waiting_page = waiting.location.expect("to the run's page");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let page = browser.get(&waiting_page).await;
+    assert!(
+        page.html.contains(">pending<"),
+        "a drained worker gets no run: {}",
+        page.html
+    );
+    let unknown = browser.post("/cluster/workers/nobody/drain", &[]).await;
+    assert_eq!(unknown.status, 404, "{}", unknown.html);
+    let resumed = browser
+        .post("/cluster/workers/w1/drain", &[("undo", "on")])
+        .await;
+    assert_eq!(resumed.status, 303);
+    browser.until_succeeded(&waiting_page).await;
 
     // Delete asks first, then deletes.
     let confirm = browser.get("/jobs/bulk-000/delete").await;

@@ -278,6 +278,33 @@ async fn five_leader_kills_in_a_row_lose_no_slot_and_never_overlap() {
             "the leader's workers, from any coordinator: {status}"
         );
     }
+
+    // A follower has the leader drain a worker (the workers connect to the leader), and
+    // undo it; an unknown worker is said to be unknown.
+    let leader_index = cluster.leader_index().expect("a leader");
+    let follower = (leader_index + 1) % 3;
+    let drained = cluster.cli_json_on(follower, &["workers", "--drain", "w1"]);
+    assert_eq!(drained[0]["state"], "draining", "{drained}");
+    let seen = cluster.cli_json_on(leader_index, &["workers"]);
+    let w1 = seen
+        .as_array()
+        .and_then(|workers| workers.iter().find(|w| w["node_id"] == "w1"))
+        .expect("w1");
+    assert_eq!(
+        w1["state"], "draining",
+        "the leader holds the drain: {seen}"
+    );
+    let undone = cluster.cli_json_on(follower, &["workers", "--undrain", "w1"]);
+    assert_eq!(undone[0]["state"], "connected", "{undone}");
+    let unknown = cluster.cli_on(follower, &["workers", "--drain", "nobody"]);
+    assert!(!unknown.success);
+    assert!(
+        unknown
+            .stderr
+            .contains("no worker \"nobody\" is connected to the leader"),
+        "{}",
+        unknown.stderr
+    );
 }
 
 /// Admin calls work against any coordinator: a job created and a run triggered on a

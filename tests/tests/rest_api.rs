@@ -1009,6 +1009,7 @@ async fn the_openapi_document_describes_every_route() {
         "GET /api/v1/runs/{id}/logs",
         "POST /api/v1/runs/{id}/cancel",
         "GET /api/v1/workers",
+        "POST /api/v1/workers/{id}/drain",
         "GET /api/v1/status",
     ]
     .map(str::to_owned)

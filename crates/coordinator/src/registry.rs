@@ -24,6 +24,8 @@ struct Connection {
     info: WorkerInfo,
     runs: HashSet<i64>,
     sender: WorkerSender,
+    /// The worker said it drains (it is stopping): no operator can undo that.
+    stopping: bool,
     /// When it was last given a run (a sequence number): equally loaded workers take
     /// turns, so the load spreads even when every run ends before the next starts.
     last_assigned: u64,
@@ -41,6 +43,9 @@ struct State {
     unsaved_outputs: HashSet<i64>,
     /// Runs whose operator cancel was sent to their worker.
     cancels_sent: HashSet<i64>,
+    /// Workers an operator drained (`DrainWorker`): they get no new runs, across
+    /// reconnects, until the drain is undone.
+    drained: HashSet<String>,
 }
 
 /// Why no worker could take a run: shown on the pending run.
@@ -104,6 +109,11 @@ impl Registry {
         let mut state = self.lock();
         state.next_connection += 1;
         let id = state.next_connection;
+        let stopping = info.state == WorkerState::Draining;
+        let mut info = info;
+        if state.drained.contains(&info.node_id) {
+            info.state = WorkerState::Draining;
+        }
         state
             .last_seen
             .insert(info.node_id.clone(), info.connected_at);
@@ -114,6 +124,7 @@ impl Registry {
                 info,
                 runs,
                 sender,
+                stopping,
                 last_assigned: 0,
             },
         );
@@ -193,8 +204,10 @@ impl Registry {
             .filter(|renewed| *renewed >= since)
     }
 
+    /// The worker said it drains (it is stopping).
     pub(crate) fn set_draining(&self, node_id: &str) {
         if let Some(connection) = self.lock().connected.get_mut(node_id) {
+            connection.stopping = true;
             connection.info.state = WorkerState::Draining;
         }
     }
@@ -345,6 +358,23 @@ impl WorkerDirectory for Registry {
         workers.sort_by(|a, b| a.node_id.cmp(&b.node_id));
         workers
     }
+
+    fn drain(&self, node_id: &str, draining: bool) -> Option<WorkerInfo> {
+        let mut state = self.lock();
+        let connection = state.connected.get_mut(node_id)?;
+        connection.info.state = if draining || connection.stopping {
+            WorkerState::Draining
+        } else {
+            WorkerState::Connected
+        };
+        let info = connection.info.clone();
+        if draining {
+            state.drained.insert(node_id.to_owned());
+        } else {
+            state.drained.remove(node_id);
+        }
+        Some(info)
+    }
 }
 
 #[cfg(test)]
@@ -380,6 +410,35 @@ mod tests {
             registry.connect(info, HashSet::new(), sender);
         }
         registry
+    }
+
+    #[test]
+    fn a_drained_worker_gets_no_runs_across_reconnects_until_undone() {
+        let registry = registry_with(vec![worker("a", &["noop"], 2, &[])]);
+        let none = BTreeMap::new();
+        let drained = registry.drain("a", true).expect("connected");
+        assert_eq!(drained.state, WorkerState::Draining);
+        assert!(matches!(
+            registry.reserve(1, "noop", &none),
+            Err(NoWorker::NoHandler(_))
+        ));
+        assert!(!registry.has_free_capacity());
+        // It reconnects: still drained.
+        let (sender, _) = mpsc::channel(1);
+        registry.connect(worker("a", &["noop"], 2, &[]), HashSet::new(), sender);
+        assert!(registry.reserve(2, "noop", &none).is_err());
+        assert_eq!(
+            registry.drain("a", false).unwrap().state,
+            WorkerState::Connected
+        );
+        assert_eq!(registry.reserve(3, "noop", &none).unwrap().node_id, "a");
+        // A worker that is stopping stays draining whatever the operator says.
+        registry.set_draining("a");
+        assert_eq!(
+            registry.drain("a", false).unwrap().state,
+            WorkerState::Draining
+        );
+        assert!(registry.drain("nobody", true).is_none());
     }
 
     #[test]

@@ -40,4 +40,12 @@ impl WorkerState {
 /// leader: workers connect to the leader).
 pub trait WorkerDirectory: Send + Sync + Debug + 'static {
     fn workers(&self) -> Vec<WorkerInfo>;
+
+    /// An operator's drain of connected worker `node_id` (`draining`: it gets no new runs;
+    /// `false`: it gets them again), answering the worker as it is now; `None` when no
+    /// such worker is connected (or this directory cannot drain).
+    fn drain(&self, node_id: &str, draining: bool) -> Option<WorkerInfo> {
+        let _ = (node_id, draining);
+        None
+    }
 }

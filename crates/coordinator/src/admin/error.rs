@@ -54,6 +54,9 @@ pub enum AdminError {
     /// what and why.
     #[error("{0}")]
     Unavailable(String),
+    /// No worker of this id is connected to the leader.
+    #[error("no worker {0:?} is connected to the leader; `cronfleet workers` lists those that are")]
+    WorkerNotFound(String),
 }
 
 impl AdminError {
@@ -81,6 +84,7 @@ impl AdminError {
             AdminError::InJob { error, .. } => error.code(),
             AdminError::Store(error) => store_code(error),
             AdminError::Unavailable(_) => Code::Unavailable,
+            AdminError::WorkerNotFound(_) => Code::NotFound,
         }
     }
 

@@ -1,17 +1,18 @@
 //! The Cluster page: the leader and its epoch, the coordinators, and every worker with
-//! its heartbeat age, capacity, runs in flight, handlers and labels.
+//! its heartbeat age, capacity, runs in flight, handlers and labels; draining a worker.
 
 use std::collections::BTreeMap;
 
 use askama::Template;
-use axum::extract::State;
+use axum::Form;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use cronfleet_proto::v1 as pb;
 
 use super::guard::CsrfToken;
 use super::view::{When, duration_words};
-use super::{Chrome, Console, page};
+use super::{Chrome, Console, page, see_other};
 
 #[derive(Debug)]
 struct WorkerRow {
@@ -102,4 +103,28 @@ pub async fn show(State(console): State<Console>, csrf: CsrfToken) -> Response {
             status,
         },
     )
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct DrainForm {
+    /// Present to give the worker new runs again.
+    #[serde(default)]
+    undo: Option<String>,
+}
+
+/// Drains a worker (no new runs; its runs in progress go on), or undoes it.
+pub async fn drain(
+    State(console): State<Console>,
+    csrf: CsrfToken,
+    Path(node_id): Path<String>,
+    Form(form): Form<DrainForm>,
+) -> Response {
+    let request = pb::DrainWorkerRequest {
+        node_id,
+        undo: form.undo.is_some(),
+    };
+    match console.admin.drain_worker(request, false).await {
+        Ok(_) => see_other("/cluster"),
+        Err(error) => console.error_page(&csrf, error).await,
+    }
 }

@@ -82,6 +82,7 @@ pub fn router(admin: AdminServices, tokens: Tokens, settings: ConsoleSettings) -
         .route("/runs/{id}/events", get(runs::events))
         .route("/runs/{id}/cancel", post(runs::cancel))
         .route("/cluster", get(cluster::show))
+        .route("/cluster/workers/{node_id}/drain", post(cluster::drain))
         .route_layer(from_fn_with_state(console.clone(), guard::signed_in))
         .route("/login", get(guard::login_form).post(guard::login))
         .route("/logout", post(guard::logout))

@@ -507,6 +507,14 @@ pub struct CancelBody {
     pub reason: Option<String>,
 }
 
+/// `POST /workers/{id}/drain`: `undo: true` gives the worker new runs again.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DrainBody {
+    #[serde(default)]
+    pub undo: bool,
+}
+
 /// `POST /apply`: the jobs one manager should have, as a job file lists them.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -19,9 +19,9 @@ use utoipa_axum::routes;
 
 use super::RestError;
 use super::model::{
-    ApplyBody, ApplyResult, CancelBody, ChangeView, ErrorBody, JobDefinition, JobList, JobView,
-    ManualRunView, PauseBody, RunBody, RunList, RunView, StatusView, WorkerList, WorkerView,
-    plain_serde_message,
+    ApplyBody, ApplyResult, CancelBody, ChangeView, DrainBody, ErrorBody, JobDefinition, JobList,
+    JobView, ManualRunView, PauseBody, RunBody, RunList, RunView, StatusView, WorkerList,
+    WorkerView, plain_serde_message,
 };
 use crate::admin::{AdminError, AdminServices, LogEvent, ended};
 
@@ -39,6 +39,7 @@ pub(super) fn routes() -> OpenApiRouter<AdminServices> {
         .routes(routes!(run_logs))
         .routes(routes!(cancel_run))
         .routes(routes!(list_workers))
+        .routes(routes!(drain_worker))
         .routes(routes!(get_status))
 }
 
@@ -413,6 +414,30 @@ async fn list_workers(State(admin): State<AdminServices>) -> Answer<Json<WorkerL
     Ok(Json(WorkerList {
         workers: answer.workers.iter().map(WorkerView::new).collect(),
     }))
+}
+
+/// Stops giving new runs to a worker (with `undo`, gives them again); its runs in
+/// progress go on. Held by the leader across the worker's reconnects.
+#[utoipa::path(post, path = "/workers/{id}/drain", tag = "cluster", request_body(content = Option<DrainBody>),
+    params(("id" = String, Path, description = "the worker's node id")),
+    responses((status = 200, description = "the worker", body = WorkerView), (status = "default", description = "an error", body = ErrorBody)))]
+async fn drain_worker(
+    State(admin): State<AdminServices>,
+    id: Result<Path<String>, PathRejection>,
+    bytes: Bytes,
+) -> Answer<Json<WorkerView>> {
+    let node_id = path(id)?;
+    let drain: DrainBody = body(&bytes, true)?;
+    let worker = admin
+        .drain_worker(
+            pb::DrainWorkerRequest {
+                node_id,
+                undo: drain.undo,
+            },
+            false,
+        )
+        .await?;
+    Ok(Json(WorkerView::new(&worker)))
 }
 
 /// The leader, the fencing epoch, the coordinators and the workers.
