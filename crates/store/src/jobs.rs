@@ -27,6 +27,9 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
     /// selects in all — searched, filtered, sorted and paged by the database.
     async fn list_jobs_page(&self, query: &JobQuery) -> Result<JobPage, StoreError>;
 
+    /// How many jobs `query` selects (its sort and page aside).
+    async fn count_jobs(&self, query: &JobQuery) -> Result<u64, StoreError>;
+
     /// Replaces a job's spec if its version is still `expected_version`. A changed schedule
     /// restarts from its first slot at or after `now`; a changed max runs resets the count.
     /// The job keeps its owner (`managed_by`).

@@ -959,7 +959,8 @@ async fn runs_can_be_filtered(store: Arc<dyn Store>) {
         .unwrap();
     assert_eq!(limited.len(), 1);
     assert_eq!(limited[0].id, all[1].id);
-    let manual = store.create_manual_run("x", t(0), t(0)).await.unwrap().run;
+    store.create_job(&every_second("z"), t(0)).await.unwrap();
+    let manual = store.create_manual_run("z", t(0), t(0)).await.unwrap().run;
     for (trigger, expected) in [(Trigger::Manual, vec![manual.id]), (Trigger::Retry, vec![])] {
         let runs = store
             .list_runs(&RunFilter {
@@ -1772,6 +1773,8 @@ async fn job_pages_search_filter_sort_and_page(store: Arc<dyn Store>) {
         failing: true,
         ..JobQuery::default()
     };
+    assert_eq!(store.count_jobs(&failing_only).await.unwrap(), 1);
+    assert_eq!(store.count_jobs(&JobQuery::default()).await.unwrap(), 4);
     let page = store.list_jobs_page(&failing_only).await.unwrap();
     assert_eq!(page.total, 1);
     assert_eq!(page.jobs[0].job.spec.name, "gamma-report");

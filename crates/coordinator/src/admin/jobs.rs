@@ -102,6 +102,13 @@ impl AdminServices {
             .await
     }
 
+    /// How many jobs `query` selects (for the console's counts: no page is read).
+    pub async fn count_jobs(&self, query: &JobQuery) -> Result<u64, AdminError> {
+        Call::plain("CountJobs")
+            .answer(async { Ok(self.store().count_jobs(query).await?) })
+            .await
+    }
+
     /// The next `count` slots of `schedule` after now, read as `CreateJob` reads it (so a
     /// bad schedule gets the same message, on the same field).
     pub fn preview_schedule(

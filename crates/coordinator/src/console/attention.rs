@@ -44,12 +44,7 @@ fn plural(count: u64, one: &str, many: &str) -> String {
 
 pub async fn gather(admin: &AdminServices) -> Vec<Item> {
     let mut items = Vec::new();
-    let count = |query: JobQuery| async move {
-        admin
-            .find_jobs(&JobQuery { limit: 1, ..query })
-            .await
-            .map(|found| found.total)
-    };
+    let count = |query: JobQuery| async move { admin.count_jobs(&query).await };
     match count(JobQuery {
         failing: true,
         ..JobQuery::default()

@@ -161,20 +161,24 @@ impl JobStore for SqliteStore {
     }
 
     async fn list_jobs_page(&self, query: &JobQuery) -> Result<JobPage, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let total: i64 = count_query::<sqlx::Sqlite>(query, Dialect::Sqlite)
-            .build_query_scalar()
-            .fetch_one(&mut *tx)
-            .await?;
+        // Two statements: the total may be a moment older than the page, as in any list.
+        let total = self.count_jobs(query).await?;
         let rows: Vec<ListedJobRow> = page_query::<sqlx::Sqlite>(query, Dialect::Sqlite)
             .build_query_as()
-            .fetch_all(&mut *tx)
+            .fetch_all(&self.pool)
             .await?;
-        tx.commit().await?;
         Ok(JobPage {
             jobs: listed_jobs_from_rows(rows)?,
-            total: u64::try_from(total).unwrap_or_default(),
+            total,
         })
+    }
+
+    async fn count_jobs(&self, query: &JobQuery) -> Result<u64, StoreError> {
+        let total: i64 = count_query::<sqlx::Sqlite>(query, Dialect::Sqlite)
+            .build_query_scalar()
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64::try_from(total).unwrap_or_default())
     }
 
     async fn update_job(
