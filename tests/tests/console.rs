@@ -484,6 +484,25 @@ async fn the_console_defines_lists_runs_and_guards_jobs() {
         .await
         .unwrap();
     assert_eq!(rebound_api.status().as_u16(), 421, "the API too");
+    // A page elsewhere posting a "simple" request to the open API (no preflight) is
+    // refused, by its Origin or by the browser's Sec-Fetch-Site.
+    let job = r#"{"name": "planted", "handler": "shell", "every": "1m", "args": {"script": "id"}}"#;
+    for (header, value) in [
+        ("origin", "http://evil.example"),
+        ("sec-fetch-site", "cross-site"),
+    ] {
+        let planted = reqwest::Client::new()
+            .post(format!("{base}/api/v1/jobs"))
+            .header("content-type", "text/plain")
+            .header(header, value)
+            .body(job)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(planted.status().as_u16(), 403, "{header}: {value}");
+    }
+    let (status, _) = rest_json(&base, reqwest::Method::GET, "/jobs/planted", None).await;
+    assert_eq!(status, 404, "nothing was planted");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -525,6 +544,17 @@ async fn a_console_with_tokens_asks_for_one() {
     assert_eq!(jobs.status, 200, "{}", jobs.html);
     assert!(jobs.html.contains("Sign out"));
     assert!(!jobs.html.contains(TOKEN), "the token is never in a page");
+    let session = browser
+        .cookies
+        .iter()
+        .find(|(key, _)| key == "cronfleet_session")
+        .map(|(_, value)| value.clone())
+        .expect("a session cookie");
+    let hex: String = TOKEN.bytes().map(|b| format!("{b:02x}")).collect();
+    assert!(
+        !session.contains(TOKEN) && !session.contains(&hex),
+        "the session is not the token: {session}"
+    );
     // With tokens, any Host is served (behind a load balancer), the token guards it.
     let elsewhere = reqwest::Client::builder()
         .redirect(Policy::none())

@@ -38,6 +38,11 @@ impl Tokens {
         self.0.is_empty()
     }
 
+    /// The tokens in force, for deriving per-token secrets (the console's sessions).
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(String::as_str)
+    }
+
     /// The token to present when this node calls another coordinator (the first one).
     pub fn first(&self) -> Option<&str> {
         self.0.first().map(String::as_str)

@@ -146,6 +146,9 @@ impl Registry {
     /// Drops every connection (the streams end): on losing leadership or shutting down.
     pub(crate) fn disconnect_all(&self) -> Vec<WorkerSender> {
         let mut state = self.lock();
+        // Drains are the term's: a node that leads again starts with none, as any new
+        // leader does.
+        state.drained.clear();
         state.connected.drain().map(|(_, c)| c.sender).collect()
     }
 
@@ -439,6 +442,12 @@ mod tests {
             WorkerState::Draining
         );
         assert!(registry.drain("nobody", true).is_none());
+        // The term ends: its drains go with it.
+        registry.drain("a", true);
+        registry.disconnect_all();
+        let (sender, _) = mpsc::channel(1);
+        registry.connect(worker("a", &["noop"], 2, &[]), HashSet::new(), sender);
+        assert_eq!(registry.reserve(4, "noop", &none).unwrap().node_id, "a");
     }
 
     #[test]

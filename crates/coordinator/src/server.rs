@@ -175,11 +175,12 @@ pub async fn start(
             trace_url: node.config.jaeger_url.clone(),
         },
     );
-    // Without tokens, a page elsewhere must not reach the console or the API through a name
-    // of its own that resolves to this machine (DNS rebinding).
+    // Without tokens, a page elsewhere must not drive the console or the API: through a
+    // name of its own that resolves to this machine (DNS rebinding), or by posting to
+    // localhost from its own origin.
     let web = console.merge(rest_api);
     let web = if node.config.api_tokens.is_empty() && !node.config.insecure_open_api {
-        console::only_loopback_hosts(web)
+        console::only_local_requests(web)
     } else {
         web
     };

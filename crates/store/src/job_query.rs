@@ -1,5 +1,7 @@
 //! [`JobQuery`]: one page of the job list, searched, filtered and sorted by the database
-//! (the web console's Jobs page), so a page costs the same with ten jobs or 100,000.
+//! (the web console's Jobs page), never in memory: the first page by name and the paused
+//! and failing filters (partial indexes) read only their page; a name search, the handler
+//! and label filters, sorts on other columns and deep pages scan what they select.
 //!
 //! Both back-ends build the same SQL here; only the label filter and the case-insensitive
 //! match differ between the dialects ([`Dialect`]).
@@ -308,14 +310,17 @@ where
         builder.push(" ESCAPE '\\'");
     }
     if let Some(status) = query.status {
-        let auto = format!("'{}%'", AUTO_PAUSE_NOTE_PREFIX.replace('\'', "''"));
+        // The prefix compared exactly, as `JobStatus::of` does (SQLite's LIKE ignores case).
+        let auto = format!(
+            "substr(pause_note, 1, {}) = '{}'",
+            AUTO_PAUSE_NOTE_PREFIX.chars().count(),
+            AUTO_PAUSE_NOTE_PREFIX.replace('\'', "''")
+        );
         clause.next(builder).push(match status {
             JobStatus::Active => "(NOT paused AND active)".to_owned(),
             JobStatus::Finished => "(NOT paused AND NOT active)".to_owned(),
-            JobStatus::Paused => {
-                format!("(paused AND (pause_note IS NULL OR pause_note NOT LIKE {auto}))")
-            }
-            JobStatus::AutoPaused => format!("(paused AND pause_note LIKE {auto})"),
+            JobStatus::Paused => format!("(paused AND (pause_note IS NULL OR NOT {auto}))"),
+            JobStatus::AutoPaused => format!("(paused AND {auto})"),
         });
     }
     if let Some(handler) = &query.handler {

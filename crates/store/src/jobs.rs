@@ -30,6 +30,19 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
     /// How many jobs `query` selects (its sort and page aside).
     async fn count_jobs(&self, query: &JobQuery) -> Result<u64, StoreError>;
 
+    /// What the console's attention banner counts, without reading a run: active runs
+    /// past their deadline at `now`, pending runs due before `waiting_since` and still
+    /// waiting, and the runs due now per handler.
+    async fn run_backlog(
+        &self,
+        now: DateTime<Utc>,
+        waiting_since: DateTime<Utc>,
+    ) -> Result<RunBacklog, StoreError>;
+
+    /// The dispatched and running runs (at most `limit`, oldest first): which worker holds
+    /// which run, without their logs.
+    async fn in_flight_runs(&self, limit: u32) -> Result<Vec<InFlightRun>, StoreError>;
+
     /// Replaces a job's spec if its version is still `expected_version`. A changed schedule
     /// restarts from its first slot at or after `now`; a changed max runs resets the count.
     /// The job keeps its owner (`managed_by`).
@@ -94,6 +107,25 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
     ) -> Result<Run, StoreError>;
 }
 
+/// What [`JobStore::run_backlog`] counts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunBacklog {
+    /// Dispatched or running past their deadline.
+    pub overdue: u64,
+    /// Pending, due (created, and not held back) before the `waiting_since` asked about.
+    pub waiting_long: u64,
+    /// Pending and due now, per handler of their job, by handler.
+    pub due_by_handler: Vec<(String, u64)>,
+}
+
+/// A run a worker holds, from [`JobStore::in_flight_runs`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InFlightRun {
+    pub id: i64,
+    pub job: String,
+    pub worker: String,
+}
+
 /// The outcome of [`JobStore::create_manual_run`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct ManualRun {
@@ -134,4 +166,28 @@ pub enum RunOrder {
     NewestFirst,
     /// Work queues (the dispatcher takes pending runs in creation order).
     OldestFirst,
+}
+
+/// A [`RunBacklog`] from the counts both back-ends select.
+pub(crate) fn backlog(overdue: i64, waiting_long: i64, due: Vec<(String, i64)>) -> RunBacklog {
+    let count = |n: i64| u64::try_from(n).unwrap_or_default();
+    RunBacklog {
+        overdue: count(overdue),
+        waiting_long: count(waiting_long),
+        due_by_handler: due
+            .into_iter()
+            .map(|(handler, n)| (handler, count(n)))
+            .collect(),
+    }
+}
+
+/// [`InFlightRun`]s from `(id, job, worker)` rows.
+pub(crate) fn in_flight(rows: Vec<(i64, String, Option<String>)>) -> Vec<InFlightRun> {
+    rows.into_iter()
+        .map(|(id, job, worker)| InFlightRun {
+            id,
+            job,
+            worker: worker.unwrap_or_default(),
+        })
+        .collect()
 }

@@ -28,7 +28,7 @@ pub use job_query::{
     DEFAULT_PAGE_SIZE, JobPage, JobQuery, JobSort, JobStatus, LabelFilter, LastRun, ListedJob,
     MAX_PAGE_SIZE,
 };
-pub use jobs::{JobStore, ManualRun, RunFilter, RunOrder};
+pub use jobs::{InFlightRun, JobStore, ManualRun, RunBacklog, RunFilter, RunOrder};
 pub use leader::{
     DispatchCursor, DispatchableRun, FinishOrder, Finished, LeaderStore, Lease, Lost,
     RequestedCancel, RunTransition, SoleLeadership, UnreadableJob,

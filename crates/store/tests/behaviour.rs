@@ -14,9 +14,9 @@ use cronfleet_core::policy::{AUTO_PAUSE_NOTE_PREFIX, CatchUpPolicy, OverlapPolic
 use cronfleet_core::run::{MAX_OUTPUT_BYTES, RunState, Trigger};
 use cronfleet_core::schedule::Schedule;
 use cronfleet_store::{
-    Changes, FinishOrder, JobQuery, JobSort, JobStatus, JobStore, LastRun, LeaderStore, Lost,
-    PostgresStore, RequestedCancel, RunFilter, RunOrder, RunTransition, SqliteStore, Store,
-    StoreError,
+    Changes, FinishOrder, InFlightRun, JobQuery, JobSort, JobStatus, JobStore, LastRun,
+    LeaderStore, Lost, PostgresStore, RequestedCancel, RunBacklog, RunFilter, RunOrder,
+    RunTransition, SqliteStore, Store, StoreError,
 };
 
 const EPOCH: i64 = 7;
@@ -1705,8 +1705,9 @@ async fn job_pages_search_filter_sort_and_page(store: Arc<dyn Store>) {
     for spec in [alpha, beta, every_second("delta-a-b")] {
         store.create_job(&spec, t(0)).await.unwrap();
     }
+    // An operator's note that merely looks like the rule's is an operator's pause.
     store
-        .pause_job("beta-sync", Some("maintenance"), t(1))
+        .pause_job("beta-sync", Some("Paused automatically: no, by hand"), t(1))
         .await
         .unwrap();
     let auto = format!("{AUTO_PAUSE_NOTE_PREFIX} 3 consecutive failures");
@@ -1833,6 +1834,47 @@ async fn job_pages_search_filter_sort_and_page(store: Arc<dyn Store>) {
     assert_eq!(paged, all, "pages neither overlap nor leave a job out");
 }
 
+/// The console's banner counts: overdue active runs, runs waiting long, runs due per
+/// handler; and who holds which run — all without reading a run's log.
+async fn backlog_counts_and_in_flight_runs(store: Arc<dyn Store>) {
+    leader(&*store).await;
+    store.create_job(&every_second("a"), t(0)).await.unwrap();
+    let mut shell = every_second("b");
+    shell.handler = "shell".into();
+    store.create_job(&shell, t(0)).await.unwrap();
+    let lease = store.lease_due(t(0), EPOCH, 10, &settings()).await.unwrap();
+    let a_run = lease.runs.iter().find(|r| r.job_name == "a").unwrap().id;
+    store
+        .transition_run(a_run, &RunTransition::dispatch("w", EPOCH, t(60)), t(0))
+        .await
+        .unwrap();
+
+    let early = store.run_backlog(t(30), t(-30)).await.unwrap();
+    assert_eq!(
+        early,
+        RunBacklog {
+            overdue: 0,
+            waiting_long: 0,
+            due_by_handler: vec![("shell".to_owned(), 1)],
+        }
+    );
+    let late = store.run_backlog(t(120), t(60)).await.unwrap();
+    assert_eq!(
+        (late.overdue, late.waiting_long),
+        (1, 1),
+        "a past its deadline, b waiting since t(0)"
+    );
+    assert_eq!(
+        store.in_flight_runs(10).await.unwrap(),
+        [InFlightRun {
+            id: a_run,
+            job: "a".to_owned(),
+            worker: "w".to_owned(),
+        }]
+    );
+    assert!(store.in_flight_runs(0).await.unwrap().is_empty(), "bounded");
+}
+
 macro_rules! on_both_backends {
     ($($scenario:ident),* $(,)?) => {
         mod postgres {
@@ -1891,6 +1933,7 @@ on_both_backends!(
     apply_adopts_but_prunes_only_its_own_jobs,
     a_refused_or_dry_run_apply_writes_nothing,
     job_pages_search_filter_sort_and_page,
+    backlog_counts_and_in_flight_runs,
 );
 
 /// One due job whose stored row cannot be read back (here a time zone this build does not

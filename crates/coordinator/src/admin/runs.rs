@@ -7,6 +7,7 @@ use std::time::Duration;
 use cronfleet_core::run::{RunState, output_added};
 use cronfleet_proto::v1 as pb;
 use cronfleet_proto::v1::run_service_server::RunService;
+use cronfleet_store::{InFlightRun, RunBacklog};
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
@@ -94,6 +95,22 @@ impl AdminServices {
             })
         })
         .await
+    }
+
+    /// Runs past their deadline, runs waiting longer than `waiting`, and runs due per
+    /// handler, counted by the store (the console's banner).
+    pub async fn run_backlog(&self, waiting: chrono::TimeDelta) -> Result<RunBacklog, AdminError> {
+        let now = self.now();
+        Call::plain("RunBacklog")
+            .answer(async { Ok(self.store().run_backlog(now, now - waiting).await?) })
+            .await
+    }
+
+    /// Who holds which run (at most `limit`), without the runs' logs.
+    pub async fn in_flight_runs(&self, limit: u32) -> Result<Vec<InFlightRun>, AdminError> {
+        Call::plain("InFlightRuns")
+            .answer(async { Ok(self.store().in_flight_runs(limit).await?) })
+            .await
     }
 
     pub async fn cancel_run(&self, request: pb::CancelRunRequest) -> Result<pb::Run, AdminError> {

@@ -2,10 +2,11 @@
 //! jobs, jobs paused by the failure-streak rule, runs past their deadline or waiting long
 //! for a worker, and handlers with waiting runs that no live worker offers.
 //!
-//! Each check is one bounded admin call (a count, or at most [`SCAN_LIMIT`] runs), so the
-//! banner costs the same with 100,000 jobs.
+//! Each check is a count by the store (partial indexes on failing and paused jobs; the
+//! open runs only) plus the leader's worker list: no job or run is read, whatever their
+//! number.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use chrono::TimeDelta;
 use cronfleet_proto::v1 as pb;
@@ -13,8 +14,6 @@ use cronfleet_store::{JobQuery, JobStatus};
 
 use crate::admin::AdminServices;
 
-/// The most runs of one state a check reads.
-const SCAN_LIMIT: u32 = 500;
 /// A pending run older than this, with nothing it waits for, is stuck.
 const WAITING_TOO_LONG: TimeDelta = TimeDelta::seconds(60);
 
@@ -77,69 +76,42 @@ pub async fn gather(admin: &AdminServices) -> Vec<Item> {
     items
 }
 
-async fn runs_in(admin: &AdminServices, state: &str) -> Vec<pb::Run> {
-    admin
-        .list_runs(pb::ListRunsRequest {
-            state: state.to_owned(),
-            limit: SCAN_LIMIT,
-            ..Default::default()
-        })
-        .await
-        .map(|answer| answer.runs)
-        .unwrap_or_default()
-}
-
 /// Runs past their deadline, runs waiting long, and handlers nobody offers.
 async fn stalled_runs(admin: &AdminServices) -> Vec<Item> {
-    let now = admin.now();
     let mut items = Vec::new();
-    let mut overdue = 0;
-    for state in ["dispatched", "running"] {
-        overdue += runs_in(admin, state)
-            .await
-            .iter()
-            .filter(|run| {
-                run.deadline
-                    .as_ref()
-                    .and_then(cronfleet_proto::datetime)
-                    .is_some_and(|deadline| deadline < now)
-            })
-            .count();
-    }
-    if overdue > 0 {
+    let backlog = match admin.run_backlog(WAITING_TOO_LONG).await {
+        Ok(backlog) => backlog,
+        Err(error) => {
+            items.push(Item::new(
+                format!("cannot count the runs: {error}"),
+                "/runs",
+            ));
+            return items;
+        }
+    };
+    if backlog.overdue > 0 {
         items.push(Item::new(
             plural(
-                overdue as u64,
+                backlog.overdue,
                 "run is past its deadline",
                 "runs are past their deadline",
             ),
             "/runs?state=running",
         ));
     }
-
-    let pending = runs_in(admin, "pending").await;
-    let waiting: Vec<&pb::Run> = pending
-        .iter()
-        .filter(|run| {
-            let created = run.created_at.as_ref().and_then(cronfleet_proto::datetime);
-            let slot = run.slot.as_ref().and_then(cronfleet_proto::datetime);
-            // A retry or a later manual run waits for its time on purpose.
-            let due = slot.max(created);
-            due.is_some_and(|due| now - due > WAITING_TOO_LONG)
-        })
-        .collect();
-    if !waiting.is_empty() {
+    if backlog.waiting_long > 0 {
         items.push(Item::new(
             plural(
-                waiting.len() as u64,
+                backlog.waiting_long,
                 "run has waited more than a minute to start",
                 "runs have waited more than a minute to start",
             ),
             "/runs?state=pending",
         ));
     }
-
-    // Handlers of the waiting runs' jobs that no connected worker offers.
+    if backlog.due_by_handler.is_empty() {
+        return items;
+    }
     let offered: BTreeSet<String> = match admin.list_workers(pb::ListWorkersRequest {}, false).await
     {
         Ok(answer) => answer
@@ -156,32 +128,16 @@ async fn stalled_runs(admin: &AdminServices) -> Vec<Item> {
             return items;
         }
     };
-    let mut waiting_per_job: BTreeMap<&str, u64> = BTreeMap::new();
-    for run in &pending {
-        *waiting_per_job.entry(run.job.as_str()).or_default() += 1;
-    }
-    let mut missing: BTreeMap<String, u64> = BTreeMap::new();
-    // A job lookup each: at most 50 jobs, the banner stays cheap with a long queue.
-    for (name, runs) in waiting_per_job.into_iter().take(50) {
-        let request = pb::GetJobRequest {
-            name: name.to_owned(),
-        };
-        let Ok(job) = admin.get_job(request).await else {
-            continue; // deleted meanwhile
-        };
-        let handler = job.spec.map(|spec| spec.handler).unwrap_or_default();
+    for (handler, runs) in backlog.due_by_handler {
         if !offered.contains(&handler) {
-            *missing.entry(handler).or_default() += runs;
+            items.push(Item::new(
+                format!(
+                    "no live worker offers handler {handler:?}, and {} waiting for one",
+                    plural(runs, "run is", "runs are")
+                ),
+                "/cluster",
+            ));
         }
-    }
-    for (handler, runs) in missing {
-        items.push(Item::new(
-            format!(
-                "no live worker offers handler {handler:?}, and {} waiting for one",
-                plural(runs, "run is", "runs are")
-            ),
-            "/cluster",
-        ));
     }
     items
 }

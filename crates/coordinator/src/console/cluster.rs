@@ -14,6 +14,9 @@ use super::guard::CsrfToken;
 use super::view::{When, duration_words};
 use super::{Chrome, Console, page, see_other};
 
+/// The most runs in flight the page lists (their workers' counts are exact anyway).
+const IN_FLIGHT_SHOWN: u32 = 1000;
+
 #[derive(Debug)]
 struct WorkerRow {
     id: String,
@@ -46,17 +49,12 @@ pub async fn show(State(console): State<Console>, csrf: CsrfToken) -> Response {
     let now = admin.now();
     // Runs in flight per worker, from the store (the registry's view is the leader's).
     let mut in_flight: BTreeMap<String, Vec<i64>> = BTreeMap::new();
-    for state in ["dispatched", "running"] {
-        let request = pb::ListRunsRequest {
-            state: state.to_owned(),
-            limit: 500,
-            ..Default::default()
-        };
-        if let Ok(answer) = admin.list_runs(request).await {
-            for run in answer.runs {
-                in_flight.entry(run.worker).or_default().push(run.id);
-            }
-        }
+    for run in admin
+        .in_flight_runs(IN_FLIGHT_SHOWN)
+        .await
+        .unwrap_or_default()
+    {
+        in_flight.entry(run.worker).or_default().push(run.id);
     }
     let workers = status
         .workers

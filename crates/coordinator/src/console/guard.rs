@@ -1,16 +1,22 @@
 //! Who may use the console, and that a form was sent by the console itself.
 //!
-//! - **Sign-in**: with `--api-token`, a page needs one of the tokens, from the session
-//!   cookie the login page sets or an `Authorization: Bearer` header; without one, a page
-//!   redirects to `/login` and a form is refused.
+//! - **Sign-in**: with `--api-token`, a page needs a session cookie from the login page
+//!   (an expiry and its HMAC keyed with the token: no token in the cookie, 12 h, void
+//!   once its token is removed) or a token as `Authorization: Bearer`; without one, a
+//!   page redirects to `/login` and a form is refused.
 //! - **CSRF**: every page sets a random per-browser token in a cookie and renders it into
 //!   its forms; a `POST` whose form token differs from the cookie's, or whose `Origin` is
 //!   another site, is refused before any handler runs. The cookies are `SameSite=Strict`
 //!   too.
-//! - **DNS rebinding** ([`only_loopback_hosts`]): an open console (and API) answers only
-//!   requests addressed to a loopback name.
+//! - **Open mode** ([`only_local_requests`]): a console and API without tokens answer only
+//!   requests addressed to a loopback name (DNS rebinding), and take changes from no page
+//!   of another origin.
 
 use std::fmt::Write as _;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
 
 use askama::Template;
 use axum::Form;
@@ -24,6 +30,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use super::{Console, page, see_other};
+use crate::auth::Tokens;
 
 const SESSION_COOKIE: &str = "cronfleet_session";
 const CSRF_COOKIE: &str = "cronfleet_csrf";
@@ -67,15 +74,14 @@ fn hex(bytes: &[u8]) -> String {
     })
 }
 
-fn unhex(text: &str) -> Option<String> {
+fn unhex_bytes(text: &str) -> Option<Vec<u8>> {
     if !text.len().is_multiple_of(2) {
         return None;
     }
-    let bytes: Option<Vec<u8>> = (0..text.len())
+    (0..text.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect();
-    String::from_utf8(bytes?).ok()
+        .collect()
 }
 
 /// Gives every request its CSRF token (the cookie's, or a new one the response sets), and
@@ -153,20 +159,65 @@ fn refused(status: StatusCode, message: &str) -> Response {
         .into_response()
 }
 
-/// The token this request presents: the session cookie's or the `Authorization` header's.
-fn presented_token(headers: &HeaderMap) -> Option<String> {
-    if let Some(token) = cookie(headers, SESSION_COOKIE).and_then(unhex) {
-        return Some(token);
+/// How long a console session lasts after signing in.
+const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+
+/// A session cookie: `EXPIRY.MAC`, the MAC an HMAC-SHA256 of the expiry (Unix seconds)
+/// keyed with the API token signed in with. It holds no token, ends by itself, ends for
+/// every browser when its token is removed (rotation), and any coordinator with the same
+/// tokens accepts it (no session store).
+fn session_mac(token: &str, expiry: u64) -> Option<Hmac<Sha256>> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(token.as_bytes()).ok()?;
+    mac.update(format!("cronfleet console session until {expiry}").as_bytes());
+    Some(mac)
+}
+
+fn session_cookie(token: &str, now: SystemTime) -> Option<String> {
+    let expiry = now
+        .checked_add(SESSION_LIFETIME)?
+        .duration_since(UNIX_EPOCH)
+        .ok()?
+        .as_secs();
+    let mac = session_mac(token, expiry)?.finalize().into_bytes();
+    Some(format!("{expiry}.{}", hex(&mac)))
+}
+
+/// Whether `cookie` is a live session of one of `tokens`.
+fn valid_session(tokens: &Tokens, cookie: &str, now: SystemTime) -> bool {
+    let Some((expiry, mac)) = cookie.split_once('.') else {
+        return false;
+    };
+    let (Ok(expiry), Some(mac)) = (expiry.parse::<u64>(), unhex_bytes(mac)) else {
+        return false;
+    };
+    let now = now
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs());
+    expiry > now
+        && tokens.iter().any(|token| {
+            session_mac(token, expiry).is_some_and(|expected| expected.verify_slice(&mac).is_ok())
+        })
+}
+
+/// Whether the request is signed in: a live session cookie, or one of the tokens as an
+/// `Authorization: Bearer` header (scripts).
+fn signed_in_request(console: &Console, headers: &HeaderMap) -> bool {
+    if cookie(headers, SESSION_COOKIE)
+        .is_some_and(|session| valid_session(&console.tokens, session, SystemTime::now()))
+    {
+        return true;
     }
-    headers
+    let authorization = headers
         .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .map(|token| token.trim().to_owned())
+        .and_then(|value| value.to_str().ok());
+    token_is_valid(
+        console,
+        authorization.and_then(|value| value.strip_prefix("Bearer ")),
+    )
 }
 
 fn token_is_valid(console: &Console, token: Option<&str>) -> bool {
-    let authorization = token.map(|token| format!("Bearer {token}"));
+    let authorization = token.map(|token| format!("Bearer {}", token.trim()));
     console
         .tokens
         .check_authorization(authorization.as_deref(), "--api-token")
@@ -176,9 +227,7 @@ fn token_is_valid(console: &Console, token: Option<&str>) -> bool {
 /// Lets a request through when the console is open or it presents an API token; otherwise
 /// a page redirects to the login page (coming back afterwards) and a form is refused.
 pub async fn signed_in(State(console): State<Console>, request: Request, next: Next) -> Response {
-    if console.tokens.is_empty()
-        || token_is_valid(&console, presented_token(request.headers()).as_deref())
-    {
+    if console.tokens.is_empty() || signed_in_request(&console, request.headers()) {
         return next.run(request).await;
     }
     if request.method() == Method::GET {
@@ -212,7 +261,15 @@ pub struct LoginQuery {
 /// Where to go after signing in: a path of this console, nothing else (no open redirect).
 pub(super) fn local_path(next: Option<&str>) -> String {
     match next {
-        Some(path) if path.starts_with('/') && !path.starts_with("//") && !path.contains('\\') => {
+        // Browsers drop tabs and newlines from a `Location` and read `\` as `/`, so
+        // `/\t/evil.example` would leave the site: no control character, no space, no
+        // backslash, and a second character that starts no host.
+        Some(path)
+            if path.starts_with('/')
+                && !path[1..].starts_with('/')
+                && !path.contains('\\')
+                && !path.chars().any(|c| c.is_control() || c.is_whitespace()) =>
+        {
             path.to_owned()
         }
         _ => "/jobs".to_owned(),
@@ -247,6 +304,7 @@ pub struct LoginForm {
 pub async fn login(
     State(console): State<Console>,
     csrf: CsrfToken,
+    headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
     let next = local_path(form.next.as_deref());
@@ -264,9 +322,17 @@ pub async fn login(
         );
     }
     let mut response = see_other(&next);
+    let Some(session) = session_cookie(token, SystemTime::now()) else {
+        return refused(StatusCode::INTERNAL_SERVER_ERROR, "cannot make a session");
+    };
+    // Behind a TLS-terminating proxy the cookie goes back over HTTPS only.
+    let secure = headers
+        .get("x-forwarded-proto")
+        .is_some_and(|proto| proto.as_bytes().eq_ignore_ascii_case(b"https"));
     let cookie = format!(
-        "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict",
-        hex(token.as_bytes())
+        "{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+        SESSION_LIFETIME.as_secs(),
+        if secure { "; Secure" } else { "" }
     );
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         response.headers_mut().append(header::SET_COOKIE, value);
@@ -285,20 +351,42 @@ pub async fn logout() -> Response {
     response
 }
 
-/// Answers only requests addressed to a loopback name (`localhost`, `*.localhost`,
-/// `127.0.0.0/8`, `[::1]`), for a console and API without tokens: a page on another site
-/// that makes its own name resolve to 127.0.0.1 (DNS rebinding) is refused, since its
-/// requests carry its own name as `Host`.
-pub fn only_loopback_hosts(router: Router) -> Router {
-    router.layer(from_fn(loopback_host))
+/// For a console and API without tokens, answers only local requests:
+/// - addressed to a loopback name (`localhost`, `*.localhost`, `127.0.0.0/8`, `[::1]`): a
+///   page on another site that makes its own name resolve to 127.0.0.1 (DNS rebinding) is
+///   refused, since its requests carry its own name as `Host`;
+/// - and, for anything but `GET` and `HEAD`, not sent by a page of another origin (its
+///   `Origin`, or the browser's `Sec-Fetch-Site`, says so): a page elsewhere cannot post
+///   a job to `http://localhost:8080/api/v1/jobs` with a "simple" request, which browsers
+///   send cross-origin without asking. Programs (the CLI, curl) send neither header.
+pub fn only_local_requests(router: Router) -> Router {
+    router.layer(from_fn(local_request))
 }
 
-async fn loopback_host(request: Request, next: Next) -> Response {
-    let host = request
-        .headers()
+async fn local_request(request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let host = headers
         .get(header::HOST)
         .and_then(|value| value.to_str().ok())
         .unwrap_or("");
+    let reads = matches!(*request.method(), Method::GET | Method::HEAD);
+    if !reads {
+        let fetched_from = headers
+            .get("sec-fetch-site")
+            .and_then(|value| value.to_str().ok());
+        if let Some(site @ ("cross-site" | "same-site")) = fetched_from {
+            return refused(
+                StatusCode::FORBIDDEN,
+                &format!(
+                    "a {site} request is refused: without an API token this coordinator \
+                     takes changes only from its own pages and from programs"
+                ),
+            );
+        }
+        if let Err(refusal) = same_origin(headers) {
+            return refused(StatusCode::FORBIDDEN, &refusal);
+        }
+    }
     if is_loopback_host(host) {
         next.run(request).await
     } else {
@@ -364,18 +452,39 @@ mod tests {
             Some("https://evil.example"),
             Some("//evil.example"),
             Some("/\\evil"),
+            Some("/\t/evil.example"),
+            Some("/\n/evil.example"),
+            Some("/ /evil.example"),
         ] {
             assert_eq!(local_path(bad), "/jobs", "{bad:?}");
         }
     }
 
     #[test]
-    fn session_tokens_survive_the_cookie() {
-        assert_eq!(
-            unhex(&hex("s3cret; =x".as_bytes())).as_deref(),
-            Some("s3cret; =x")
+    fn sessions_hold_no_token_and_end() {
+        let tokens = Tokens::new(["s3cret", "other"]);
+        let now = SystemTime::now();
+        let session = session_cookie("s3cret", now).unwrap();
+        assert!(!session.contains("s3cret") && !session.contains(&hex(b"s3cret")));
+        assert!(valid_session(&tokens, &session, now));
+        assert!(
+            !valid_session(&tokens, &session, now + SESSION_LIFETIME),
+            "it ends by itself"
         );
-        assert_eq!(unhex("zz"), None);
+        assert!(
+            !valid_session(&Tokens::new(["other"]), &session, now),
+            "and with its token (rotation)"
+        );
+        let (expiry, mac) = session.split_once('.').unwrap();
+        let later: u64 = expiry.parse::<u64>().unwrap() + 3600;
+        assert!(
+            !valid_session(&tokens, &format!("{later}.{mac}"), now),
+            "a forged expiry"
+        );
+        for bad in ["", "x", "1.zz", "99999999999.00"] {
+            assert!(!valid_session(&tokens, bad, now), "{bad:?}");
+        }
+        assert_eq!(unhex_bytes("zz"), None);
         let mut headers = HeaderMap::new();
         headers.insert(
             header::COOKIE,

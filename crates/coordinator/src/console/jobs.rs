@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use super::guard::CsrfToken;
 use super::view::{When, in_zone, state_class};
 use super::{Chrome, Console, page, see_other};
-use crate::admin::AdminError;
+use crate::admin::{AdminError, AdminServices};
 use crate::rest::model::{JobDefinition, JobView};
 
 /// How many fire times the form previews.
@@ -426,9 +426,10 @@ pub async fn show(
         .map(|answer| answer.runs)
         .unwrap_or_default();
     let now = admin.now();
-    let active_run = runs
-        .iter()
-        .find(|run| !crate::admin::ended(&run.state))
+    let active_run = active_run(admin, &name)
+        .await
+        .ok()
+        .flatten()
         .map(|run| run.id);
     let view = JobView::new(&job);
     let spec = job.spec.clone().unwrap_or_default();
@@ -513,18 +514,8 @@ pub async fn cancel_active_run(
     Path(name): Path<String>,
 ) -> Response {
     let admin = &console.admin;
-    let runs = admin
-        .list_runs(pb::ListRunsRequest {
-            job: name.clone(),
-            limit: RECENT_RUNS,
-            ..Default::default()
-        })
-        .await;
-    let active = match runs {
-        Ok(answer) => answer
-            .runs
-            .into_iter()
-            .find(|run| !crate::admin::ended(&run.state)),
+    let active = match active_run(admin, &name).await {
+        Ok(active) => active,
         Err(error) => return console.error_page(&csrf, error).await,
     };
     let Some(run) = active else {
@@ -542,6 +533,25 @@ pub async fn cancel_active_run(
         Ok(_) => see_other(&job_path(&name)),
         Err(error) => console.error_page(&csrf, error).await,
     }
+}
+
+/// The job's run in progress or waiting, if any (a job has at most one running and one
+/// waiting; newer skipped runs may hide it from the recent history).
+async fn active_run(admin: &AdminServices, job: &str) -> Result<Option<pb::Run>, AdminError> {
+    for state in ["running", "dispatched", "pending"] {
+        let answer = admin
+            .list_runs(pb::ListRunsRequest {
+                job: job.to_owned(),
+                state: state.to_owned(),
+                limit: 1,
+                ..Default::default()
+            })
+            .await?;
+        if let Some(run) = answer.runs.into_iter().next() {
+            return Ok(Some(run));
+        }
+    }
+    Ok(None)
 }
 
 #[derive(Template)]

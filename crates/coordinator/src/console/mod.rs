@@ -10,11 +10,12 @@
 //! (`assets/console.js`) adds the live schedule preview and the live run output (server-sent
 //! events, the same stream as `run logs --follow`). Both assets are compiled into the binary.
 //!
-//! Security ([`guard`]): the API's bearer tokens, kept after a login page in an
-//! `HttpOnly`, `SameSite=Strict` cookie; every form carries a per-browser CSRF token that
-//! must match its cookie, and a cross-origin `Origin` is refused; an open console (no
-//! tokens) answers only requests whose `Host` is a loopback name, so a web page elsewhere
-//! cannot reach a local `cronfleet dev` through DNS rebinding.
+//! Security ([`guard`]): the API's bearer tokens, exchanged on a login page for a signed
+//! 12-hour session in an `HttpOnly`, `SameSite=Strict` cookie; every form carries a per-browser CSRF token that
+//! must match its cookie, and a cross-origin `Origin` is refused; an open console and API
+//! (no tokens) answer only requests whose `Host` is a loopback name, and take changes from
+//! no page of another origin, so a web page elsewhere cannot drive a local `cronfleet
+//! dev` (DNS rebinding, cross-origin "simple" requests).
 
 mod attention;
 mod cluster;
@@ -36,7 +37,7 @@ use crate::admin::AdminServices;
 use crate::admin::error::http_status;
 use crate::auth::Tokens;
 use guard::CsrfToken;
-pub use guard::only_loopback_hosts;
+pub use guard::only_local_requests;
 
 /// What the console shows beyond the admin API.
 #[derive(Clone, Debug, Default)]

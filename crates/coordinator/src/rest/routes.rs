@@ -300,6 +300,8 @@ struct RunsQuery {
     /// At most this many, newest first (default 100).
     limit: Option<u32>,
     /// Only runs started by this trigger: schedule, manual, retry, continuation, catch_up.
+    /// (Without `job`, the history is read newest first until `limit` runs match: a rare
+    /// trigger over a long history is a long read.)
     trigger: Option<String>,
 }
 

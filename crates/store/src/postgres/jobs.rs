@@ -14,11 +14,13 @@ use super::transitions::apply_transition;
 use super::{PostgresStore, fetch_run};
 use crate::error::duplicate_name;
 use crate::job_query::{Dialect, count_query, page_query};
+use crate::jobs::{backlog, in_flight};
 use crate::rows::{
     JobRow, JobValues, ListedJobRow, RunRow, jobs_from_rows, listed_jobs_from_rows, runs_from_rows,
 };
 use crate::{
-    JobPage, JobQuery, JobStore, ManualRun, RunFilter, RunOrder, RunTransition, StoreError,
+    InFlightRun, JobPage, JobQuery, JobStore, ManualRun, RunBacklog, RunFilter, RunOrder,
+    RunTransition, StoreError,
 };
 
 async fn fetch_job_for_update(conn: &mut PgConnection, name: &str) -> Result<Job, StoreError> {
@@ -194,6 +196,43 @@ impl JobStore for PostgresStore {
             .fetch_one(&self.pool)
             .await?;
         Ok(u64::try_from(total).unwrap_or_default())
+    }
+
+    async fn run_backlog(
+        &self,
+        now: DateTime<Utc>,
+        waiting_since: DateTime<Utc>,
+    ) -> Result<RunBacklog, StoreError> {
+        let (overdue, waiting_long): (i64, i64) = sqlx::query_as(
+            "SELECT \
+               (SELECT COUNT(*) FROM runs WHERE state IN ('dispatched', 'running') AND deadline < $1), \
+               (SELECT COUNT(*) FROM runs WHERE state = 'pending' AND created_at < $2 \
+                  AND (not_before IS NULL OR not_before < $2))",
+        )
+        .bind(now)
+        .bind(waiting_since)
+        .fetch_one(&self.pool)
+        .await?;
+        let due: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT jobs.handler, COUNT(*) FROM runs JOIN jobs ON jobs.id = runs.job_id \
+             WHERE runs.state = 'pending' AND (runs.not_before IS NULL OR runs.not_before <= $1) \
+             GROUP BY jobs.handler ORDER BY jobs.handler",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(backlog(overdue, waiting_long, due))
+    }
+
+    async fn in_flight_runs(&self, limit: u32) -> Result<Vec<InFlightRun>, StoreError> {
+        let rows: Vec<(i64, String, Option<String>)> = sqlx::query_as(
+            "SELECT runs.id, jobs.name, runs.worker FROM runs JOIN jobs ON jobs.id = runs.job_id \
+             WHERE runs.state IN ('dispatched', 'running') ORDER BY runs.id LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(in_flight(rows))
     }
 
     async fn update_job(
