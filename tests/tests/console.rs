@@ -430,6 +430,12 @@ async fn the_console_defines_lists_runs_and_guards_jobs() {
         "a drained worker gets no run: {}",
         page.html
     );
+    assert!(
+        unescape(&page.html)
+            .contains("no live worker offers handler \"shell\", and 1 run is waiting for one"),
+        "the banner says why: {}",
+        page.html
+    );
     let unknown = browser.post("/cluster/workers/nobody/drain", &[]).await;
     assert_eq!(unknown.status, 404, "{}", unknown.html);
     let resumed = browser
