@@ -15,8 +15,10 @@
   label of them.
 - The external metrics the HorizontalPodAutoscalers of the given builds scale on
   (components/backlog-autoscaling) are metrics Prometheus scraped as well.
+- Every metric and label the alerting rules (--rules, deploy/prometheus/) name is
+  scraped too, and Prometheus accepts every alert expression.
 
-Usage: dashboard.py --binary PATH --dashboard FILE.json [--kubernetes NAME=BUILD.yaml]…
+Usage: dashboard.py --binary PATH --dashboard FILE.json [--kubernetes NAME=BUILD.yaml]… [--rules FILE]…
 """
 
 import argparse
@@ -332,7 +334,18 @@ def external_metrics(specs):
     return found
 
 
-def check_queries(system, queries, report):
+def rule_queries(path):
+    """The expressions of the alerting rules in `path`, as (where, target) like panels'."""
+    with open(path) as file:
+        rules = yaml.safe_load(file)
+    return [(f"{path}: {rule['alert']}", {"expr": rule["expr"]})
+            for group in rules["groups"] for rule in group["rules"] if "alert" in rule]
+
+
+def check_queries(system, queries, report, need_series=True):
+    """Each query names scraped metrics and their labels and runs on Prometheus; with
+    `need_series`, it must return series too (a dashboard's panels; an alert's expression
+    is rightly empty on a healthy system)."""
     scraped = set(system.api("label/__name__/values"))
     labels_of = {}
 
@@ -374,6 +387,8 @@ def check_queries(system, queries, report):
         except ValueError as error:
             report.fail(where, f"Prometheus rejects it ({error}): {filled}")
             continue
+        if not need_series:
+            continue
         if not report.check(result, where, f"returns nothing from a live cronfleet: {filled}"):
             continue
         for label in re.findall(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}", target.get("legendFormat", "")):
@@ -388,6 +403,8 @@ def main():
     parser.add_argument("--binary", required=True)
     parser.add_argument("--dashboard", required=True)
     parser.add_argument("--kubernetes", action="append", default=[], metavar="NAME=FILE")
+    parser.add_argument("--rules", action="append", default=[], metavar="FILE",
+                        help="Prometheus alerting rules whose metrics and labels must be exported")
     options = parser.parse_args()
     binary = os.path.abspath(options.binary)
     report = Report("Grafana dashboard")
@@ -404,6 +421,7 @@ def main():
     scratch = tempfile.mkdtemp(prefix="cronfleet-dashboard-")
     system = System(binary, scratch)
     names, scraped = set(), set()
+    alerts, rule_names = [], set()
     try:
         log("starting cronfleet dev and a worker, with jobs that succeed, fail and wait")
         system.start_cronfleet()
@@ -414,6 +432,8 @@ def main():
         system.start_prometheus()
         system.wait_for_scrapes(seconds=12)
         names, scraped = check_queries(system, queries, report)
+        alerts = [query for path in options.rules for query in rule_queries(path)]
+        rule_names, _ = check_queries(system, alerts, report, need_series=False)
         for where, metric in hpa_metrics:
             report.check(metric in scraped, where,
                          f"scales on external metric {metric}, which cronfleet does not export")
@@ -429,7 +449,9 @@ def main():
     report.finish(
         f"{panels} panels, {len(queries)} queries over {len(names)} metrics, every one scraped by "
         f"Prometheus from a live coordinator and worker and answering with series; "
-        f"HPA external metrics {', '.join(sorted({m for _, m in hpa_metrics})) or '(none)'} exported")
+        f"HPA external metrics {', '.join(sorted({m for _, m in hpa_metrics})) or '(none)'} exported; "
+        f"{len(alerts)} alert expressions over {len(rule_names)} metrics, every metric and label exported "
+        f"and every expression accepted by Prometheus")
 
 
 if __name__ == "__main__":
