@@ -105,6 +105,43 @@ async fn shell_failures_report_the_exit_status_or_signal() {
     );
 }
 
+/// A run over its memory limit fails and says why; the worker goes on serving, and the
+/// same limit leaves a modest script alone.
+#[tokio::test]
+async fn a_shell_run_over_its_memory_limit_fails_and_the_worker_serves_on() {
+    let (mut harness, _worker) = setup(Duration::from_secs(5)).await;
+    // Builds a 100 MB string in the shell's memory: far over a 32 MiB limit.
+    let hog = "x=$(head -c 100000000 /dev/zero | tr '\\0' a); echo survived ${#x}";
+    harness.assign(assign(
+        8,
+        "shell",
+        json!({"script": hog, "memory_limit": "32MiB"}),
+    ));
+    let finished = harness.expect_finished(8).await;
+    assert_eq!(outcome(&finished), RunOutcome::Failed, "{finished:?}");
+    assert!(!finished.output.contains("survived"), "{}", finished.output);
+    assert!(
+        finished
+            .error
+            .contains("each of the run's processes was limited to 32 MiB of memory"),
+        "{}",
+        finished.error
+    );
+    // The same hog without a limit fits in this machine; a modest script under the limit
+    // runs as usual: the worker is fine.
+    harness.assign(assign(
+        9,
+        "shell",
+        json!({"script": "echo fine; ulimit -v", "memory_limit": "32MiB"}),
+    ));
+    let finished = harness.expect_finished(9).await;
+    assert_eq!(outcome(&finished), RunOutcome::Succeeded, "{finished:?}");
+    assert_eq!(
+        finished.output, "fine\n32768\n",
+        "the limit is the script's"
+    );
+}
+
 #[tokio::test]
 async fn at_the_deadline_a_script_ignoring_sigterm_is_killed_after_the_grace() {
     let grace = Duration::from_millis(700);

@@ -1,6 +1,14 @@
 //! `shell`: `{"script": "…"}` run by `/bin/sh -c`, its stdout and stderr streamed as the
 //! run's log, in a process group of its own that the run owns entirely.
 //!
+//! `{"script": "…", "memory_limit": "512MiB"}` limits the memory of each of the run's
+//! processes: the script starts under `ulimit -v` (`RLIMIT_AS`, inherited by everything it
+//! starts), so a runaway allocation fails inside the run — the script fails and is
+//! reported, the worker serves on. It is a limit per process, not on the sum of the tree
+//! (that would take a cgroup v2 memory controller delegated to the worker, not used here),
+//! and it counts address space, which runtimes that reserve much more than they touch
+//! (the JVM, Go) exceed early; the run's error says so when a limited run fails.
+//!
 //! Process-group design:
 //! - Each run first starts a small `sh` **watchdog** in a new process group (W), then the
 //!   script in that same group. Starting the watchdog first means there is no moment at
@@ -44,6 +52,13 @@ use crate::output::Utf8Chunks;
 use crate::{Handler, HandlerError, Outcome, RunContext};
 
 const EXAMPLE: &str = r#"{"script": "pg_dump mydb > /backups/mydb.sql"}"#;
+const MEMORY_EXAMPLE: &str = r#"{"script": "./forecast.sh", "memory_limit": "512MiB"}"#;
+/// The smallest memory limit: below it `/bin/sh` itself cannot start.
+const MIN_MEMORY_LIMIT: u64 = 4 * 1024 * 1024;
+
+/// Sets the memory limit, then becomes the script: `sh -c LIMITED SCRIPT KIB`.
+const LIMITED: &str = r#"ulimit -v "$1" || { echo "cronfleet: cannot set the memory limit (ulimit -v $1)" >&2; exit 125; }
+exec /bin/sh -c "$0""#;
 
 /// Runs as `sh -c WATCHDOG cronfleet-watchdog WORKER_PID LEASE_DEADLINE_FILE`; see the
 /// module docs. `/proc/uptime` reads `12345.67 …`: its first field without the dot is
@@ -78,16 +93,25 @@ pub struct ShellHandler;
 #[async_trait]
 impl Handler for ShellHandler {
     async fn run(&self, ctx: RunContext) -> Result<Outcome, HandlerError> {
-        let script = parse(ctx.args())?;
+        let ShellArgs {
+            script,
+            memory_limit,
+        } = parse(ctx.args())?;
         let group = ProcessGroup::start(ctx.lease_deadline_file()).map_err(|error| {
             HandlerError::new(format!("cannot start the process watchdog (sh): {error}"))
         })?;
         let (reader, writer) = io::pipe()?;
         let mut child = {
             let mut command = Command::new("/bin/sh");
+            match memory_limit {
+                None => command.arg("-c").arg(script),
+                Some(bytes) => command
+                    .arg("-c")
+                    .arg(LIMITED)
+                    .arg(script)
+                    .arg((bytes / 1024).to_string()),
+            };
             command
-                .arg("-c")
-                .arg(script)
                 .env("CRONFLEET_JOB", ctx.job())
                 .env("CRONFLEET_RUN_ID", ctx.run_id().to_string())
                 .env(
@@ -128,19 +152,88 @@ impl Handler for ShellHandler {
         }
         match describe_failure(status) {
             None => Ok(Outcome::success()),
-            Some(failure) => Err(HandlerError::new(failure)),
+            Some(failure) => Err(HandlerError::new(match memory_limit {
+                None => failure,
+                Some(bytes) => format!(
+                    "{failure}; each of the run's processes was limited to {} of memory \
+                     (memory_limit, as RLIMIT_AS: an allocation beyond it fails), which \
+                     may be why",
+                    size_words(bytes)
+                ),
+            })),
         }
     }
 }
 
-fn parse(args: &serde_json::Value) -> Result<&str, HandlerError> {
-    let args = Args::new("shell", args, &["script"], EXAMPLE)?;
+/// The shell handler's args.
+#[derive(Debug, PartialEq, Eq)]
+struct ShellArgs<'a> {
+    script: &'a str,
+    /// Bytes of address space per process.
+    memory_limit: Option<u64>,
+}
+
+fn parse(args: &serde_json::Value) -> Result<ShellArgs<'_>, HandlerError> {
+    let args = Args::new("shell", args, &["script", "memory_limit"], EXAMPLE)?;
     let value = args
         .get("script")
         .ok_or_else(|| args.missing("script", EXAMPLE))?;
-    match args.string("script")? {
-        Some(script) if !script.trim().is_empty() => Ok(script),
-        _ => Err(args.invalid("script", "a non-empty string of shell commands", value)),
+    let script = match args.string("script")? {
+        Some(script) if !script.trim().is_empty() => script,
+        _ => return Err(args.invalid("script", "a non-empty string of shell commands", value)),
+    };
+    let memory_limit = match args.get("memory_limit") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(value) => {
+            let expected = format!(
+                "a size of at least 4MiB (KiB, MiB, GiB; a plain number is bytes), as in \
+                 {MEMORY_EXAMPLE}"
+            );
+            let bytes = match value {
+                serde_json::Value::String(text) => parse_size(text),
+                serde_json::Value::Number(number) => number.as_u64(),
+                _ => None,
+            };
+            match bytes {
+                Some(bytes) if bytes >= MIN_MEMORY_LIMIT => Some(bytes),
+                _ => return Err(args.invalid("memory_limit", &expected, value)),
+            }
+        }
+    };
+    Ok(ShellArgs {
+        script,
+        memory_limit,
+    })
+}
+
+/// `512MiB`, `2 GiB`, `65536KiB`, `1048576` (bytes).
+fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let unit = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => return None,
+    };
+    number.checked_mul(unit)
+}
+
+/// `64 MiB`, `2 GiB`, `1536 MiB`.
+fn size_words(bytes: u64) -> String {
+    const MIB: u64 = 1 << 20;
+    const GIB: u64 = 1 << 30;
+    if bytes >= GIB && bytes.is_multiple_of(GIB) {
+        format!("{} GiB", bytes / GIB)
+    } else if bytes >= MIB {
+        format!("{} MiB", bytes / MIB)
+    } else {
+        format!("{} KiB", bytes / 1024)
     }
 }
 
@@ -272,8 +365,52 @@ mod tests {
     use super::*;
 
     #[test]
+    fn memory_limits_read_as_sizes() {
+        assert_eq!(parse_size("512MiB"), Some(512 << 20));
+        assert_eq!(parse_size(" 2 GiB "), Some(2 << 30));
+        assert_eq!(parse_size("65536KiB"), Some(64 << 20));
+        assert_eq!(parse_size("1048576"), Some(1 << 20));
+        for bad in [
+            "",
+            "MiB",
+            "12 MB",
+            "1.5GiB",
+            "-1MiB",
+            "99999999999999999999GiB",
+        ] {
+            assert_eq!(parse_size(bad), None, "{bad:?}");
+        }
+        assert_eq!(size_words(64 << 20), "64 MiB");
+        assert_eq!(size_words(3 << 29), "1536 MiB");
+        assert_eq!(size_words(2 << 30), "2 GiB");
+        let args = serde_json::json!({"script": "true", "memory_limit": "64MiB"});
+        assert_eq!(
+            parse(&args).unwrap(),
+            ShellArgs {
+                script: "true",
+                memory_limit: Some(64 << 20)
+            }
+        );
+        for bad in [
+            serde_json::json!("1MiB"),
+            serde_json::json!("lots"),
+            serde_json::json!(true),
+        ] {
+            let args = serde_json::json!({"script": "true", "memory_limit": bad});
+            let error = parse(&args).unwrap_err().to_string();
+            assert!(
+                error.contains("args.memory_limit must be a size of at least 4MiB"),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
     fn script_must_be_a_non_empty_string() {
-        assert_eq!(parse(&json!({"script": "echo hi"})).unwrap(), "echo hi");
+        assert_eq!(
+            parse(&json!({"script": "echo hi"})).unwrap().script,
+            "echo hi"
+        );
         let error = |args| parse(&args).unwrap_err().to_string();
         assert!(error(json!({})).contains("args.script is required"));
         assert!(error(json!({"script": "  "})).contains("args.script must be a non-empty string"));
