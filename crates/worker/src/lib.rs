@@ -73,7 +73,7 @@ pub use config::{DEFAULT_CAPACITY, DEFAULT_DRAIN_TIMEOUT, DEFAULT_KILL_GRACE};
 pub use context::RunContext;
 pub use error::{HandlerError, WorkerError};
 pub use handler::{Handler, Outcome};
-pub use health::health_router;
+pub use health::{DEFAULT_STALL_TIMEOUT, ExecutorWatchdog, health_router, serve_probes};
 pub use output::DEFAULT_OUTPUT_BYTES;
 pub use status::{Registration, Status, WorkerStatus};
 pub use worker::{Worker, WorkerBuilder};

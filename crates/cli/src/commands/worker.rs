@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Args;
 use cronfleet_core::duration::parse_fixed_duration;
 use cronfleet_worker::handlers::StockHandler;
-use cronfleet_worker::{DEFAULT_CAPACITY, Worker, WorkerError, health_router};
+use cronfleet_worker::{DEFAULT_CAPACITY, ExecutorWatchdog, Worker, WorkerError, serve_probes};
 
 use crate::logging::{self, LogArgs};
 use crate::signals;
@@ -109,6 +109,17 @@ pub struct WorkerCommand {
         value_parser = parse_fixed_duration
     )]
     kill_grace: Duration,
+
+    /// /healthz fails (503) once the worker's async runtime has made no progress for this
+    /// long — a handler blocking it, a deadlock — so Kubernetes restarts the worker.
+    #[arg(
+        long,
+        env = "CRONFLEET_STALL_TIMEOUT",
+        value_name = "DUR",
+        default_value = "10s",
+        value_parser = parse_fixed_duration
+    )]
+    stall_timeout: Duration,
 }
 
 /// The parsed `--handlers` (a newtype, so clap takes the list as one value).
@@ -197,16 +208,17 @@ impl WorkerCommand {
         })?;
 
         let http = self.http;
+        let stall_timeout = self.stall_timeout;
         logging::run_server(&self.logs, "cronfleet-worker", async move {
-            let listener = tokio::net::TcpListener::bind(http)
-                .await
+            let listener = std::net::TcpListener::bind(http)
                 .with_context(|| format!("--http {http}: cannot listen"))?;
-            let probes =
-                tokio::spawn(axum::serve(listener, health_router(worker.status())).into_future());
+            // The probes answer from a thread of their own, even when this runtime cannot.
+            let watchdog = ExecutorWatchdog::start(stall_timeout);
+            serve_probes(listener, worker.status(), watchdog)
+                .with_context(|| format!("--http {http}: cannot serve the probes"))?;
             tracing::info!(worker = %worker.node_id(), %http, "serving /healthz, /readyz and /metrics");
             // Runs until SIGTERM / SIGINT, then drains.
             worker.run(signals::until_terminated()).await;
-            probes.abort();
             Ok(())
         })
     }
