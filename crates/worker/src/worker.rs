@@ -240,7 +240,7 @@ impl WorkerBuilder {
     }
 
     /// How long a stopped shell run's processes get between SIGTERM and SIGKILL, and
-    /// every handler between being told to stop and being abandoned (default 5 s).
+    /// every handler between being told to stop and being abandoned (default [`DEFAULT_KILL_GRACE`], 2 s).
     pub fn kill_grace(mut self, grace: Duration) -> Self {
         self.kill_grace = grace;
         self
