@@ -273,6 +273,22 @@ async fn the_console_defines_lists_runs_and_guards_jobs() {
     let bad_trigger = browser.get("/runs?trigger=sometimes").await;
     assert_eq!(bad_trigger.status, 400);
     assert!(unescape(&bad_trigger.html).contains("unknown trigger \"sometimes\""));
+    // A time range: the run is in the one that holds its creation, not in one before.
+    let before = browser
+        .get("/runs?trigger=manual&until=2000-01-01T00:00:00Z")
+        .await;
+    assert!(!before.html.contains(&format!("href=\"/runs/{id}\"")));
+    let around = browser
+        .get("/runs?trigger=manual&since=2000-01-01T00:00:00Z&until=2100-01-01T00:00:00Z")
+        .await;
+    assert!(
+        around.html.contains(&format!("href=\"/runs/{id}\"")),
+        "{}",
+        around.html
+    );
+    let bad_until = browser.get("/runs?until=yesterday").await;
+    assert_eq!(bad_until.status, 400);
+    assert!(bad_until.html.contains("until:"), "{}", bad_until.html);
 
     // A running run's output as server-sent events, ending with its state.
     let (status, _) = rest_json(

@@ -142,6 +142,8 @@ pub struct RunFilter {
     pub trigger: Option<Trigger>,
     /// Only runs created at or after this time.
     pub since: Option<DateTime<Utc>>,
+    /// Only runs created before this time.
+    pub until: Option<DateTime<Utc>>,
     pub limit: u32,
     pub order: RunOrder,
 }
@@ -153,6 +155,7 @@ impl Default for RunFilter {
             state: None,
             trigger: None,
             since: None,
+            until: None,
             limit: 100,
             order: RunOrder::NewestFirst,
         }

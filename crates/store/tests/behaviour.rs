@@ -975,6 +975,22 @@ async fn runs_can_be_filtered(store: Arc<dyn Store>) {
             "{trigger:?}"
         );
     }
+    let earlier = store
+        .list_runs(&RunFilter {
+            until: Some(t(0)),
+            ..RunFilter::default()
+        })
+        .await
+        .unwrap();
+    assert!(earlier.is_empty(), "created at t(0), not before");
+    let until_later = store
+        .list_runs(&RunFilter {
+            until: Some(t(1)),
+            ..RunFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(until_later.len(), 3, "x's, y's and z's runs");
     let later = store
         .list_runs(&RunFilter {
             since: Some(t(1)),

@@ -23,6 +23,9 @@ pub struct RunsCommand {
     /// Only runs created at or after this time: RFC 3339, or YYYY-MM-DD HH:MM[:SS] in UTC.
     #[arg(long, value_name = "TIME")]
     since: Option<String>,
+    /// Only runs created before this time (RFC 3339, or a local time read as UTC).
+    #[arg(long, value_name = "TIME")]
+    until: Option<String>,
     /// Only runs started by this trigger: schedule, manual, retry, continuation, catch_up.
     #[arg(long, value_name = "TRIGGER")]
     trigger: Option<String>,
@@ -40,6 +43,7 @@ const RUNS_EXAMPLES: &str = "\
 Examples:
   cronfleet runs --job nightly-report --limit 10
   cronfleet runs --state failed --since 2026-03-29T00:00:00Z
+  cronfleet runs --trigger manual --since 2026-03-29T00:00:00Z --until 2026-03-30T00:00:00Z
   cronfleet runs --state pending -o json | jq '.[] | {id, job, pending_reason}'";
 
 impl RunsCommand {
@@ -50,6 +54,7 @@ impl RunsCommand {
             since: self.since.unwrap_or_default(),
             limit: self.limit,
             trigger: self.trigger.unwrap_or_default(),
+            until: self.until.unwrap_or_default(),
         };
         // The server's own reading of the filter: a bad state or time is reported in its
         // words without a round trip.

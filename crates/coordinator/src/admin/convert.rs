@@ -230,6 +230,11 @@ pub fn run_filter_from_proto(request: &pb::ListRunsRequest) -> Result<RunFilter,
     } else {
         Some(parse_time(&request.since, Tz::UTC).map_err(|e| AdminError::field("since", e))?)
     };
+    let until = if request.until.is_empty() {
+        None
+    } else {
+        Some(parse_time(&request.until, Tz::UTC).map_err(|e| AdminError::field("until", e))?)
+    };
     let limit = match request.limit {
         0 => DEFAULT_RUN_LIMIT,
         n => n.min(MAX_RUN_LIMIT),
@@ -239,6 +244,7 @@ pub fn run_filter_from_proto(request: &pb::ListRunsRequest) -> Result<RunFilter,
         state,
         trigger,
         since,
+        until,
         limit,
         ..RunFilter::default()
     })

@@ -34,6 +34,9 @@ pub struct RunParams {
     /// RFC 3339, or a local time read as UTC.
     #[serde(default)]
     since: String,
+    /// RFC 3339, or a local time read as UTC.
+    #[serde(default)]
+    until: String,
     #[serde(default)]
     limit: Option<u32>,
 }
@@ -79,6 +82,7 @@ pub async fn list(
         state: params.state.trim().to_owned(),
         trigger: params.trigger.trim().to_owned(),
         since: params.since.trim().to_owned(),
+        until: params.until.trim().to_owned(),
         limit: params.limit.unwrap_or(100),
     };
     let now = console.admin.now();

@@ -297,6 +297,8 @@ struct RunsQuery {
     state: Option<String>,
     /// Only runs created since this time (RFC 3339).
     since: Option<String>,
+    /// Only runs created before this time (RFC 3339).
+    until: Option<String>,
     /// At most this many, newest first (default 100).
     limit: Option<u32>,
     /// Only runs started by this trigger: schedule, manual, retry, continuation, catch_up.
@@ -320,6 +322,7 @@ async fn list_runs(
             since: filter.since.unwrap_or_default(),
             limit: filter.limit.unwrap_or(0),
             trigger: filter.trigger.unwrap_or_default(),
+            until: filter.until.unwrap_or_default(),
         })
         .await?;
     Ok(Json(RunList {

@@ -432,14 +432,16 @@ impl JobStore for PostgresStore {
                 run_columns!(),
                 " FROM runs JOIN jobs ON jobs.id = runs.job_id WHERE ($1::text IS NULL OR jobs.name = $1) \
                  AND ($2::text IS NULL OR runs.state = $2) AND ($3::timestamptz IS NULL OR runs.created_at >= $3) \
-                 AND ($5::text IS NULL OR runs.trigger = $5) ORDER BY runs.id DESC LIMIT $4"
+                 AND ($5::text IS NULL OR runs.trigger = $5) \
+                 AND ($6::timestamptz IS NULL OR runs.created_at < $6) ORDER BY runs.id DESC LIMIT $4"
             ),
             RunOrder::OldestFirst => concat!(
                 "SELECT ",
                 run_columns!(),
                 " FROM runs JOIN jobs ON jobs.id = runs.job_id WHERE ($1::text IS NULL OR jobs.name = $1) \
                  AND ($2::text IS NULL OR runs.state = $2) AND ($3::timestamptz IS NULL OR runs.created_at >= $3) \
-                 AND ($5::text IS NULL OR runs.trigger = $5) ORDER BY runs.id LIMIT $4"
+                 AND ($5::text IS NULL OR runs.trigger = $5) \
+                 AND ($6::timestamptz IS NULL OR runs.created_at < $6) ORDER BY runs.id LIMIT $4"
             ),
         };
         let rows: Vec<RunRow> = sqlx::query_as(query)
@@ -448,6 +450,7 @@ impl JobStore for PostgresStore {
             .bind(filter.since)
             .bind(i64::from(filter.limit))
             .bind(filter.trigger.map(|trigger| trigger.as_str()))
+            .bind(filter.until)
             .fetch_all(&self.pool)
             .await?;
         runs_from_rows(rows)

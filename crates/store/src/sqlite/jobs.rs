@@ -411,14 +411,16 @@ impl JobStore for SqliteStore {
                 run_columns!(),
                 " FROM runs JOIN jobs ON jobs.id = runs.job_id WHERE (?1 IS NULL OR jobs.name = ?1) \
                  AND (?2 IS NULL OR runs.state = ?2) AND (?3 IS NULL OR runs.created_at >= ?3) \
-                 AND (?5 IS NULL OR runs.trigger = ?5) ORDER BY runs.id DESC LIMIT ?4"
+                 AND (?5 IS NULL OR runs.trigger = ?5) \
+                 AND (?6 IS NULL OR runs.created_at < ?6) ORDER BY runs.id DESC LIMIT ?4"
             ),
             RunOrder::OldestFirst => concat!(
                 "SELECT ",
                 run_columns!(),
                 " FROM runs JOIN jobs ON jobs.id = runs.job_id WHERE (?1 IS NULL OR jobs.name = ?1) \
                  AND (?2 IS NULL OR runs.state = ?2) AND (?3 IS NULL OR runs.created_at >= ?3) \
-                 AND (?5 IS NULL OR runs.trigger = ?5) ORDER BY runs.id LIMIT ?4"
+                 AND (?5 IS NULL OR runs.trigger = ?5) \
+                 AND (?6 IS NULL OR runs.created_at < ?6) ORDER BY runs.id LIMIT ?4"
             ),
         };
         let rows: Vec<RunRow> = sqlx::query_as(query)
@@ -427,6 +429,7 @@ impl JobStore for SqliteStore {
             .bind(ts_opt(filter.since))
             .bind(i64::from(filter.limit))
             .bind(filter.trigger.map(|trigger| trigger.as_str()))
+            .bind(ts_opt(filter.until))
             .fetch_all(&self.pool)
             .await?;
         runs_from_rows(rows)
