@@ -12,6 +12,8 @@ use serde_json::{Value, json};
 struct Dev {
     process: Process,
     server: String,
+    /// The HTTP port: the REST API, the probes and the web console.
+    http: std::net::SocketAddr,
 }
 
 fn start_dev(
@@ -42,6 +44,7 @@ fn start_dev(
     Dev {
         process,
         server: format!("http://{grpc}"),
+        http,
     }
 }
 
@@ -132,6 +135,17 @@ fn dev_mode_starts_as_its_own_leader_without_redirecting_its_workers() {
             .count()
             == 2
     });
+    // The web console is served at / as by any coordinator, and lists the workers.
+    let (status, _) = http_get(dev.http, "/").expect("an answer at /");
+    assert_eq!(status, 303, "/ leads to the Jobs page");
+    let (status, jobs) = http_get(dev.http, "/jobs").expect("the Jobs page");
+    assert_eq!(status, 200, "{jobs}");
+    assert!(jobs.contains("<h1>Jobs</h1>"), "{jobs}");
+    let (_, cluster) = http_get(dev.http, "/cluster").expect("the Cluster page");
+    assert!(
+        cluster.contains("dev-worker-1") && cluster.contains("dev-worker-2"),
+        "{cluster}"
+    );
     let log = dev.process.log_text();
     for unwanted in [
         "not the leader",
