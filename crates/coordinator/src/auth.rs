@@ -38,6 +38,11 @@ impl Tokens {
         self.0.is_empty()
     }
 
+    /// Whether `token` is one of these (compared in constant time).
+    pub fn accepts(&self, token: &str) -> bool {
+        self.0.iter().any(|known| same(known, token))
+    }
+
     /// The tokens in force, for deriving per-token secrets (the console's sessions).
     pub(crate) fn iter(&self) -> impl Iterator<Item = &str> {
         self.0.iter().map(String::as_str)
@@ -73,7 +78,7 @@ impl Tokens {
             None => Err(Status::unauthenticated(format!(
                 "this coordinator requires a bearer token (the `authorization: Bearer <token>` header, one of its {who} tokens)"
             ))),
-            Some(token) if self.0.iter().any(|known| same(known, token)) => Ok(()),
+            Some(token) if self.accepts(token) => Ok(()),
             Some(_) => Err(Status::unauthenticated(format!(
                 "the bearer token is not one of this coordinator's {who} tokens"
             ))),

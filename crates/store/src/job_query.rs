@@ -12,7 +12,10 @@ use std::str::FromStr;
 use cronfleet_core::job::Job;
 use cronfleet_core::policy::AUTO_PAUSE_NOTE_PREFIX;
 use cronfleet_core::run::{RunState, UnknownName};
-use sqlx::{Database, Encode, QueryBuilder, Type};
+use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, QueryBuilder, Type};
+
+use crate::StoreError;
+use crate::rows::{ListedJobRow, listed_jobs_from_rows};
 
 /// The page size when none is asked for.
 pub const DEFAULT_PAGE_SIZE: u32 = 50;
@@ -101,10 +104,6 @@ impl JobStatus {
         } else {
             JobStatus::Finished
         }
-    }
-
-    pub fn of_job(job: &Job) -> JobStatus {
-        JobStatus::of(job.spec.paused, job.spec.pause_note.as_deref(), job.active)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -250,8 +249,55 @@ macro_rules! listed_job_columns {
     };
 }
 
+/// How many jobs `query` selects, on either back-end.
+pub(crate) async fn count_jobs<DB>(
+    pool: &Pool<DB>,
+    query: &JobQuery,
+    dialect: Dialect,
+) -> Result<u64, StoreError>
+where
+    DB: Database,
+    <DB as Database>::Arguments: Default + IntoArguments<DB>,
+    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
+    for<'t> String: Encode<'t, DB> + Type<DB>,
+    (i64,): for<'r> FromRow<'r, DB::Row>,
+{
+    let total: i64 = count_query::<DB>(query, dialect)
+        .build_query_scalar()
+        .fetch_one(pool)
+        .await?;
+    Ok(u64::try_from(total).unwrap_or_default())
+}
+
+/// One page of the jobs `query` selects, and their total, on either back-end. Two
+/// statements: the total may be a moment older than the page, as in any list.
+pub(crate) async fn list_jobs_page<DB>(
+    pool: &Pool<DB>,
+    query: &JobQuery,
+    dialect: Dialect,
+) -> Result<JobPage, StoreError>
+where
+    DB: Database,
+    <DB as Database>::Arguments: Default + IntoArguments<DB>,
+    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
+    for<'t> String: Encode<'t, DB> + Type<DB>,
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+    (i64,): for<'r> FromRow<'r, DB::Row>,
+    ListedJobRow: for<'r> FromRow<'r, DB::Row>,
+{
+    let total = count_jobs(pool, query, dialect).await?;
+    let rows: Vec<ListedJobRow> = page_query::<DB>(query, dialect)
+        .build_query_as()
+        .fetch_all(pool)
+        .await?;
+    Ok(JobPage {
+        jobs: listed_jobs_from_rows(rows)?,
+        total,
+    })
+}
+
 /// `SELECT COUNT(*) FROM jobs WHERE …` for `query`.
-pub(crate) fn count_query<DB>(query: &JobQuery, dialect: Dialect) -> QueryBuilder<DB>
+fn count_query<DB>(query: &JobQuery, dialect: Dialect) -> QueryBuilder<DB>
 where
     DB: Database,
     <DB as Database>::Arguments: Default,
@@ -264,7 +310,7 @@ where
 
 /// `SELECT … FROM jobs WHERE … ORDER BY … LIMIT … OFFSET …` for `query`, as
 /// [`crate::rows::ListedJobRow`]s.
-pub(crate) fn page_query<DB>(query: &JobQuery, dialect: Dialect) -> QueryBuilder<DB>
+fn page_query<DB>(query: &JobQuery, dialect: Dialect) -> QueryBuilder<DB>
 where
     DB: Database,
     <DB as Database>::Arguments: Default,

@@ -74,11 +74,11 @@ impl ExecutorWatchdog {
 #[derive(Clone, Debug)]
 struct Probes {
     status: WorkerStatus,
-    watchdog: Option<ExecutorWatchdog>,
+    watchdog: ExecutorWatchdog,
 }
 
 /// The probe routes, reading `status` (and `watchdog`, for `/healthz`).
-pub fn health_router(status: WorkerStatus, watchdog: Option<ExecutorWatchdog>) -> Router {
+pub fn health_router(status: WorkerStatus, watchdog: ExecutorWatchdog) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -106,7 +106,7 @@ pub fn serve_probes(
                     return;
                 };
                 tokio::spawn(report_stalls(watchdog.clone()));
-                let router = health_router(status, Some(watchdog));
+                let router = health_router(status, watchdog);
                 if let Err(error) = axum::serve(listener, router).await {
                     tracing::error!(%error, "the probes stopped");
                 }
@@ -137,21 +137,14 @@ async fn report_stalls(watchdog: ExecutorWatchdog) {
 }
 
 async fn healthz(State(probes): State<Probes>) -> (StatusCode, String) {
-    match probes
-        .watchdog
-        .as_ref()
-        .and_then(ExecutorWatchdog::stalled_for)
-    {
+    match probes.watchdog.stalled_for() {
         None => (StatusCode::OK, "ok\n".to_owned()),
         Some(silent) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!(
                 "not live: the worker's runtime has made no progress for {:.1} s (more than {} s: a handler blocking it, or a deadlock)\n",
                 silent.as_secs_f64(),
-                probes
-                    .watchdog
-                    .as_ref()
-                    .map_or(0, |w| w.stall_timeout.as_secs())
+                probes.watchdog.stall_timeout.as_secs()
             ),
         ),
     }

@@ -127,8 +127,12 @@ async fn a_shell_run_over_its_memory_limit_fails_and_the_worker_serves_on() {
         "{}",
         finished.error
     );
-    // The same hog without a limit fits in this machine; a modest script under the limit
-    // runs as usual: the worker is fine.
+    // The same hog without a limit runs to its end: the limit is what stopped it.
+    harness.assign(assign(10, "shell", json!({ "script": hog })));
+    let finished = harness.expect_finished(10).await;
+    assert_eq!(outcome(&finished), RunOutcome::Succeeded, "{finished:?}");
+    assert_eq!(finished.output, "survived 100000000\n");
+    // A modest script under the limit runs as usual: the worker is fine.
     harness.assign(assign(
         9,
         "shell",

@@ -6,7 +6,7 @@ use cronfleet_core::apply::{ApplyAction, ApplyRequest, DEFAULT_MANAGER};
 use cronfleet_core::time::{format_in_zone, parse_time};
 use cronfleet_proto::v1 as pb;
 use cronfleet_proto::v1::job_service_server::JobService;
-use cronfleet_store::{JobQuery, JobStatus, LastRun, StoreError};
+use cronfleet_store::{JobQuery, LastRun, StoreError};
 use tonic::{Request, Response, Status};
 
 use super::convert::{
@@ -26,7 +26,6 @@ pub struct FoundJobs {
 #[derive(Clone, Debug)]
 pub struct FoundJob {
     pub job: pb::Job,
-    pub status: JobStatus,
     pub last_run: Option<LastRun>,
 }
 
@@ -92,7 +91,6 @@ impl AdminServices {
                         .iter()
                         .map(|listed| FoundJob {
                             job: job_to_proto(&listed.job),
-                            status: JobStatus::of_job(&listed.job),
                             last_run: listed.last_run,
                         })
                         .collect(),

@@ -41,6 +41,11 @@ fn plural(count: u64, one: &str, many: &str) -> String {
     }
 }
 
+/// The line for `count` things (`one` / `many` in words), none for zero.
+fn counted(count: u64, one: &str, many: &str, href: &str) -> Option<Item> {
+    (count > 0).then(|| Item::new(plural(count, one, many), href))
+}
+
 pub async fn gather(admin: &AdminServices) -> Vec<Item> {
     let mut items = Vec::new();
     let count = |query: JobQuery| async move { admin.count_jobs(&query).await };
@@ -50,28 +55,26 @@ pub async fn gather(admin: &AdminServices) -> Vec<Item> {
     })
     .await
     {
-        Ok(0) => {}
-        Ok(n) => items.push(Item::new(
-            plural(n, "job is failing", "jobs are failing"),
+        Ok(n) => items.extend(counted(
+            n,
+            "job is failing",
+            "jobs are failing",
             "/jobs?failing=on&sort=failures&order=desc",
         )),
         Err(error) => items.push(Item::new(format!("cannot read the jobs: {error}"), "/jobs")),
     }
-    if let Ok(n @ 1..) = count(JobQuery {
+    let auto_paused = JobQuery {
         status: Some(JobStatus::AutoPaused),
         ..JobQuery::default()
-    })
-    .await
-    {
-        items.push(Item::new(
-            plural(
-                n,
-                "job was paused automatically after repeated failures",
-                "jobs were paused automatically after repeated failures",
-            ),
+    };
+    items.extend(count(auto_paused).await.ok().and_then(|n| {
+        counted(
+            n,
+            "job was paused automatically after repeated failures",
+            "jobs were paused automatically after repeated failures",
             "/jobs?status=auto_paused",
-        ));
-    }
+        )
+    }));
     items.extend(stalled_runs(admin).await);
     items
 }
@@ -89,26 +92,18 @@ async fn stalled_runs(admin: &AdminServices) -> Vec<Item> {
             return items;
         }
     };
-    if backlog.overdue > 0 {
-        items.push(Item::new(
-            plural(
-                backlog.overdue,
-                "run is past its deadline",
-                "runs are past their deadline",
-            ),
-            "/runs?state=running",
-        ));
-    }
-    if backlog.waiting_long > 0 {
-        items.push(Item::new(
-            plural(
-                backlog.waiting_long,
-                "run has waited more than a minute to start",
-                "runs have waited more than a minute to start",
-            ),
-            "/runs?state=pending",
-        ));
-    }
+    items.extend(counted(
+        backlog.overdue,
+        "run is past its deadline",
+        "runs are past their deadline",
+        "/runs?state=running",
+    ));
+    items.extend(counted(
+        backlog.waiting_long,
+        "run has waited more than a minute to start",
+        "runs have waited more than a minute to start",
+        "/runs?state=pending",
+    ));
     if backlog.due_by_handler.is_empty() {
         return items;
     }

@@ -12,7 +12,7 @@ use cronfleet_proto::v1 as pb;
 
 use super::guard::CsrfToken;
 use super::view::{When, duration_words};
-use super::{Chrome, Console, page, see_other};
+use super::{Chrome, Console, page};
 
 /// The most runs in flight the page lists (their workers' counts are exact anyway).
 const IN_FLIGHT_SHOWN: u32 = 1000;
@@ -121,8 +121,6 @@ pub async fn drain(
         node_id,
         undo: form.undo.is_some(),
     };
-    match console.admin.drain_worker(request, false).await {
-        Ok(_) => see_other("/cluster"),
-        Err(error) => console.error_page(&csrf, error).await,
-    }
+    let result = console.admin.drain_worker(request, false).await;
+    console.then_to(&csrf, result, "/cluster").await
 }

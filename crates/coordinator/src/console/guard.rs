@@ -210,17 +210,9 @@ fn signed_in_request(console: &Console, headers: &HeaderMap) -> bool {
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok());
-    token_is_valid(
-        console,
-        authorization.and_then(|value| value.strip_prefix("Bearer ")),
-    )
-}
-
-fn token_is_valid(console: &Console, token: Option<&str>) -> bool {
-    let authorization = token.map(|token| format!("Bearer {}", token.trim()));
     console
         .tokens
-        .check_authorization(authorization.as_deref(), "--api-token")
+        .check_authorization(authorization, "--api-token")
         .is_ok()
 }
 
@@ -309,7 +301,7 @@ pub async fn login(
 ) -> Response {
     let next = local_path(form.next.as_deref());
     let token = form.token.trim();
-    if !token_is_valid(&console, Some(token)) {
+    if !console.tokens.accepts(token) {
         return page(
             StatusCode::UNAUTHORIZED,
             &LoginPage {

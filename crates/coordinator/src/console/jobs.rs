@@ -259,7 +259,11 @@ pub async fn list(
                 name: spec.name,
                 handler: spec.handler,
                 schedule: found.job.schedule_text.clone(),
-                status: status_label(found.status),
+                status: status_label(JobStatus::of(
+                    spec.paused.unwrap_or(false),
+                    Some(spec.pause_note.as_str()).filter(|note| !note.is_empty()),
+                    found.job.active,
+                )),
                 pause_note: spec.pause_note,
                 next_run: When::of(found.job.next_run_at.as_ref(), now),
                 last_run: found.last_run.map(|run| {
@@ -426,11 +430,16 @@ pub async fn show(
         .map(|answer| answer.runs)
         .unwrap_or_default();
     let now = admin.now();
-    let active_run = active_run(admin, &name)
-        .await
-        .ok()
-        .flatten()
-        .map(|run| run.id);
+    // The active run is among the recent ones, unless newer (skipped) runs pushed it out.
+    let active_run = match runs.iter().find(|run| !crate::admin::ended(&run.state)) {
+        Some(run) => Some(run.id),
+        None if runs.len() < RECENT_RUNS as usize => None,
+        None => active_run(admin, &name)
+            .await
+            .ok()
+            .flatten()
+            .map(|run| run.id),
+    };
     let view = JobView::new(&job);
     let spec = job.spec.clone().unwrap_or_default();
     let status = status_label(JobStatus::of(
@@ -489,10 +498,8 @@ pub async fn pause(
         name: name.clone(),
         note: form.note.trim().to_owned(),
     };
-    match console.admin.pause_job(request).await {
-        Ok(_) => see_other(&job_path(&name)),
-        Err(error) => console.error_page(&csrf, error).await,
-    }
+    let result = console.admin.pause_job(request).await;
+    console.then_to(&csrf, result, &job_path(&name)).await
 }
 
 pub async fn resume(
@@ -501,10 +508,8 @@ pub async fn resume(
     Path(name): Path<String>,
 ) -> Response {
     let request = pb::ResumeJobRequest { name: name.clone() };
-    match console.admin.resume_job(request).await {
-        Ok(_) => see_other(&job_path(&name)),
-        Err(error) => console.error_page(&csrf, error).await,
-    }
+    let result = console.admin.resume_job(request).await;
+    console.then_to(&csrf, result, &job_path(&name)).await
 }
 
 /// Cancels the job's run in progress (or waiting), whichever it is now.
@@ -529,10 +534,8 @@ pub async fn cancel_active_run(
         id: run.id,
         reason: "cancelled from the console".to_owned(),
     };
-    match admin.cancel_run(request).await {
-        Ok(_) => see_other(&job_path(&name)),
-        Err(error) => console.error_page(&csrf, error).await,
-    }
+    let result = admin.cancel_run(request).await;
+    console.then_to(&csrf, result, &job_path(&name)).await
 }
 
 /// The job's run in progress or waiting, if any (a job has at most one running and one
@@ -585,10 +588,8 @@ pub async fn delete(
     Path(name): Path<String>,
 ) -> Response {
     let request = pb::DeleteJobRequest { name, force: false };
-    match console.admin.delete_job(request).await {
-        Ok(_) => see_other("/jobs"),
-        Err(error) => console.error_page(&csrf, error).await,
-    }
+    let result = console.admin.delete_job(request).await;
+    console.then_to(&csrf, result, "/jobs").await
 }
 
 fn job_path(name: &str) -> String {

@@ -195,3 +195,18 @@ impl Console {
 fn see_other(to: &str) -> Response {
     Redirect::to(to).into_response()
 }
+
+impl Console {
+    /// After a form's admin call: on to `to`, or the call's error as a page.
+    async fn then_to<T>(
+        &self,
+        csrf: &CsrfToken,
+        result: Result<T, crate::admin::AdminError>,
+        to: &str,
+    ) -> Response {
+        match result {
+            Ok(_) => see_other(to),
+            Err(error) => self.error_page(csrf, error).await,
+        }
+    }
+}

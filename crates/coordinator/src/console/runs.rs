@@ -19,7 +19,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::guard::CsrfToken;
 use super::jobs::RunRow;
 use super::view::{When, run_duration, state_class};
-use super::{Chrome, Console, page, see_other};
+use super::{Chrome, Console, page};
 use crate::admin::{LogEvent, ended};
 
 /// The Runs page's query string.
@@ -204,10 +204,8 @@ pub async fn cancel(
         id,
         reason: "cancelled from the console".to_owned(),
     };
-    match console.admin.cancel_run(request).await {
-        Ok(_) => see_other(&format!("/runs/{id}")),
-        Err(error) => console.error_page(&csrf, error).await,
-    }
+    let result = console.admin.cancel_run(request).await;
+    console.then_to(&csrf, result, &format!("/runs/{id}")).await
 }
 
 #[cfg(test)]

@@ -13,11 +13,9 @@ use sqlx::sqlite::SqliteConnection;
 use super::transitions::apply_transition;
 use super::{SqliteStore, fetch_run, ts, ts_opt};
 use crate::error::duplicate_name;
-use crate::job_query::{Dialect, count_query, page_query};
+use crate::job_query::{self, Dialect};
 use crate::jobs::{backlog, in_flight};
-use crate::rows::{
-    JobRow, JobValues, ListedJobRow, RunRow, jobs_from_rows, listed_jobs_from_rows, runs_from_rows,
-};
+use crate::rows::{JobRow, JobValues, RunRow, jobs_from_rows, runs_from_rows};
 use crate::{
     InFlightRun, JobPage, JobQuery, JobStore, ManualRun, RunBacklog, RunFilter, RunOrder,
     RunTransition, StoreError,
@@ -163,24 +161,11 @@ impl JobStore for SqliteStore {
     }
 
     async fn list_jobs_page(&self, query: &JobQuery) -> Result<JobPage, StoreError> {
-        // Two statements: the total may be a moment older than the page, as in any list.
-        let total = self.count_jobs(query).await?;
-        let rows: Vec<ListedJobRow> = page_query::<sqlx::Sqlite>(query, Dialect::Sqlite)
-            .build_query_as()
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(JobPage {
-            jobs: listed_jobs_from_rows(rows)?,
-            total,
-        })
+        job_query::list_jobs_page(&self.pool, query, Dialect::Sqlite).await
     }
 
     async fn count_jobs(&self, query: &JobQuery) -> Result<u64, StoreError> {
-        let total: i64 = count_query::<sqlx::Sqlite>(query, Dialect::Sqlite)
-            .build_query_scalar()
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(u64::try_from(total).unwrap_or_default())
+        job_query::count_jobs(&self.pool, query, Dialect::Sqlite).await
     }
 
     async fn run_backlog(
