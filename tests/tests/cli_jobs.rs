@@ -45,6 +45,10 @@ async fn jobs_and_runs_are_managed_through_the_cli() {
             "1h",
             "--labels",
             "region=eu,tier=gpu",
+            "--alert-if-no-success",
+            "26h",
+            "--expected-duration",
+            "90s",
         ],
     )
     .await;
@@ -68,6 +72,9 @@ async fn jobs_and_runs_are_managed_through_the_cli() {
         "labels": {"region": "eu", "tier": "gpu"},
         "paused": false,
         "pause_note": null,
+        "alerts_enabled": true,
+        "alert_if_no_success": "1d2h",
+        "expected_duration": "1m30s",
         "active": true,
         "failure_count": 0,
         "first_failure_at": null,
@@ -146,9 +153,26 @@ async fn jobs_and_runs_are_managed_through_the_cli() {
         "labels",
         "args",
         "timeout",
+        "alerts_enabled",
+        "alert_if_no_success",
+        "expected_duration",
     ] {
         assert_eq!(updated[field], created[field], "{field}");
     }
+    let silenced = json(&server, &["job", "update", "report", "--alerts", "off"]).await;
+    assert_eq!(silenced["alerts_enabled"], false);
+    assert_eq!(silenced["alert_if_no_success"], "1d2h", "kept");
+    let details = succeeds(&server, &["job", "get", "report"]).await;
+    assert!(
+        details.contains("alerts:") && details.contains(" off\n"),
+        "{details}"
+    );
+    assert!(
+        details.contains("1d2h") && details.contains("1m30s"),
+        "{details}"
+    );
+    let again = json(&server, &["job", "update", "report", "--alerts", "on"]).await;
+    assert_eq!(again["alerts_enabled"], true);
 
     let paused = json(
         &server,
@@ -468,6 +492,19 @@ async fn bad_input_fails_clearly_and_changes_nothing() {
             create(&["--every", "5m", "--catch-up-window", "1x"]),
             FAILED,
             vec!["catch_up_window: invalid duration \"1x\""],
+        ),
+        (
+            create(&["--every", "5m", "--expected-duration", "500ms"]),
+            FAILED,
+            vec![
+                "invalid expected_duration \"500ms\"",
+                "a duration of at least 1s",
+            ],
+        ),
+        (
+            create(&["--every", "5m", "--alerts", "maybe"]),
+            USAGE,
+            vec!["invalid value 'maybe' for '--alerts <on|off>'", "on or off"],
         ),
         (
             create(&["--every", "5m", "--labels", "bad key=v"]),

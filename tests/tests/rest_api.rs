@@ -141,6 +141,7 @@ async fn rest_and_grpc_give_the_same_results() {
         "name": "report", "handler": "shell", "cron": "30 2 * * *", "tz": "Europe/Berlin",
         "args": {"script": "echo hi"}, "retries": 2, "labels": {"region": "eu"},
         "overlap": "queue", "timeout": "5m", "max_runs": 10,
+        "alerts_enabled": false, "alert_if_no_success": "26h", "expected_duration": "10m",
     });
     let created = rest
         .expect("POST", "/api/v1/jobs", Some(&report), 201)
@@ -156,6 +157,14 @@ async fn rest_and_grpc_give_the_same_results() {
     assert_eq!(created, json_of(JobView::new(&read)));
     assert_eq!(created["cron"], "30 2 * * *");
     assert_eq!(created["args"], json!({"script": "echo hi"}));
+    assert_eq!(
+        (
+            &created["alerts_enabled"],
+            &created["alert_if_no_success"],
+            &created["expected_duration"]
+        ),
+        (&json!(false), &json!("1d2h"), &json!("10m"))
+    );
 
     let sync = json!({"name": "sync", "handler": "noop", "every": "5m"});
     let created = grpc
@@ -443,7 +452,8 @@ async fn rest_and_grpc_give_the_same_results() {
     let file = json!([
         {"name": "report", "handler": "shell", "cron": "0 3 * * *", "tz": "Europe/Berlin",
          "args": {"script": "echo hi"}, "retries": 2, "labels": {"region": "eu"},
-         "overlap": "queue", "timeout": "5m", "max_runs": 10},
+         "overlap": "queue", "timeout": "5m", "max_runs": 10,
+         "alerts_enabled": false, "alert_if_no_success": "26h", "expected_duration": "10m"},
         {"name": "fresh", "handler": "noop", "every": "1h"},
     ]);
     let apply = |dry_run: bool| json!({"jobs": file, "manager": "ci", "dry_run": dry_run});
@@ -695,6 +705,16 @@ async fn bad_input_is_refused_alike_by_the_cli_rest_and_grpc_and_changes_nothing
             &[
                 "catch_up_window: invalid duration \"0s\"",
                 "greater than zero",
+            ],
+        ),
+        bad(
+            "an expected duration under a second",
+            job_with(json!({"expected_duration": "500ms"})),
+            Some(create_flags(&["--expected-duration", "500ms"])),
+            "expected_duration",
+            &[
+                "invalid expected_duration \"500ms\"",
+                "a duration of at least 1s",
             ],
         ),
         bad(
@@ -1011,6 +1031,8 @@ async fn the_openapi_document_describes_every_route() {
         "GET /api/v1/workers",
         "POST /api/v1/workers/{id}/drain",
         "GET /api/v1/status",
+        "GET /api/v1/alerts",
+        "POST /api/v1/alerts/{id}/ack",
     ]
     .map(str::to_owned)
     .into();

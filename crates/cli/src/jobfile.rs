@@ -174,6 +174,9 @@ mod tests {
             Some(v1::schedule::Kind::Cron("30 2 * * *".to_owned()))
         );
         assert_eq!(report.paused, None, "left out: as it is");
+        assert_eq!(report.alerts_enabled, None, "left out: on");
+        assert_eq!(report.alert_if_no_success.as_deref(), Some("26h"));
+        assert_eq!(report.expected_duration.as_deref(), Some("10m"));
     }
 
     fn parse_error(text: &str, json: bool) -> String {
@@ -287,6 +290,7 @@ mod tests {
                 catch_up: "all".into(),
                 labels: HashMap::from([("region".into(), "eu".into())]),
                 paused: Some(false),
+                alerts_enabled: Some(true),
                 ..v1::JobSpec::default()
             }),
             ..v1::Job::default()
@@ -318,5 +322,45 @@ jobs:
             serde_json::from_str::<serde_json::Value>(&original.args_json).unwrap()
         );
         assert_eq!(spec.labels, original.labels);
+    }
+
+    #[test]
+    fn alert_settings_are_written_and_read_back() {
+        let job = v1::Job {
+            spec: Some(v1::JobSpec {
+                name: "backup".into(),
+                handler: "shell".into(),
+                schedule: Some(v1::Schedule {
+                    kind: Some(v1::schedule::Kind::Cron("0 3 * * *".into())),
+                    tz: "UTC".into(),
+                    start: String::new(),
+                }),
+                alerts_enabled: Some(false),
+                alert_if_no_success: Some("1d2h".into()),
+                expected_duration: Some("30m".into()),
+                ..v1::JobSpec::default()
+            }),
+            ..v1::Job::default()
+        };
+        let yaml = to_yaml(std::slice::from_ref(&job)).unwrap();
+        assert!(
+            yaml.ends_with(
+                "alerts_enabled: false\n  alert_if_no_success: 1d2h\n  expected_duration: 30m\n"
+            ),
+            "{yaml}"
+        );
+        let back = checked_specs("f.yaml", &parse(&yaml, false).unwrap()).unwrap();
+        assert_eq!(back[0].alerts_enabled, Some(false));
+        assert_eq!(back[0].alert_if_no_success.as_deref(), Some("1d2h"));
+        assert_eq!(back[0].expected_duration.as_deref(), Some("30m"));
+
+        let error = parse_error(
+            "jobs:\n  - {name: a, handler: noop, every: 5m, alerts_enabled: maybe}\n",
+            false,
+        );
+        assert!(
+            error.starts_with("jobs[0] (a): alerts_enabled: invalid type"),
+            "{error}"
+        );
     }
 }

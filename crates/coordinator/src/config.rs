@@ -8,6 +8,7 @@ use cronfleet_core::policy::AutoPausePolicy;
 use cronfleet_core::run::{DEFAULT_OUTPUT_BYTES, MAX_OUTPUT_BYTES};
 use cronfleet_store::FinishRules;
 
+use crate::alerts::AlertSettings;
 use crate::auth::{Tokens, check_open_api};
 use crate::election::LeaderInfo;
 
@@ -66,6 +67,8 @@ pub struct CoordinatorConfig {
     pub insecure_open_api: bool,
     /// A Jaeger UI's base URL, for the web console's links to run traces.
     pub jaeger_url: Option<String>,
+    /// Alert evaluation and channels.
+    pub alerts: AlertSettings,
 }
 
 impl CoordinatorConfig {
@@ -94,6 +97,7 @@ impl CoordinatorConfig {
             worker_tokens: Tokens::default(),
             insecure_open_api: false,
             jaeger_url: None,
+            alerts: AlertSettings::default(),
         }
     }
 
@@ -153,6 +157,7 @@ impl CoordinatorConfig {
 
     /// Rejects settings that would break the safety argument.
     pub fn validate(&self) -> Result<(), String> {
+        self.alerts.validate()?;
         if self.lease_ttl + LOSS_MARGIN >= self.worker_timeout {
             return Err(format!(
                 "the worker lease ttl ({:?}) plus {LOSS_MARGIN:?} must be shorter than the worker timeout ({:?}), \

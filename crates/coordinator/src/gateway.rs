@@ -311,6 +311,7 @@ impl Session {
                     if self.holds(run_id, "log") {
                         node.registry
                             .append_output(run_id, &text, node.config.run_log_limit);
+                        node.registry.run_active(run_id, node.clock.now());
                     }
                 }
                 report => reports.push(report),
@@ -365,6 +366,7 @@ impl Session {
                     finished.push(end);
                 }
                 WorkerReport::Progress { run_id, progress } if self.holds(run_id, "progress") => {
+                    self.node.registry.run_active(run_id, self.node.clock.now());
                     changes
                         .record_starts(worker, std::mem::take(&mut started))
                         .await;

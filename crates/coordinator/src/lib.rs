@@ -10,6 +10,7 @@
 //! the store and the workers' reports.
 
 pub mod admin;
+pub mod alerts;
 pub mod auth;
 pub mod clock;
 pub mod config;

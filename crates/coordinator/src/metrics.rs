@@ -64,6 +64,19 @@ struct ChangeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AlertLabels {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeliveryLabels {
+    /// webhook | slack | email | unknown
+    channel: String,
+    /// delivered | retry | abandoned
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OperationLabels {
     operation: &'static str,
     /// unavailable | fenced | other
@@ -103,6 +116,9 @@ pub struct CoordinatorMetrics {
     lease_batch_jobs: Histogram,
     lease_duration: Histogram,
     store_errors: Family<OperationLabels, Counter>,
+    alerts_firing: Family<AlertLabels, Gauge>,
+    alerts_unacked: Family<AlertLabels, Gauge>,
+    alert_deliveries: Family<DeliveryLabels, Counter>,
 }
 
 impl CoordinatorMetrics {
@@ -123,6 +139,9 @@ impl CoordinatorMetrics {
             lease_batch_jobs: Histogram::new(exponential_buckets(1.0, 2.0, 11)),
             lease_duration: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             store_errors: Family::default(),
+            alerts_firing: Family::default(),
+            alerts_unacked: Family::default(),
+            alert_deliveries: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -199,6 +218,21 @@ impl CoordinatorMetrics {
             "store_errors",
             "Failed store calls of the leader's loops and the worker gateway, by operation and kind",
             metrics.store_errors.clone(),
+        );
+        r.register(
+            "alerts_firing",
+            "Alerts firing, by kind (set by the leader's evaluator)",
+            metrics.alerts_firing.clone(),
+        );
+        r.register(
+            "alerts_unacknowledged",
+            "Alerts firing that nobody acknowledged, by kind (set by the leader's evaluator)",
+            metrics.alerts_unacked.clone(),
+        );
+        r.register(
+            "alert_deliveries",
+            "Alert delivery attempts, by channel kind and outcome",
+            metrics.alert_deliveries.clone(),
         );
         Arc::new(CoordinatorMetrics {
             registry,
@@ -289,6 +323,30 @@ impl CoordinatorMetrics {
             self.set_waiting_for_worker(std::iter::empty());
             self.set_backlog(0);
         }
+    }
+
+    /// The firing alerts per kind, as the store counts them.
+    pub(crate) fn set_alerts(&self, counts: &[cronfleet_store::AlertCount]) {
+        for count in counts {
+            let labels = AlertLabels {
+                kind: count.kind.as_str(),
+            };
+            let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+            self.alerts_firing
+                .get_or_create(&labels)
+                .set(gauge(count.firing));
+            self.alerts_unacked
+                .get_or_create(&labels)
+                .set(gauge(count.unacked));
+        }
+    }
+
+    /// One delivery attempt on a channel of kind `channel` (the key's prefix).
+    pub(crate) fn alert_delivery(&self, channel: &str, outcome: &'static str) {
+        let channel = channel.split(':').next().unwrap_or("unknown").to_owned();
+        self.alert_deliveries
+            .get_or_create(&DeliveryLabels { channel, outcome })
+            .inc();
     }
 
     pub(crate) fn store_error(&self, operation: &'static str, error: &StoreError) {

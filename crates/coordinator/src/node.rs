@@ -10,10 +10,11 @@ use std::fmt;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use cronfleet_store::LeaderStore;
+use cronfleet_store::{AlertStore, LeaderStore};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::alerts::AlertSender;
 use crate::clock::Clock;
 use crate::config::CoordinatorConfig;
 use crate::election::Election;
@@ -62,6 +63,11 @@ pub(crate) struct Node {
     /// Roots of the traces of runs leased in this term, for their dispatch.
     pub traces: RunTraces,
     pub metrics: Arc<CoordinatorMetrics>,
+    /// Alert state and its outbox.
+    pub alerts: Arc<dyn AlertStore>,
+    pub alert_sender: AlertSender,
+    /// Wakes the alert delivery loop when the evaluator wrote outbox rows.
+    pub delivery_wake: Wakeup,
 }
 
 impl fmt::Debug for Node {

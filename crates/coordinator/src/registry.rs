@@ -46,7 +46,22 @@ struct State {
     /// Workers an operator drained (`DrainWorker`): they get no new runs, across
     /// reconnects, until the drain is undone.
     drained: HashSet<String>,
+    /// When each running run last gave output or progress (the stall check).
+    activity: HashMap<i64, DateTime<Utc>>,
+    /// Workers whose stream ended without their saying they stop, not connected since:
+    /// when they were last heard from and how many runs they held.
+    departed: HashMap<String, Departure>,
 }
+
+/// A worker that went away without saying it stops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Departure {
+    pub last_heard: DateTime<Utc>,
+    pub runs: usize,
+}
+
+/// The most departed workers remembered; the longest gone are forgotten first.
+const MAX_DEPARTED: usize = 1000;
 
 /// Why no worker could take a run: shown on the pending run.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -117,6 +132,7 @@ impl Registry {
         state
             .last_seen
             .insert(info.node_id.clone(), info.connected_at);
+        state.departed.remove(&info.node_id);
         state.connected.insert(
             info.node_id.clone(),
             Connection {
@@ -138,9 +154,54 @@ impl Registry {
             .connected
             .get(node_id)
             .is_some_and(|c| c.id == connection)
+            && let Some(gone) = state.connected.remove(node_id)
+            && !gone.stopping
         {
-            state.connected.remove(node_id);
+            if state.departed.len() >= MAX_DEPARTED
+                && let Some(oldest) = state
+                    .departed
+                    .iter()
+                    .min_by_key(|(_, d)| d.last_heard)
+                    .map(|(id, _)| id.clone())
+            {
+                state.departed.remove(&oldest);
+            }
+            state.departed.insert(
+                node_id.to_owned(),
+                Departure {
+                    last_heard: gone.info.last_heartbeat_at,
+                    runs: gone.runs.len(),
+                },
+            );
         }
+    }
+
+    /// The workers that went away without saying they stop and have not come back.
+    pub(crate) fn departed(&self) -> Vec<(String, Departure)> {
+        self.lock()
+            .departed
+            .iter()
+            .map(|(id, d)| (id.clone(), *d))
+            .collect()
+    }
+
+    /// Whether a connected worker offers `handler` and carries all of `labels`, busy or
+    /// not (a handler nobody offers is a different problem from full workers).
+    pub(crate) fn offers(&self, handler: &str, labels: &BTreeMap<String, String>) -> bool {
+        self.lock().connected.values().any(|c| {
+            c.info.handlers.iter().any(|h| h == handler)
+                && labels.iter().all(|(k, v)| c.info.labels.get(k) == Some(v))
+        })
+    }
+
+    /// Records that a run gave output or progress at `now`.
+    pub(crate) fn run_active(&self, run_id: i64, now: DateTime<Utc>) {
+        self.lock().activity.insert(run_id, now);
+    }
+
+    /// When a run last gave output or progress, as this node saw it.
+    pub(crate) fn last_activity(&self, run_id: i64) -> Option<DateTime<Utc>> {
+        self.lock().activity.get(&run_id).copied()
     }
 
     /// Drops every connection (the streams end): on losing leadership or shutting down.
@@ -303,6 +364,7 @@ impl Registry {
         state.outputs.remove(&run_id);
         state.unsaved_outputs.remove(&run_id);
         state.cancels_sent.remove(&run_id);
+        state.activity.remove(&run_id);
         if let Some(connection) = state.connected.get_mut(node_id) {
             connection.runs.remove(&run_id);
             connection.info.busy = u32::try_from(connection.runs.len()).unwrap_or(u32::MAX);

@@ -20,6 +20,7 @@ use tonic::service::interceptor::InterceptedService;
 use tracing::{debug, error, info, warn};
 
 use crate::admin::{AdminServices, ClusterContext};
+use crate::alerts::AlertSender;
 use crate::clock::Clock;
 use crate::config::CoordinatorConfig;
 use crate::console::{self, ConsoleSettings};
@@ -143,6 +144,13 @@ pub async fn start(
     let scheduler_wake = Wakeup::default();
     let metrics = CoordinatorMetrics::new();
     let leader_store: Arc<dyn LeaderStore> = store.clone();
+    let console_url = config
+        .alerts
+        .console_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{http_addr}"));
+    let alert_sender = AlertSender::new(config.alerts.smtp.as_ref(), &console_url)
+        .map_err(CoordinatorError::Config)?;
     let node = Arc::new(Node {
         config,
         store: Arc::new(InstrumentedStore::new(leader_store, Arc::clone(&metrics))),
@@ -154,6 +162,9 @@ pub async fn start(
         role,
         traces: RunTraces::default(),
         metrics,
+        alerts: store.clone(),
+        alert_sender,
+        delivery_wake: Wakeup::default(),
     });
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
@@ -184,7 +195,7 @@ pub async fn start(
     } else {
         web
     };
-    let (jobs, runs, cluster) = admin.routes();
+    let (jobs, runs, cluster, alerts) = admin.routes();
     let admin_auth = node.config.api_tokens.interceptor("--api-token");
     let gateway = WorkerServiceServer::new(WorkerGateway::new(Arc::clone(&node)));
     let grpc = tonic::transport::Server::builder()
@@ -196,7 +207,8 @@ pub async fn start(
         ))
         .add_service(InterceptedService::new(jobs, admin_auth.clone()))
         .add_service(InterceptedService::new(runs, admin_auth.clone()))
-        .add_service(InterceptedService::new(cluster, admin_auth))
+        .add_service(InterceptedService::new(cluster, admin_auth.clone()))
+        .add_service(InterceptedService::new(alerts, admin_auth))
         .serve_with_incoming_shutdown(
             TcpListenerStream::new(grpc_listener),
             shutdown.clone().cancelled_owned(),

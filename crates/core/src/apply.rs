@@ -459,6 +459,24 @@ pub fn changed_fields(old: &JobSpec, new: &JobSpec) -> Vec<FieldChange> {
         text(&old.paused),
         text(&new.paused),
     );
+    field(
+        "alerts_enabled",
+        old.alerts_enabled == new.alerts_enabled,
+        text(&old.alerts_enabled),
+        text(&new.alerts_enabled),
+    );
+    field(
+        "alert_if_no_success",
+        old.alert_if_no_success == new.alert_if_no_success,
+        duration(old.alert_if_no_success),
+        duration(new.alert_if_no_success),
+    );
+    field(
+        "expected_duration",
+        old.expected_duration == new.expected_duration,
+        duration(old.expected_duration),
+        duration(new.expected_duration),
+    );
     changes
 }
 
@@ -580,6 +598,9 @@ mod tests {
         new.overlap = OverlapPolicy::Queue;
         new.labels.insert("region".into(), "eu".into());
         new.args = serde_json::json!({"script": "echo hi"});
+        new.alerts_enabled = false;
+        new.alert_if_no_success = Some(Duration::from_secs(26 * 3600));
+        new.expected_duration = Some(Duration::from_secs(90));
         let plan = plan_apply(&current, &request(vec![desired(new)], false), t(10)).unwrap();
         assert_eq!(actions(&plan), [("report", "updated")]);
         let change = |field: &'static str, from: Option<&str>, to: Option<&str>| FieldChange {
@@ -598,6 +619,9 @@ mod tests {
                 change("retries", Some("0"), Some("3")),
                 change("overlap", Some("skip"), Some("queue")),
                 change("labels", None, Some("region=eu")),
+                change("alerts_enabled", Some("true"), Some("false")),
+                change("alert_if_no_success", None, Some("1d2h")),
+                change("expected_duration", None, Some("1m30s")),
             ]
         );
     }

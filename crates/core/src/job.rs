@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
+use crate::duration::format_fixed_duration;
 use crate::policy::{CatchUp, FailureStreak, OverlapPolicy};
 use crate::schedule::{Schedule, ScheduleKind};
 
@@ -20,6 +21,9 @@ pub const MAX_ARGS_BYTES: usize = 1024 * 1024;
 pub const MAX_RETRIES: u32 = 100;
 /// The most labels a job may carry.
 pub const MAX_LABELS: usize = 64;
+/// The shortest alert setting (`alert_if_no_success`, `expected_duration`): alerts are
+/// evaluated in seconds, so anything shorter is a typo.
+pub const MIN_ALERT_DURATION: Duration = Duration::from_secs(1);
 
 /// A job as its owner defines it.
 #[derive(Clone, Debug)]
@@ -43,6 +47,12 @@ pub struct JobSpec {
     pub labels: BTreeMap<String, String>,
     pub paused: bool,
     pub pause_note: Option<String>,
+    /// False: the job opts out of alerts (none is raised for it).
+    pub alerts_enabled: bool,
+    /// The dead-man's switch: alert when no run succeeded within this long. `None`: off.
+    pub alert_if_no_success: Option<Duration>,
+    /// A run running longer than this is stalled. `None`: no expectation.
+    pub expected_duration: Option<Duration>,
 }
 
 impl JobSpec {
@@ -62,6 +72,9 @@ impl JobSpec {
             labels: BTreeMap::new(),
             paused: false,
             pause_note: None,
+            alerts_enabled: true,
+            alert_if_no_success: None,
+            expected_duration: None,
         }
     }
 
@@ -91,6 +104,8 @@ impl JobSpec {
                 "a positive duration such as 10m, 1h, 1d",
             ));
         }
+        validate_alert_duration("alert_if_no_success", self.alert_if_no_success)?;
+        validate_alert_duration("expected_duration", self.expected_duration)?;
         if self.retries > MAX_RETRIES {
             return Err(InvalidJob::new(
                 "retries",
@@ -150,6 +165,17 @@ fn validate_args(args: &serde_json::Value) -> Result<(), InvalidJob> {
         ));
     }
     Ok(())
+}
+
+fn validate_alert_duration(field: &'static str, value: Option<Duration>) -> Result<(), InvalidJob> {
+    match value {
+        Some(d) if d < MIN_ALERT_DURATION => Err(InvalidJob::new(
+            field,
+            &format_fixed_duration(d),
+            "a duration of at least 1s such as 30m, 26h, 1d, or unset",
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn validate_labels(labels: &BTreeMap<String, String>) -> Result<(), InvalidJob> {
@@ -350,6 +376,14 @@ mod tests {
                 Box::new(|j| j.catch_up.window = Some(Duration::ZERO)),
                 "catch_up_window",
             ),
+            (
+                Box::new(|j| j.alert_if_no_success = Some(Duration::from_millis(500))),
+                "alert_if_no_success",
+            ),
+            (
+                Box::new(|j| j.expected_duration = Some(Duration::ZERO)),
+                "expected_duration",
+            ),
             (Box::new(|j| j.retries = MAX_RETRIES + 1), "retries"),
             (
                 Box::new(|j| {
@@ -374,6 +408,25 @@ mod tests {
             let err = job.validate().unwrap_err();
             assert_eq!(err.field, field, "{err}");
         }
+    }
+
+    #[test]
+    fn alert_durations_are_at_least_a_second() {
+        let mut job = spec();
+        job.alert_if_no_success = Some(Duration::from_millis(999));
+        assert_eq!(
+            job.validate().unwrap_err().to_string(),
+            "invalid alert_if_no_success \"999ms\": expected a duration of at least 1s such as 30m, 26h, 1d, or unset"
+        );
+        job.alert_if_no_success = Some(Duration::from_secs(26 * 3600));
+        job.expected_duration = Some(Duration::from_millis(250));
+        assert_eq!(
+            job.validate().unwrap_err().to_string(),
+            "invalid expected_duration \"250ms\": expected a duration of at least 1s such as 30m, 26h, 1d, or unset"
+        );
+        job.expected_duration = Some(Duration::from_secs(1));
+        assert_eq!(job.validate(), Ok(()));
+        assert!(spec().alerts_enabled, "alerts are on by default");
     }
 
     #[test]

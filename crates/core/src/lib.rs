@@ -6,6 +6,7 @@
 //! Architecture invariant: this crate depends on nothing else of cronfleet's, and on no
 //! async runtime, database or network crate.
 
+pub mod alert;
 pub mod apply;
 pub mod duration;
 pub mod finish;

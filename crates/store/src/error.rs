@@ -10,6 +10,8 @@ pub enum StoreError {
     JobNotFound(String),
     #[error("run {0} not found")]
     RunNotFound(i64),
+    #[error("alert {0} not found")]
+    AlertNotFound(i64),
     #[error("a job named \"{0}\" already exists")]
     DuplicateJob(String),
     #[error(

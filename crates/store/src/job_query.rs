@@ -17,6 +17,16 @@ use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, QueryBuilde
 use crate::StoreError;
 use crate::rows::{ListedJobRow, listed_jobs_from_rows};
 
+/// The SQL condition on `pause_note` of a job the failure-streak rule paused: the prefix
+/// compared exactly, as `JobStatus::of` does (SQLite's LIKE ignores case).
+pub(crate) fn auto_pause_note_sql() -> String {
+    format!(
+        "substr(pause_note, 1, {}) = '{}'",
+        AUTO_PAUSE_NOTE_PREFIX.chars().count(),
+        AUTO_PAUSE_NOTE_PREFIX.replace('\'', "''")
+    )
+}
+
 /// The page size when none is asked for.
 pub const DEFAULT_PAGE_SIZE: u32 = 50;
 /// The largest page a query returns, whatever it asks for.
@@ -356,12 +366,7 @@ where
         builder.push(" ESCAPE '\\'");
     }
     if let Some(status) = query.status {
-        // The prefix compared exactly, as `JobStatus::of` does (SQLite's LIKE ignores case).
-        let auto = format!(
-            "substr(pause_note, 1, {}) = '{}'",
-            AUTO_PAUSE_NOTE_PREFIX.chars().count(),
-            AUTO_PAUSE_NOTE_PREFIX.replace('\'', "''")
-        );
+        let auto = auto_pause_note_sql();
         clause.next(builder).push(match status {
             JobStatus::Active => "(NOT paused AND active)".to_owned(),
             JobStatus::Finished => "(NOT paused AND NOT active)".to_owned(),

@@ -12,6 +12,7 @@
 
 #[macro_use]
 mod rows;
+mod alerts;
 mod changes;
 mod error;
 mod job_query;
@@ -21,6 +22,10 @@ mod lease_writes;
 mod postgres;
 mod sqlite;
 
+pub use alerts::{
+    Alert, AlertCount, AlertFacts, AlertFilter, AlertStore, Delivery, DeliveryOutcome,
+    DeliveryStatus, MAX_ALERT_PAGE, RaiseAlert, ResolveAlert,
+};
 pub use changes::{ChangeFeed, Changes};
 pub use cronfleet_core::finish::FinishRules;
 pub use error::StoreError;
@@ -57,6 +62,6 @@ pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
 /// uses: `let jobs: Arc<dyn JobStore> = store.clone();`. No method name appears in two of
 /// the parts, so calls on a `dyn Store` are never ambiguous (bring the part's trait into
 /// scope to call its methods).
-pub trait Store: JobStore + LeaderStore + Changes {}
+pub trait Store: JobStore + LeaderStore + Changes + AlertStore {}
 
-impl<T: JobStore + LeaderStore + Changes + ?Sized> Store for T {}
+impl<T: JobStore + LeaderStore + Changes + AlertStore + ?Sized> Store for T {}

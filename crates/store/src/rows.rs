@@ -22,7 +22,7 @@ macro_rules! job_columns {
          max_runs, remaining_runs, timeout_ms, retries, overlap, catch_up, catch_up_window_ms, \
          labels, paused, pause_note, active, next_run_at, last_run_at, failure_count, \
          first_failure_at, missed_count, overlap_skipped_count, version, created_at, updated_at, \
-         managed_by"
+         managed_by, alerts_enabled, alert_if_no_success_ms, expected_duration_ms"
     };
 }
 
@@ -58,6 +58,9 @@ pub(crate) struct JobRow {
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     managed_by: Option<String>,
+    alerts_enabled: bool,
+    alert_if_no_success_ms: Option<i64>,
+    expected_duration_ms: Option<i64>,
 }
 
 fn corrupt(what: &str, id: i64, error: impl std::fmt::Display) -> StoreError {
@@ -116,6 +119,9 @@ impl TryFrom<JobRow> for Job {
             labels: row.labels.0,
             paused: row.paused,
             pause_note: row.pause_note,
+            alerts_enabled: row.alerts_enabled,
+            alert_if_no_success: millis(row.alert_if_no_success_ms, "alert_if_no_success_ms", id)?,
+            expected_duration: millis(row.expected_duration_ms, "expected_duration_ms", id)?,
         };
         Ok(Job {
             id,
@@ -152,6 +158,9 @@ pub(crate) struct JobValues {
     pub catch_up: &'static str,
     pub catch_up_window_ms: Option<i64>,
     pub labels: Json<BTreeMap<String, String>>,
+    pub alerts_enabled: bool,
+    pub alert_if_no_success_ms: Option<i64>,
+    pub expected_duration_ms: Option<i64>,
 }
 
 fn duration_ms(duration: Option<Duration>) -> Option<i64> {
@@ -175,6 +184,9 @@ impl JobValues {
             catch_up: spec.catch_up.policy.as_str(),
             catch_up_window_ms: duration_ms(spec.catch_up.window),
             labels: Json(spec.labels.clone()),
+            alerts_enabled: spec.alerts_enabled,
+            alert_if_no_success_ms: duration_ms(spec.alert_if_no_success),
+            expected_duration_ms: duration_ms(spec.expected_duration),
         }
     }
 }

@@ -72,6 +72,9 @@ async fn create_get_list_delete(store: Arc<dyn Store>) {
     spec.catch_up.policy = CatchUpPolicy::All;
     spec.catch_up.window = Some(Duration::from_secs(3600));
     spec.labels = BTreeMap::from([("region".to_owned(), "eu".to_owned())]);
+    spec.alerts_enabled = false;
+    spec.alert_if_no_success = Some(Duration::from_secs(26 * 3600));
+    spec.expected_duration = Some(Duration::from_millis(1500));
     let created = store.create_job(&spec, t(0)).await.unwrap();
     assert_eq!(created.version, 1);
     assert!(created.active);
@@ -92,7 +95,26 @@ async fn create_get_list_delete(store: Arc<dyn Store>) {
     assert_eq!(got.spec.overlap, OverlapPolicy::Queue);
     assert_eq!(got.spec.catch_up, spec.catch_up);
     assert_eq!(got.spec.labels, spec.labels);
+    assert!(!got.spec.alerts_enabled);
+    assert_eq!(
+        got.spec.alert_if_no_success,
+        Some(Duration::from_secs(26 * 3600))
+    );
+    assert_eq!(
+        got.spec.expected_duration,
+        Some(Duration::from_millis(1500))
+    );
     assert_eq!(got.created_at, t(0));
+    let plain = store
+        .create_job(&every_second("defaults"), t(0))
+        .await
+        .unwrap();
+    assert!(plain.spec.alerts_enabled, "alerts are on by default");
+    assert_eq!(
+        (plain.spec.alert_if_no_success, plain.spec.expected_duration),
+        (None, None)
+    );
+    store.delete_job("defaults").await.unwrap();
 
     store
         .create_job(&every_second("alpha"), t(0))
@@ -168,12 +190,22 @@ async fn updates_check_the_version_and_reschedule(store: Arc<dyn Store>) {
 
     let mut spec = job.spec.clone();
     spec.priority = 9;
+    spec.alerts_enabled = false;
+    spec.alert_if_no_success = Some(Duration::from_secs(3600));
+    spec.expected_duration = Some(Duration::from_secs(60));
     let updated = store
         .update_job("sync", job.version, &spec, t(5))
         .await
         .unwrap();
     assert_eq!(updated.version, job.version + 1);
     assert_eq!(updated.spec.priority, 9);
+    let got = store.get_job("sync").await.unwrap();
+    assert!(!got.spec.alerts_enabled);
+    assert_eq!(
+        got.spec.alert_if_no_success,
+        Some(Duration::from_secs(3600))
+    );
+    assert_eq!(got.spec.expected_duration, Some(Duration::from_secs(60)));
     assert_eq!(
         updated.next_run_at,
         Some(t(0)),
@@ -202,6 +234,21 @@ async fn updates_check_the_version_and_reschedule(store: Arc<dyn Store>) {
         rescheduled.next_run_at,
         Some(t(150)),
         "first slot at or after now"
+    );
+
+    // Back to the defaults: alerts on, no dead-man's switch, no expected duration.
+    spec.alerts_enabled = true;
+    spec.alert_if_no_success = None;
+    spec.expected_duration = None;
+    store
+        .update_job("sync", rescheduled.version, &spec, t(100))
+        .await
+        .unwrap();
+    let got = store.get_job("sync").await.unwrap();
+    assert!(got.spec.alerts_enabled);
+    assert_eq!(
+        (got.spec.alert_if_no_success, got.spec.expected_duration),
+        (None, None)
     );
 
     let missing = store
@@ -1950,6 +1997,7 @@ on_both_backends!(
     a_refused_or_dry_run_apply_writes_nothing,
     job_pages_search_filter_sort_and_page,
     backlog_counts_and_in_flight_runs,
+    alerts_are_raised_once_delivered_through_the_outbox_and_fenced,
 );
 
 /// One due job whose stored row cannot be read back (here a time zone this build does not
@@ -2031,4 +2079,323 @@ async fn sqlite_an_unreadable_job_is_paused_and_the_others_are_leased() {
         async move { sqlx::query_as(sql).fetch_all(&pool).await.expect("raw SQL") }
     })
     .await;
+}
+
+/// The facts each alert kind is judged on, alerts raised once per kind and subject with
+/// an outbox row per channel (in the same fenced transaction), resolved once, claimed and
+/// delivered or retried, listed with their deliveries, acknowledged and counted.
+async fn alerts_are_raised_once_delivered_through_the_outbox_and_fenced(store: Arc<dyn Store>) {
+    use cronfleet_core::alert::{AlertKind, AlertState, Condition};
+    use cronfleet_store::{AlertFilter, DeliveryOutcome, RaiseAlert, ResolveAlert};
+
+    leader(&*store).await;
+    // A job whose final attempt failed, one whose failure is retried (not final yet),
+    // one with alerts off, and a dead-man's switch that never succeeded.
+    let mut failing = every_second("invoices");
+    failing.labels = BTreeMap::from([("team".to_owned(), "billing".to_owned())]);
+    failing.expected_duration = Some(Duration::from_secs(5));
+    store.create_job(&failing, t(0)).await.unwrap();
+    let run = start_run(&*store, t(0)).await;
+    let failed = RunTransition::to(RunState::Failed).with_error("exit status 2\nstack");
+    store
+        .finish_run(run, &failed, &rules(0), t(1))
+        .await
+        .unwrap();
+    let mut retried = every_second("retried");
+    retried.retries = 3;
+    retried.schedule =
+        Schedule::every(Interval::Elapsed(TimeDelta::hours(1)), t(0), chrono_tz::UTC);
+    let mut quiet = every_second("quiet");
+    quiet.alerts_enabled = false;
+    quiet.schedule = Schedule::every(
+        Interval::Elapsed(TimeDelta::hours(1)),
+        t(3600),
+        chrono_tz::UTC,
+    );
+    let mut nightly = every_second("nightly");
+    nightly.alert_if_no_success = Some(Duration::from_secs(60));
+    nightly.schedule = Schedule::every(
+        Interval::Elapsed(TimeDelta::hours(1)),
+        t(3600),
+        chrono_tz::UTC,
+    );
+    for spec in [retried, quiet, nightly] {
+        store.create_job(&spec, t(0)).await.unwrap();
+    }
+    let retried_run = store
+        .lease_due(t(2), EPOCH, 10, &settings())
+        .await
+        .unwrap()
+        .runs
+        .into_iter()
+        .find(|r| r.job_name == "retried")
+        .expect("the retried job's run");
+    store
+        .transition_run(
+            retried_run.id,
+            &RunTransition::dispatch("w", EPOCH, t(3600)),
+            t(2),
+        )
+        .await
+        .unwrap();
+    store
+        .transition_run(retried_run.id, &RunTransition::to(RunState::Running), t(2))
+        .await
+        .unwrap();
+    store
+        .finish_run(retried_run.id, &failed, &rules(0), t(3))
+        .await
+        .unwrap();
+
+    let facts = store.alert_facts(t(100), t(40), 100).await.unwrap();
+    let failing_names: Vec<&str> = facts.failing.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(
+        failing_names,
+        ["invoices"],
+        "a failure with a retry to come is not final"
+    );
+    let invoices = &facts.failing[0];
+    assert_eq!(
+        (
+            invoices.failures,
+            invoices.last_run_id,
+            invoices.last_state.as_deref()
+        ),
+        (1, Some(run), Some("failed"))
+    );
+    assert_eq!(invoices.labels["team"], "billing");
+    assert!(facts.auto_paused.is_empty());
+    assert_eq!(facts.deadlines.len(), 1);
+    assert_eq!(facts.deadlines[0].name, "nightly");
+    assert_eq!(facts.deadlines[0].window, Duration::from_secs(60));
+    assert_eq!(facts.deadlines[0].last_success_at, None);
+    assert!(facts.deadlines[0].condition(t(100)).is_some());
+    // Pending runs due before t(40), per handler and labels: the retry (due after its
+    // backoff, at t(5)) and the failing job's next slot (t(2)).
+    let mut unserved: Vec<(usize, u64, DateTime<Utc>)> = facts
+        .unserved
+        .iter()
+        .map(|u| (u.labels.len(), u.runs, u.oldest_due_at))
+        .collect();
+    unserved.sort_unstable();
+    assert_eq!(
+        unserved,
+        [(0, 1, t(5)), (1, 1, t(2))],
+        "{:?}",
+        facts.unserved
+    );
+    assert!(facts.unserved.iter().all(|u| u.handler == "noop"));
+    let later = store.alert_facts(t(100), t(3), 100).await.unwrap();
+    assert_eq!(
+        later.unserved.len(),
+        1,
+        "only runs due before the time asked about"
+    );
+
+    let condition = invoices.condition();
+    let raise = RaiseAlert {
+        condition: condition.clone(),
+        channels: vec!["webhook:aa".to_owned(), "email:bb".to_owned()],
+    };
+    let raised = store
+        .change_alerts(EPOCH, t(100), &[raise.clone(), raise.clone()], &[])
+        .await
+        .unwrap();
+    assert_eq!(raised.len(), 1, "one alert per kind and subject");
+    let alert = raised[0].clone();
+    assert_eq!(
+        (
+            alert.kind,
+            alert.state,
+            alert.job_name.as_deref(),
+            alert.run_id
+        ),
+        (
+            AlertKind::Failed,
+            AlertState::Firing,
+            Some("invoices"),
+            Some(run)
+        )
+    );
+    assert!(
+        alert.message.ends_with(": exit status 2"),
+        "{}",
+        alert.message
+    );
+    // Raising it again while it fires changes nothing and sends nothing.
+    let again = store
+        .change_alerts(EPOCH, t(105), std::slice::from_ref(&raise), &[])
+        .await
+        .unwrap();
+    assert!(again.is_empty());
+    // A deposed leader can do nothing.
+    let stale = store
+        .change_alerts(
+            EPOCH - 1,
+            t(105),
+            &[],
+            &[ResolveAlert {
+                id: alert.id,
+                channels: vec![],
+            }],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(stale, StoreError::Fenced { .. }), "{stale}");
+    assert!(matches!(
+        store.claim_deliveries(EPOCH - 1, t(105), t(120), 10).await,
+        Err(StoreError::Fenced { .. })
+    ));
+
+    // The outbox: both channels due; a claim holds them until the hold ends.
+    let claimed = store
+        .claim_deliveries(EPOCH, t(101), t(116), 10)
+        .await
+        .unwrap();
+    let mut channels: Vec<&str> = claimed.iter().map(|d| d.channel.as_str()).collect();
+    channels.sort_unstable();
+    assert_eq!(channels, ["email:bb", "webhook:aa"]);
+    assert!(
+        claimed
+            .iter()
+            .all(|d| d.attempts == 1 && d.event == AlertState::Firing)
+    );
+    assert_eq!(claimed[0].alert.id, alert.id);
+    assert!(
+        store
+            .claim_deliveries(EPOCH, t(110), t(125), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let webhook = claimed.iter().find(|d| d.channel == "webhook:aa").unwrap();
+    let email = claimed.iter().find(|d| d.channel == "email:bb").unwrap();
+    store
+        .finish_delivery(EPOCH, webhook.id, t(102), &DeliveryOutcome::Delivered)
+        .await
+        .unwrap();
+    store
+        .finish_delivery(
+            EPOCH,
+            email.id,
+            t(102),
+            &DeliveryOutcome::RetryAt(t(104), "the mail server answered 451".to_owned()),
+        )
+        .await
+        .unwrap();
+    let retry = store
+        .claim_deliveries(EPOCH, t(104), t(119), 10)
+        .await
+        .unwrap();
+    assert_eq!(retry.len(), 1);
+    assert_eq!(
+        (retry[0].channel.as_str(), retry[0].attempts),
+        ("email:bb", 2)
+    );
+    // Unclaimed after the hold (the claimer died): due again.
+    let reclaimed = store
+        .claim_deliveries(EPOCH, t(120), t(135), 10)
+        .await
+        .unwrap();
+    assert_eq!(reclaimed.len(), 1);
+    assert_eq!(reclaimed[0].attempts, 3);
+
+    // Counted, acknowledged, listed with deliveries.
+    let counts = store.count_alerts().await.unwrap();
+    let failed_count = counts.iter().find(|c| c.kind == AlertKind::Failed).unwrap();
+    assert_eq!((failed_count.firing, failed_count.unacked), (1, 1));
+    assert_eq!(counts.len(), AlertKind::ALL.len());
+    let acked = store.ack_alert(alert.id, "alice", t(130)).await.unwrap();
+    assert_eq!(acked.acked_by.as_deref(), Some("alice"));
+    let counts = store.count_alerts().await.unwrap();
+    let failed_count = counts.iter().find(|c| c.kind == AlertKind::Failed).unwrap();
+    assert_eq!((failed_count.firing, failed_count.unacked), (1, 0));
+    assert!(matches!(
+        store.ack_alert(9999, "bob", t(130)).await,
+        Err(StoreError::AlertNotFound(9999))
+    ));
+    let listed = store.list_alerts(&AlertFilter::default()).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    let mut deliveries: Vec<(&str, bool, Option<&str>)> = listed[0]
+        .deliveries
+        .iter()
+        .map(|d| {
+            (
+                d.channel.as_str(),
+                d.delivered_at.is_some(),
+                d.last_error.as_deref(),
+            )
+        })
+        .collect();
+    deliveries.sort_unstable();
+    assert_eq!(
+        deliveries,
+        [
+            ("email:bb", false, Some("the mail server answered 451")),
+            ("webhook:aa", true, None)
+        ]
+    );
+
+    // Resolving: once, with its own outbox rows; a new occurrence is a new alert.
+    let resolve = ResolveAlert {
+        id: alert.id,
+        channels: vec!["webhook:aa".to_owned()],
+    };
+    let resolved = store
+        .change_alerts(EPOCH, t(140), &[], &[resolve.clone(), resolve.clone()])
+        .await
+        .unwrap();
+    assert_eq!(resolved.len(), 1);
+    assert_eq!(resolved[0].state, AlertState::Resolved);
+    assert_eq!(resolved[0].resolved_at, Some(t(140)));
+    let sent = store
+        .claim_deliveries(EPOCH, t(141), t(156), 10)
+        .await
+        .unwrap();
+    assert!(
+        sent.iter()
+            .any(|d| d.event == AlertState::Resolved && d.alert.state == AlertState::Resolved),
+        "{sent:?}"
+    );
+    let other = Condition {
+        message: "again".to_owned(),
+        ..condition
+    };
+    let new = store
+        .change_alerts(
+            EPOCH,
+            t(150),
+            &[RaiseAlert {
+                condition: other,
+                channels: vec![],
+            }],
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(new.len(), 1);
+    assert_ne!(new[0].id, alert.id);
+    let firing = store.firing_alerts(100).await.unwrap();
+    assert_eq!(firing.iter().map(|a| a.id).collect::<Vec<_>>(), [new[0].id]);
+    let only_resolved = store
+        .list_alerts(&AlertFilter {
+            state: Some(AlertState::Resolved),
+            job: Some("invoices".to_owned()),
+            ..AlertFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        only_resolved.iter().map(|a| a.id).collect::<Vec<_>>(),
+        [alert.id]
+    );
+    let older = store
+        .list_alerts(&AlertFilter {
+            before: Some(new[0].id),
+            kind: Some(AlertKind::Failed),
+            ..AlertFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(older.iter().map(|a| a.id).collect::<Vec<_>>(), [alert.id]);
 }

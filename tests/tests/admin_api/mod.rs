@@ -75,7 +75,7 @@ pub async fn start_admin_with_rest(tokens: Tokens) -> Admin {
         Arc::new(OneWorker),
     );
     let rest = cronfleet_coordinator::rest::router(admin.clone(), tokens.clone());
-    let (jobs, runs, cluster) = admin.routes();
+    let (jobs, runs, cluster, alerts) = admin.routes();
     let auth = tokens.interceptor("--api-token");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let grpc = format!("http://{}", listener.local_addr().unwrap());
@@ -83,7 +83,8 @@ pub async fn start_admin_with_rest(tokens: Tokens) -> Admin {
         Server::builder()
             .add_service(InterceptedService::new(jobs, auth.clone()))
             .add_service(InterceptedService::new(runs, auth.clone()))
-            .add_service(InterceptedService::new(cluster, auth))
+            .add_service(InterceptedService::new(cluster, auth.clone()))
+            .add_service(InterceptedService::new(alerts, auth))
             .serve_with_incoming(TcpIncoming::from(listener)),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

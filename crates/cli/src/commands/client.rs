@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use clap::Args;
+use cronfleet_proto::v1::alert_service_client::AlertServiceClient;
 use cronfleet_proto::v1::cluster_service_client::ClusterServiceClient;
 use cronfleet_proto::v1::job_service_client::JobServiceClient;
 use cronfleet_proto::v1::run_service_client::RunServiceClient;
@@ -175,6 +176,10 @@ impl Client {
 
     pub fn cluster(&self) -> ClusterServiceClient<Authorized> {
         ClusterServiceClient::new(self.authorized())
+    }
+
+    pub fn alerts(&self) -> AlertServiceClient<Authorized> {
+        AlertServiceClient::new(self.authorized())
     }
 
     /// Runs one call to completion; a failed call becomes the server's message.

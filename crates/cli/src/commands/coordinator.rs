@@ -12,7 +12,7 @@ use cronfleet_core::duration::parse_fixed_duration;
 use cronfleet_core::policy::AutoPausePolicy;
 use cronfleet_core::run::MAX_OUTPUT_BYTES;
 
-use super::server_args::{ConsoleArgs, ListenArgs};
+use super::server_args::{AlertArgs, ConsoleArgs, ListenArgs};
 use crate::logging::{self, LogArgs};
 
 /// Run a coordinator: it leases due jobs and dispatches them to workers while it leads,
@@ -29,6 +29,8 @@ pub struct CoordinatorCommand {
     listen: ListenArgs,
     #[command(flatten)]
     console: ConsoleArgs,
+    #[command(flatten)]
+    alerts: AlertArgs,
     #[command(flatten)]
     logs: LogArgs,
     /// etcd endpoints for leader election (several for an etcd cluster). Without them the
@@ -164,6 +166,7 @@ impl CoordinatorCommand {
         config.grpc_addr = self.listen.grpc;
         config.http_addr = self.listen.http;
         config.jaeger_url = self.console.jaeger_url.clone();
+        config.alerts = self.alerts.settings();
         config.advertise_url = self.advertise_url.clone();
         config.api_tokens = Tokens::new(self.api_tokens.iter().cloned());
         config.worker_tokens = Tokens::new(self.worker_tokens.iter().cloned());

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic::transport::Endpoint;
 
-use super::server_args::{ConsoleArgs, ListenArgs};
+use super::server_args::{AlertArgs, ConsoleArgs, ListenArgs};
 use crate::logging::{self, LogArgs};
 use crate::{jobfile, signals};
 
@@ -41,6 +41,8 @@ pub struct DevCommand {
     listen: ListenArgs,
     #[command(flatten)]
     console: ConsoleArgs,
+    #[command(flatten)]
+    alerts: AlertArgs,
     #[command(flatten)]
     logs: LogArgs,
     /// How many in-process workers to run (each with capacity 4 and every stock handler).
@@ -76,6 +78,7 @@ impl DevCommand {
             config.grpc_addr = self.listen.grpc;
             config.http_addr = self.listen.http;
             config.jaeger_url = self.console.jaeger_url.clone();
+            config.alerts = self.alerts.settings();
             let me = config.me();
             let url = me.url.clone();
             let election = Arc::new(LocalElection::new(store.clone(), me));

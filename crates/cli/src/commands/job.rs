@@ -96,6 +96,8 @@ Examples:
       --timeout 30m --retries 2 --overlap queue --labels region=eu
   cronfleet job create invoices --handler billing.send --every 1mo --start '2026-01-31 09:00' \\
       --tz Europe/Berlin --catch-up all --catch-up-window 2d
+  cronfleet job create backup --handler shell --cron '0 3 * * *' \
+      --alert-if-no-success 26h --expected-duration 30m
   cronfleet job create migrate-once --handler shell --at 2026-03-29T03:00:00Z";
 
 const UPDATE_EXAMPLES: &str = "\
@@ -103,6 +105,7 @@ Examples:
   cronfleet job update nightly-report --cron '30 2 * * *'
   cronfleet job update nightly-report --priority -5 --retries 3 --labels region=eu,tier=gpu
   cronfleet job update nightly-report --tz America/New_York
+  cronfleet job update nightly-report --alerts off
 
 A new --every schedule starts now unless --start is given. --labels replaces all labels
 (--labels '' removes them). Use `cronfleet job resume` to resume a paused job.";
@@ -224,6 +227,17 @@ struct JobFlags {
     /// Pause the job (create it paused).
     #[arg(long)]
     paused: bool,
+    /// Alerts for the job: on, or off to raise none for it [default: on].
+    #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
+    alerts: Option<bool>,
+    /// Alert when no run succeeded within this long, a dead-man's switch (e.g. 26h; at
+    /// least 1s) [default: off].
+    #[arg(long, value_name = "DUR", allow_hyphen_values = true)]
+    alert_if_no_success: Option<String>,
+    /// A run running longer than this is stalled, and alerted on (e.g. 30m; at least 1s)
+    /// [default: no expectation].
+    #[arg(long, value_name = "DUR", allow_hyphen_values = true)]
+    expected_duration: Option<String>,
 }
 
 /// `--labels k=v,…` as given.
@@ -366,7 +380,10 @@ fn update(client: &ClientArgs, args: UpdateArgs, format: Format) -> anyhow::Resu
         || flags.catch_up.is_some()
         || flags.catch_up_window.is_some()
         || flags.labels.is_some()
-        || flags.paused;
+        || flags.paused
+        || flags.alerts.is_some()
+        || flags.alert_if_no_success.is_some()
+        || flags.expected_duration.is_some();
     if handler.is_none() && !reschedules && !changes_flags {
         bail!(
             "nothing to change in job {name:?}: give at least one flag to change (e.g. --priority 5); see cronfleet job update --help"
@@ -478,6 +495,15 @@ fn apply_flags(spec: &mut pb::JobSpec, flags: JobFlags) {
     if flags.paused {
         spec.paused = Some(true);
     }
+    if let Some(alerts) = flags.alerts {
+        spec.alerts_enabled = Some(alerts);
+    }
+    if let Some(window) = flags.alert_if_no_success {
+        spec.alert_if_no_success = Some(window);
+    }
+    if let Some(expected) = flags.expected_duration {
+        spec.expected_duration = Some(expected);
+    }
 }
 
 /// Checks a spec as the server will, with the server's messages; `new_schedule` also
@@ -499,6 +525,15 @@ fn parse_retries(text: &str) -> Result<u32, String> {
         .ok()
         .filter(|retries| *retries <= max)
         .ok_or_else(|| format!("expected a whole number from 0 to {max}"))
+}
+
+/// `--alerts on|off`.
+fn parse_on_off(text: &str) -> Result<bool, String> {
+    match text {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err("expected on or off".to_owned()),
+    }
 }
 
 /// `--max-runs`: at least one run (leave it out for unlimited).
@@ -535,6 +570,13 @@ mod tests {
             assert!(message.starts_with(expected), "{message}");
             assert!(message.contains("expected key=value pairs"), "{message}");
         }
+    }
+
+    #[test]
+    fn alerts_are_on_or_off() {
+        assert_eq!(parse_on_off("on"), Ok(true));
+        assert_eq!(parse_on_off("off"), Ok(false));
+        assert_eq!(parse_on_off("yes"), Err("expected on or off".to_owned()));
     }
 
     #[test]

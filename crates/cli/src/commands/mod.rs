@@ -4,6 +4,7 @@
 //! clap `Args` struct and a `run` method, add a variant to [`Command`] and a line to
 //! [`Command::run`].
 
+pub mod alerts;
 pub mod apply;
 pub mod client;
 pub mod completions;
@@ -39,6 +40,8 @@ pub enum Command {
     Run(run::RunCommand),
     /// List the workers connected to the leader.
     Workers(workers::WorkersCommand),
+    /// List the alerts (firing by default), or acknowledge one.
+    Alerts(alerts::AlertsCommand),
     /// Show the leader, the fencing epoch, the coordinators and the workers.
     Status(status::StatusCommand),
     /// Run a worker: execute assigned runs with the stock handlers (shell, http, noop, sleep).
@@ -61,6 +64,7 @@ impl Command {
             Command::Runs(command) => command.run(),
             Command::Run(command) => command.run(),
             Command::Workers(command) => command.run(),
+            Command::Alerts(command) => command.run(),
             Command::Status(command) => command.run(),
             Command::Worker(command) => command.run(),
             Command::Schedule(command) => command.run(),

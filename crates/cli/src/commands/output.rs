@@ -13,7 +13,7 @@ use anyhow::Context;
 use chrono::SecondsFormat;
 use clap::ValueEnum;
 pub use cronfleet_coordinator::rest::model::time;
-use cronfleet_coordinator::rest::model::{JobView, RunView, StatusView, WorkerView};
+use cronfleet_coordinator::rest::model::{AlertView, JobView, RunView, StatusView, WorkerView};
 use cronfleet_proto::v1 as pb;
 use serde::Serialize;
 
@@ -154,6 +154,17 @@ pub fn print_job(job: &pb::Job, format: Format) -> anyhow::Result<()> {
                 ("overlap", view.overlap.clone()),
                 ("catch-up", catch_up),
                 ("labels", labels_text(&view.labels)),
+                (
+                    "alerts",
+                    if view.alerts_enabled { "on" } else { "off" }.to_owned(),
+                ),
+                (
+                    "alert if no success",
+                    view.alert_if_no_success
+                        .clone()
+                        .unwrap_or_else(|| "off".to_owned()),
+                ),
+                ("expected duration", or_dash(view.expected_duration.clone())),
                 ("failures", failures),
                 ("missed slots", view.missed_count.to_string()),
                 ("skipped slots", view.overlap_skipped_count.to_string()),
@@ -323,6 +334,65 @@ fn workers_table(workers: &[pb::Worker]) -> String {
             ),
             time_cell(worker.last_heartbeat_at.as_ref()),
             worker.version.clone(),
+        ]);
+    }
+    table.render(terminal_width())
+}
+
+pub fn print_alerts(alerts: &[pb::Alert], format: Format) -> anyhow::Result<()> {
+    match format {
+        Format::Json => print_json(&alerts.iter().map(AlertView::new).collect::<Vec<_>>()),
+        Format::Table => print(&alerts_table(alerts)),
+    }
+}
+
+fn alerts_table(alerts: &[pb::Alert]) -> String {
+    let mut table = Table::new(&[
+        "ID", "KIND", "STATE", "ABOUT", "FIRED", "ACKED", "SENT", "MESSAGE",
+    ]);
+    for alert in alerts {
+        let about = if alert.job.is_empty() {
+            alert.subject.clone()
+        } else {
+            alert.job.clone()
+        };
+        let acked = if alert.acked_by.is_empty() {
+            time_cell(alert.acked_at.as_ref())
+        } else {
+            format!(
+                "{} ({})",
+                time_cell(alert.acked_at.as_ref()),
+                alert.acked_by
+            )
+        };
+        let sent = alert
+            .deliveries
+            .iter()
+            .map(|d| {
+                let how = if d.delivered_at.is_some() {
+                    "ok".to_owned()
+                } else if d.abandoned_at.is_some() {
+                    "gave up".to_owned()
+                } else {
+                    format!("retrying ({})", d.attempts)
+                };
+                format!("{} {}: {how}", d.event, d.channel)
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        table.row(vec![
+            alert.id.to_string(),
+            alert.kind.clone(),
+            alert.state.clone(),
+            about,
+            time_cell(alert.fired_at.as_ref()),
+            acked,
+            if sent.is_empty() {
+                "-".to_owned()
+            } else {
+                sent
+            },
+            alert.message.clone(),
         ]);
     }
     table.render(terminal_width())

@@ -1,8 +1,11 @@
 //! Command-line pieces shared by the server commands (`coordinator`, `dev`).
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use clap::Args;
+use cronfleet_coordinator::alerts::{AlertChannel, AlertSettings, SmtpSettings};
+use cronfleet_core::duration::parse_fixed_duration;
 
 /// Where a coordinator listens.
 #[derive(Debug, Args)]
@@ -42,5 +45,81 @@ fn parse_http_url(text: &str) -> Result<String, String> {
         Err(format!(
             "{text:?} is not an http:// or https:// URL; expected e.g. http://jaeger:16686"
         ))
+    }
+}
+
+/// Alerts: where they go, and when conditions count (see README, "Alerts").
+#[derive(Debug, Args)]
+pub struct AlertArgs {
+    /// Send alerts as JSON to this webhook (repeatable). `team=payments:URL` sends only the
+    /// alerts of jobs labelled team=payments there.
+    #[arg(long = "alert-webhook", env = "CRONFLEET_ALERT_WEBHOOK", value_delimiter = ' ', value_name = "[LABELS:]URL", value_parser = AlertChannel::parse_webhook, hide_env_values = true)]
+    pub webhooks: Vec<AlertChannel>,
+    /// Send alerts to this Slack-compatible incoming webhook (repeatable, routed like
+    /// --alert-webhook).
+    #[arg(long = "alert-slack", env = "CRONFLEET_ALERT_SLACK", value_delimiter = ' ', value_name = "[LABELS:]URL", value_parser = AlertChannel::parse_slack, hide_env_values = true)]
+    pub slack: Vec<AlertChannel>,
+    /// Mail alerts to this address (repeatable, routed like --alert-webhook); needs
+    /// --alert-smtp.
+    #[arg(long = "alert-email", env = "CRONFLEET_ALERT_EMAIL", value_delimiter = ' ', value_name = "[LABELS:]ADDRESS", value_parser = AlertChannel::parse_email)]
+    pub emails: Vec<AlertChannel>,
+    /// The mail server: smtp://USER:PASSWORD@HOST:587?tls=required (STARTTLS),
+    /// smtps://USER:PASSWORD@HOST:465 (TLS), or smtp://HOST:25 (plain, a trusted relay).
+    #[arg(
+        long = "alert-smtp",
+        env = "CRONFLEET_ALERT_SMTP",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub smtp: Option<String>,
+    /// The sender of alert e-mails.
+    #[arg(
+        long = "alert-email-from",
+        env = "CRONFLEET_ALERT_EMAIL_FROM",
+        default_value = "cronfleet@localhost",
+        value_name = "ADDRESS"
+    )]
+    pub email_from: String,
+    /// How often the leader evaluates the alert conditions.
+    #[arg(long = "alert-interval", env = "CRONFLEET_ALERT_INTERVAL", default_value = "5s", value_parser = parse_fixed_duration, value_name = "DUR")]
+    pub interval: Duration,
+    /// Runs waiting this long for a handler (with labels) no live worker offers alert
+    /// (no_worker).
+    #[arg(long = "alert-no-worker-after", env = "CRONFLEET_ALERT_NO_WORKER_AFTER", default_value = "1m", value_parser = parse_fixed_duration, value_name = "DUR")]
+    pub no_worker_after: Duration,
+    /// A worker gone this long without saying it stops alerts (worker_lost).
+    #[arg(long = "alert-worker-lost-after", env = "CRONFLEET_ALERT_WORKER_LOST_AFTER", default_value = "30s", value_parser = parse_fixed_duration, value_name = "DUR")]
+    pub worker_lost_after: Duration,
+    /// A run with no output and no progress for this long is stalled [default: only runs
+    /// past their job's --expected-duration are].
+    #[arg(long = "alert-silent-after", env = "CRONFLEET_ALERT_SILENT_AFTER", value_parser = parse_fixed_duration, value_name = "DUR")]
+    pub silent_after: Option<Duration>,
+    /// The web console's address as users reach it, for the links in alerts
+    /// [default: http://<--http>].
+    #[arg(long = "console-url", env = "CRONFLEET_CONSOLE_URL", value_name = "URL", value_parser = parse_http_url)]
+    pub console_url: Option<String>,
+}
+
+impl AlertArgs {
+    pub fn settings(&self) -> AlertSettings {
+        AlertSettings {
+            channels: self
+                .webhooks
+                .iter()
+                .chain(&self.slack)
+                .chain(&self.emails)
+                .cloned()
+                .collect(),
+            smtp: self.smtp.as_ref().map(|url| SmtpSettings {
+                url: url.clone(),
+                from: self.email_from.clone(),
+            }),
+            evaluate_every: self.interval,
+            no_worker_after: self.no_worker_after,
+            worker_lost_after: self.worker_lost_after,
+            silent_after: self.silent_after,
+            console_url: self.console_url.clone(),
+            ..AlertSettings::default()
+        }
     }
 }

@@ -68,6 +68,21 @@ pub fn job_spec_from_proto(spec: &pb::JobSpec, now: DateTime<Utc>) -> Result<Job
         .collect();
     job.paused = spec.paused.unwrap_or(false);
     job.pause_note = non_empty(&spec.pause_note);
+    job.alerts_enabled = spec.alerts_enabled.unwrap_or(true);
+    job.alert_if_no_success = spec
+        .alert_if_no_success
+        .as_deref()
+        .map(|text| {
+            parse_fixed_duration(text).map_err(|e| AdminError::field("alert_if_no_success", e))
+        })
+        .transpose()?;
+    job.expected_duration = spec
+        .expected_duration
+        .as_deref()
+        .map(|text| {
+            parse_fixed_duration(text).map_err(|e| AdminError::field("expected_duration", e))
+        })
+        .transpose()?;
     job.validate()?;
     Ok(job)
 }
@@ -271,6 +286,9 @@ pub fn job_spec_to_proto(spec: &JobSpec) -> pb::JobSpec {
             .collect(),
         paused: Some(spec.paused),
         pause_note: spec.pause_note.clone().unwrap_or_default(),
+        alerts_enabled: Some(spec.alerts_enabled),
+        alert_if_no_success: spec.alert_if_no_success.map(format_fixed_duration),
+        expected_duration: spec.expected_duration.map(format_fixed_duration),
     }
 }
 
@@ -401,7 +419,15 @@ mod tests {
         wire.labels.insert("region".into(), "eu".into());
         wire.paused = Some(true);
         wire.pause_note = "maintenance".into();
+        wire.alerts_enabled = Some(false);
+        wire.alert_if_no_success = Some("26h".into());
+        wire.expected_duration = Some("90s".into());
         let domain = job_spec_from_proto(&wire, now()).unwrap();
+        assert!(!domain.alerts_enabled);
+        assert_eq!(
+            domain.alert_if_no_success,
+            Some(std::time::Duration::from_secs(26 * 3600))
+        );
         assert_eq!(
             domain.schedule.to_string(),
             "every 1d starting 2030-01-02T09:00:00+01:00 (Europe/Berlin)"
@@ -410,6 +436,9 @@ mod tests {
         let again = job_spec_from_proto(&back, now()).unwrap();
         assert_eq!(job_spec_to_proto(&again), back);
         assert_eq!(back.timeout.as_deref(), Some("1h30m"));
+        assert_eq!(back.alerts_enabled, Some(false));
+        assert_eq!(back.alert_if_no_success.as_deref(), Some("1d2h"));
+        assert_eq!(back.expected_duration.as_deref(), Some("1m30s"));
         assert_eq!(back.overlap, "queue");
         assert_eq!(back.args_json, r#"{"script":"echo hi"}"#);
     }
@@ -421,6 +450,11 @@ mod tests {
         assert_eq!(domain.args, serde_json::json!({}));
         assert_eq!(domain.overlap, OverlapPolicy::Skip);
         assert_eq!(domain.catch_up.policy, CatchUpPolicy::One);
+        assert!(domain.alerts_enabled, "alerts are on unless turned off");
+        assert_eq!(
+            (domain.alert_if_no_success, domain.expected_duration),
+            (None, None)
+        );
         assert_eq!(domain.schedule.tz(), Tz::UTC);
         assert!(matches!(
             domain.schedule.kind(),
@@ -483,6 +517,20 @@ mod tests {
                     ..spec(pb::schedule::Kind::Every("5m".into()))
                 },
                 "timeout: invalid duration \"5x\"",
+            ),
+            (
+                pb::JobSpec {
+                    alert_if_no_success: Some("1day".into()),
+                    ..spec(pb::schedule::Kind::Every("5m".into()))
+                },
+                "alert_if_no_success: invalid duration \"1day\"",
+            ),
+            (
+                pb::JobSpec {
+                    expected_duration: Some("500ms".into()),
+                    ..spec(pb::schedule::Kind::Every("5m".into()))
+                },
+                "invalid expected_duration \"500ms\": expected a duration of at least 1s",
             ),
             (
                 pb::JobSpec {

@@ -6,7 +6,7 @@
 //! |--------------------------------------------------------------|-----------------------|------|
 //! | [`AdminError::InvalidField`], [`InvalidJob`], `StoreError::InvalidJob`, `StoreError::Apply` (but `OwnedByAnother`) | `INVALID_ARGUMENT` | 400 |
 //! | [`AdminError::InJob`]                                         | that of the job's error | |
-//! | `StoreError::JobNotFound`, `StoreError::RunNotFound`         | `NOT_FOUND`           | 404  |
+//! | `StoreError::JobNotFound`, `RunNotFound`, `AlertNotFound`     | `NOT_FOUND`           | 404  |
 //! | `StoreError::DuplicateJob`                                   | `ALREADY_EXISTS`      | 409  |
 //! | `StoreError::VersionConflict`, `AlreadyQueued`, `JobBusy`, `JobActive`, `IllegalTransition`, `ApplyError::OwnedByAnother` | `FAILED_PRECONDITION` | 409 |
 //! | `StoreError::Fenced`, any error with `is_transient()`, [`AdminError::Unavailable`] | `UNAVAILABLE` | 503 |
@@ -159,7 +159,9 @@ fn store_code(error: &StoreError) -> Code {
         StoreError::InvalidJob(_) => Code::InvalidArgument,
         StoreError::Apply(ApplyError::OwnedByAnother { .. }) => Code::FailedPrecondition,
         StoreError::Apply(_) => Code::InvalidArgument,
-        StoreError::JobNotFound(_) | StoreError::RunNotFound(_) => Code::NotFound,
+        StoreError::JobNotFound(_) | StoreError::RunNotFound(_) | StoreError::AlertNotFound(_) => {
+            Code::NotFound
+        }
         StoreError::DuplicateJob(_) => Code::AlreadyExists,
         StoreError::VersionConflict { .. }
         | StoreError::AlreadyQueued { .. }

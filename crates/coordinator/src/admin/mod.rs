@@ -1,4 +1,4 @@
-//! The admin API: the gRPC `JobService`, `RunService` and `ClusterService` of
+//! The admin API: the gRPC `JobService`, `RunService`, `ClusterService` and `AlertService` of
 //! `proto/cronfleet/v1/admin.proto`, served by every coordinator, leader or not.
 //!
 //! Mounting it:
@@ -28,6 +28,7 @@
 //! code and an HTTP status in one place ([`error`]). Each call is logged at debug with its
 //! method, job (or run) and outcome.
 
+mod alerts;
 mod cluster;
 pub mod convert;
 pub mod error;
@@ -39,10 +40,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
+use cronfleet_proto::v1::alert_service_server::AlertServiceServer;
 use cronfleet_proto::v1::cluster_service_server::ClusterServiceServer;
 use cronfleet_proto::v1::job_service_server::JobServiceServer;
 use cronfleet_proto::v1::run_service_server::RunServiceServer;
-use cronfleet_store::{Changes, JobStore, Store};
+use cronfleet_store::{AlertStore, Changes, JobStore, Store};
 use tokio::sync::watch;
 use tonic::{Code, Response, Status};
 
@@ -51,6 +53,7 @@ use crate::election::{Election, LeaderInfo};
 use crate::node::Role;
 use crate::wake::Wakeup;
 use crate::workers::WorkerDirectory;
+pub use alerts::alert_to_proto;
 pub use error::AdminError;
 pub use jobs::{FoundJob, FoundJobs, SchedulePreview};
 pub use runs::{LogEvent, ended};
@@ -66,6 +69,7 @@ struct AdminState {
     /// What the admin API needs of the store: jobs and runs, and announcing changes.
     store: Arc<dyn JobStore>,
     changes: Arc<dyn Changes>,
+    alerts: Arc<dyn AlertStore>,
     clock: Arc<dyn Clock>,
     /// Signalled when jobs or manual runs change, so the scheduler and dispatcher look
     /// again instead of sleeping until their previous deadline.
@@ -105,6 +109,7 @@ impl AdminServices {
         AdminServices {
             state: Arc::new(AdminState {
                 store: store.clone(),
+                alerts: store.clone(),
                 changes: store,
                 clock,
                 wakeup,
@@ -137,7 +142,7 @@ impl AdminServices {
         self.with_state(|state| state.cluster = Some(cluster))
     }
 
-    /// The three tonic servers, to add to a `tonic::transport::Server` one by one (and
+    /// The four tonic servers, to add to a `tonic::transport::Server` one by one (and
     /// to configure one by one: message limits, compression).
     pub fn routes(
         self,
@@ -145,21 +150,24 @@ impl AdminServices {
         JobServiceServer<AdminServices>,
         RunServiceServer<AdminServices>,
         ClusterServiceServer<AdminServices>,
+        AlertServiceServer<AdminServices>,
     ) {
         (
             JobServiceServer::new(self.clone()),
             RunServiceServer::new(self.clone()),
-            ClusterServiceServer::new(self),
+            ClusterServiceServer::new(self.clone()),
+            AlertServiceServer::new(self),
         )
     }
 
-    /// All three services as one set of routes, for `Server::builder().add_routes(…)` or
+    /// All four services as one set of routes, for `Server::builder().add_routes(…)` or
     /// `.into_axum_router()`.
     pub fn into_routes(self) -> tonic::service::Routes {
-        let (jobs, runs, cluster) = self.routes();
+        let (jobs, runs, cluster, alerts) = self.routes();
         tonic::service::Routes::new(jobs)
             .add_service(runs)
             .add_service(cluster)
+            .add_service(alerts)
     }
 
     fn store(&self) -> &dyn JobStore {

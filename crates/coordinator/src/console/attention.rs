@@ -1,21 +1,18 @@
-//! The attention banner on every page: what an operator should look at now — failing
-//! jobs, jobs paused by the failure-streak rule, runs past their deadline or waiting long
-//! for a worker, and handlers with waiting runs that no live worker offers.
+//! The attention banner on every page: the alerts firing that nobody acknowledged, as the
+//! leader's evaluator stored them (`leader/alerting.rs`) — the same state `cronfleet
+//! alerts`, `/api/v1/alerts` and `/metrics` show, so the banner and a page to on-call never
+//! disagree.
 //!
-//! Each check is a count by the store (partial indexes on failing and paused jobs; the
-//! open runs only) plus the leader's worker list: no job or run is read, whatever their
-//! number.
+//! One count per kind by the store (a partial index holds only the firing alerts), plus
+//! the few firing `no_worker` alerts themselves, whose messages say which handler waits.
 
-use std::collections::BTreeSet;
-
-use chrono::TimeDelta;
+use cronfleet_core::alert::AlertKind;
 use cronfleet_proto::v1 as pb;
-use cronfleet_store::{JobQuery, JobStatus};
 
 use crate::admin::AdminServices;
 
-/// A pending run older than this, with nothing it waits for, is stuck.
-const WAITING_TOO_LONG: TimeDelta = TimeDelta::seconds(60);
+/// The most `no_worker` alerts spelled out.
+const NO_WORKER_SHOWN: u32 = 5;
 
 /// One line of the banner, linking to the list that shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,97 +38,66 @@ fn plural(count: u64, one: &str, many: &str) -> String {
     }
 }
 
-/// The line for `count` things (`one` / `many` in words), none for zero.
-fn counted(count: u64, one: &str, many: &str, href: &str) -> Option<Item> {
-    (count > 0).then(|| Item::new(plural(count, one, many), href))
-}
-
-pub async fn gather(admin: &AdminServices) -> Vec<Item> {
-    let mut items = Vec::new();
-    let count = |query: JobQuery| async move { admin.count_jobs(&query).await };
-    match count(JobQuery {
-        failing: true,
-        ..JobQuery::default()
-    })
-    .await
-    {
-        Ok(n) => items.extend(counted(
-            n,
-            "job is failing",
-            "jobs are failing",
-            "/jobs?failing=on&sort=failures&order=desc",
-        )),
-        Err(error) => items.push(Item::new(format!("cannot read the jobs: {error}"), "/jobs")),
-    }
-    let auto_paused = JobQuery {
-        status: Some(JobStatus::AutoPaused),
-        ..JobQuery::default()
-    };
-    items.extend(count(auto_paused).await.ok().and_then(|n| {
-        counted(
-            n,
+/// The words and the link for `count` unacknowledged alerts of `kind`.
+fn line(kind: AlertKind, count: u64) -> Item {
+    let (one, many, href) = match kind {
+        AlertKind::Failed => ("job is failing", "jobs are failing", "/alerts?kind=failed"),
+        AlertKind::AutoPaused => (
             "job was paused automatically after repeated failures",
             "jobs were paused automatically after repeated failures",
             "/jobs?status=auto_paused",
-        )
-    }));
-    items.extend(stalled_runs(admin).await);
-    items
+        ),
+        AlertKind::MissedDeadline => (
+            "job has not succeeded within its deadline",
+            "jobs have not succeeded within their deadline",
+            "/alerts?kind=missed_deadline",
+        ),
+        AlertKind::Stalled => ("run is stalled", "runs are stalled", "/alerts?kind=stalled"),
+        AlertKind::NoWorker => (
+            "handler has waiting runs no live worker offers",
+            "handlers have waiting runs no live worker offers",
+            "/alerts?kind=no_worker",
+        ),
+        AlertKind::WorkerLost => (
+            "worker was lost",
+            "workers were lost",
+            "/alerts?kind=worker_lost",
+        ),
+    };
+    Item::new(plural(count, one, many), href)
 }
 
-/// Runs past their deadline, runs waiting long, and handlers nobody offers.
-async fn stalled_runs(admin: &AdminServices) -> Vec<Item> {
+pub async fn gather(admin: &AdminServices) -> Vec<Item> {
+    let counts = match admin.count_alerts().await {
+        Ok(counts) => counts,
+        Err(error) => {
+            return vec![Item::new(
+                format!("cannot read the alerts: {error}"),
+                "/alerts",
+            )];
+        }
+    };
     let mut items = Vec::new();
-    let backlog = match admin.run_backlog(WAITING_TOO_LONG).await {
-        Ok(backlog) => backlog,
-        Err(error) => {
-            items.push(Item::new(
-                format!("cannot count the runs: {error}"),
-                "/runs",
-            ));
-            return items;
+    for count in counts.iter().filter(|c| c.unacked > 0) {
+        if count.kind != AlertKind::NoWorker {
+            items.push(line(count.kind, count.unacked));
+            continue;
         }
-    };
-    items.extend(counted(
-        backlog.overdue,
-        "run is past its deadline",
-        "runs are past their deadline",
-        "/runs?state=running",
-    ));
-    items.extend(counted(
-        backlog.waiting_long,
-        "run has waited more than a minute to start",
-        "runs have waited more than a minute to start",
-        "/runs?state=pending",
-    ));
-    if backlog.due_by_handler.is_empty() {
-        return items;
-    }
-    let offered: BTreeSet<String> = match admin.list_workers(pb::ListWorkersRequest {}, false).await
-    {
-        Ok(answer) => answer
-            .workers
-            .into_iter()
-            .filter(|worker| worker.state == "connected")
-            .flat_map(|worker| worker.handlers)
-            .collect(),
-        Err(error) => {
-            items.push(Item::new(
-                format!("cannot list the workers: {error}"),
-                "/cluster",
-            ));
-            return items;
-        }
-    };
-    for (handler, runs) in backlog.due_by_handler {
-        if !offered.contains(&handler) {
-            items.push(Item::new(
-                format!(
-                    "no live worker offers handler {handler:?}, and {} waiting for one",
-                    plural(runs, "run is", "runs are")
-                ),
-                "/cluster",
-            ));
+        let request = pb::ListAlertsRequest {
+            state: "firing".to_owned(),
+            kind: AlertKind::NoWorker.as_str().to_owned(),
+            limit: NO_WORKER_SHOWN,
+            ..pb::ListAlertsRequest::default()
+        };
+        match admin.list_alerts(request).await {
+            Ok(answer) if count.unacked <= u64::from(NO_WORKER_SHOWN) => items.extend(
+                answer
+                    .alerts
+                    .into_iter()
+                    .filter(|alert| alert.acked_at.is_none())
+                    .map(|alert| Item::new(alert.message, "/cluster")),
+            ),
+            _ => items.push(line(count.kind, count.unacked)),
         }
     }
     items

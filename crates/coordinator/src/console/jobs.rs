@@ -640,6 +640,13 @@ pub struct JobForm {
     args: String,
     #[serde(default)]
     paused: Option<String>,
+    /// The "Send alerts" checkbox: absent when unticked (alerts off).
+    #[serde(default)]
+    alerts_enabled: Option<String>,
+    #[serde(default)]
+    alert_if_no_success: String,
+    #[serde(default)]
+    expected_duration: String,
     /// The version an edit is based on.
     #[serde(default)]
     version: Option<i64>,
@@ -744,6 +751,9 @@ impl JobForm {
             catch_up_window: text(&self.catch_up_window),
             labels,
             paused: self.paused.as_ref().map(|_| true),
+            alerts_enabled: Some(self.alerts_enabled.is_some()),
+            alert_if_no_success: text(&self.alert_if_no_success),
+            expected_duration: text(&self.expected_duration),
         })
     }
 
@@ -778,6 +788,9 @@ impl JobForm {
                 .collect(),
             args: serde_json::to_string_pretty(&job.args).unwrap_or_default(),
             paused: job.paused.then(|| "on".to_owned()),
+            alerts_enabled: job.alerts_enabled.then(|| "on".to_owned()),
+            alert_if_no_success: job.alert_if_no_success.clone().unwrap_or_default(),
+            expected_duration: job.expected_duration.clone().unwrap_or_default(),
             version: Some(job.version),
         }
     }
@@ -866,6 +879,7 @@ pub async fn new_form(State(console): State<Console>, csrf: CsrfToken) -> Respon
     let form = JobForm {
         kind: "every".to_owned(),
         tz: "UTC".to_owned(),
+        alerts_enabled: Some("on".to_owned()),
         ..JobForm::default()
     };
     form_page(
@@ -1043,4 +1057,59 @@ fn preview_of(console: &Console, form: &JobForm) -> PreviewView {
 /// The preview alone, for the form's script to swap in as the schedule is typed.
 pub async fn preview(State(console): State<Console>, Query(form): Query<JobForm>) -> Response {
     page(StatusCode::OK, &preview_of(&console, &form))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(spec: pb::JobSpec) -> JobView {
+        JobView::new(&pb::Job {
+            spec: Some(spec),
+            version: 3,
+            ..pb::Job::default()
+        })
+    }
+
+    #[test]
+    fn the_alert_settings_round_trip_through_the_form() {
+        let view = job(pb::JobSpec {
+            name: "backup".into(),
+            handler: "shell".into(),
+            schedule: Some(pb::Schedule {
+                kind: Some(pb::schedule::Kind::Cron("0 3 * * *".into())),
+                tz: "UTC".into(),
+                start: String::new(),
+            }),
+            alerts_enabled: Some(true),
+            alert_if_no_success: Some("1d2h".into()),
+            expected_duration: Some("30m".into()),
+            ..pb::JobSpec::default()
+        });
+        let form = JobForm::of(&view);
+        assert_eq!(form.alerts_enabled.as_deref(), Some("on"));
+        let spec = form.definition().unwrap().to_spec();
+        assert_eq!(spec.alerts_enabled, Some(true));
+        assert_eq!(spec.alert_if_no_success.as_deref(), Some("1d2h"));
+        assert_eq!(spec.expected_duration.as_deref(), Some("30m"));
+
+        // An unticked box is not sent: alerts off; empty inputs: unset.
+        let unticked = JobForm {
+            alerts_enabled: None,
+            alert_if_no_success: " ".into(),
+            expected_duration: String::new(),
+            ..form
+        };
+        let spec = unticked.definition().unwrap().to_spec();
+        assert_eq!(spec.alerts_enabled, Some(false));
+        assert_eq!(
+            (spec.alert_if_no_success, spec.expected_duration),
+            (None, None)
+        );
+        let off = JobForm::of(&job(pb::JobSpec {
+            alerts_enabled: Some(false),
+            ..pb::JobSpec::default()
+        }));
+        assert_eq!(off.alerts_enabled, None, "an edit shows the box unticked");
+    }
 }

@@ -1,6 +1,6 @@
 //! The web console at `/` on every coordinator's `--http` port (and `cronfleet dev`'s):
 //! Odoo's *Scheduled Actions* in a browser — the job list, a form per job, run history with
-//! live output, the cluster, and a banner for what needs attention.
+//! live output, the cluster, the alerts, and a banner for the alerts firing.
 //!
 //! Pages are rendered on the server from [askama] templates (`templates/console/`, checked
 //! when the crate compiles) over the same [`AdminServices`] calls as the gRPC and REST
@@ -17,6 +17,7 @@
 //! no page of another origin, so a web page elsewhere cannot drive a local `cronfleet
 //! dev` (DNS rebinding, cross-origin "simple" requests).
 
+mod alerts;
 mod attention;
 mod cluster;
 mod guard;
@@ -84,6 +85,8 @@ pub fn router(admin: AdminServices, tokens: Tokens, settings: ConsoleSettings) -
         .route("/runs/{id}/cancel", post(runs::cancel))
         .route("/cluster", get(cluster::show))
         .route("/cluster/workers/{node_id}/drain", post(cluster::drain))
+        .route("/alerts", get(alerts::list))
+        .route("/alerts/{id}/ack", post(alerts::ack))
         .route_layer(from_fn_with_state(console.clone(), guard::signed_in))
         .route("/login", get(guard::login_form).post(guard::login))
         .route("/logout", post(guard::logout))

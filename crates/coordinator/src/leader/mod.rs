@@ -1,4 +1,4 @@
-//! What the leader does, in four loops that run for as long as its term lasts, one file
+//! What the leader does, in six loops that run for as long as its term lasts, one file
 //! each:
 //!
 //! - **scheduler** (`scheduler.rs`): sleeps until the earliest `next_run_at` (or a
@@ -11,12 +11,14 @@
 //!   grace become `timed_out`, runs of workers silent past the worker timeout become `lost`
 //!   (and run again, a bounded number of times), orphaned runs of a reconnected worker
 //!   likewise; delivers operators' cancels and saves live logs;
-//! - **pruner** (`pruner.rs`): history retention.
+//! - **pruner** (`pruner.rs`): history retention;
+//! - **alerting** (`alerting.rs`): the alert evaluator and the outbox's delivery.
 //!
 //! Every lease and dispatch is fenced by the term's epoch: when the store answers
 //! `Fenced`, the term ends at once. What happens to a run after its dispatch goes through
 //! `crate::runs`.
 
+mod alerting;
 mod dispatcher;
 mod monitor;
 mod pruner;
@@ -43,6 +45,11 @@ pub(crate) fn spawn_loops(node: &Arc<Node>, term: &Term, loops: &mut JoinSet<()>
     loops.spawn(dispatcher::run_dispatcher(Arc::clone(node), term.clone()));
     loops.spawn(monitor::run_monitor(Arc::clone(node), term.clone()));
     loops.spawn(pruner::run_pruner(Arc::clone(node), term.clone()));
+    loops.spawn(alerting::run_alert_evaluator(
+        Arc::clone(node),
+        term.clone(),
+    ));
+    loops.spawn(alerting::run_alert_delivery(Arc::clone(node), term.clone()));
 }
 
 fn until(now: DateTime<Utc>, then: DateTime<Utc>) -> Duration {

@@ -44,7 +44,7 @@ const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
     info(
         title = "cronfleet",
         description = "The admin API of cronfleet, a distributed scheduler: jobs, runs, run \
-                       logs, workers and the cluster's status. Every call needs \
+                       logs, workers, alerts and the cluster's status. Every call needs \
                        `Authorization: Bearer <token>` when the coordinator has API tokens \
                        (--api-token). Errors are `{\"error\": {\"code\", \"message\", \
                        \"field\"?}}` with the code of the same call over gRPC.",
@@ -54,6 +54,7 @@ const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
         (name = "jobs", description = "Define, change, pause, trigger and delete jobs"),
         (name = "runs", description = "Run history, run logs, cancelling a run"),
         (name = "cluster", description = "The leader, the coordinators and the workers"),
+        (name = "alerts", description = "Alerts raised and resolved by the leader, and acknowledging them"),
     )
 )]
 struct ApiDoc;

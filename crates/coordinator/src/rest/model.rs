@@ -72,6 +72,13 @@ pub struct JobView {
     pub labels: BTreeMap<String, String>,
     pub paused: bool,
     pub pause_note: Option<String>,
+    /// False: the job opts out of alerts.
+    pub alerts_enabled: bool,
+    /// The dead-man's switch: an alert when no run succeeded within this long (`26h`);
+    /// `null`: off.
+    pub alert_if_no_success: Option<String>,
+    /// A run running longer than this is stalled (`30m`); `null`: no expectation.
+    pub expected_duration: Option<String>,
     /// The `cronfleet apply --manager` that owns the job; `null` for a job defined with
     /// `job create`.
     pub managed_by: Option<String>,
@@ -123,6 +130,9 @@ impl JobView {
             labels: sorted(&spec.labels),
             paused: spec.paused.unwrap_or(false),
             pause_note: non_empty(&spec.pause_note),
+            alerts_enabled: spec.alerts_enabled.unwrap_or(true),
+            alert_if_no_success: spec.alert_if_no_success,
+            expected_duration: spec.expected_duration,
             managed_by: non_empty(&job.managed_by),
             active: job.active,
             failure_count: job.failure_count,
@@ -181,6 +191,18 @@ pub struct JobDefinition {
     pub labels: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused: Option<bool>,
+    /// False: the job opts out of alerts. Left out: true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(default = true)]
+    pub alerts_enabled: Option<bool>,
+    /// The dead-man's switch: an alert when no run succeeded within this long, a
+    /// duration of at least 1s (`26h`). Left out: off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert_if_no_success: Option<String>,
+    /// A run running longer than this is stalled: a duration of at least 1s (`30m`). Left
+    /// out: no expectation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_duration: Option<String>,
 }
 
 /// A field that is there, whatever its value (`null` included).
@@ -249,6 +271,9 @@ impl JobDefinition {
             labels: self.labels.clone().into_iter().collect::<HashMap<_, _>>(),
             paused: self.paused,
             pause_note: String::new(),
+            alerts_enabled: self.alerts_enabled,
+            alert_if_no_success: self.alert_if_no_success.clone(),
+            expected_duration: self.expected_duration.clone(),
         }
     }
 
@@ -288,6 +313,9 @@ impl JobDefinition {
         definition.catch_up_window = spec.catch_up_window;
         definition.labels = spec.labels.into_iter().collect();
         definition.paused = (spec.paused == Some(true)).then_some(true);
+        definition.alerts_enabled = (spec.alerts_enabled == Some(false)).then_some(false);
+        definition.alert_if_no_success = spec.alert_if_no_success;
+        definition.expected_duration = spec.expected_duration;
         definition
     }
 }
@@ -513,6 +541,89 @@ pub struct CancelBody {
 pub struct DrainBody {
     #[serde(default)]
     pub undo: bool,
+}
+
+// ------------------------------------------------------------------------------ alerts
+
+/// Where one event of an alert stands on one channel.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AlertDeliveryView {
+    /// The channel's key (`webhook:3fa2…`).
+    pub channel: String,
+    /// firing | resolved
+    pub event: String,
+    pub attempts: u32,
+    pub delivered_at: Option<String>,
+    pub abandoned_at: Option<String>,
+    pub next_attempt_at: Option<String>,
+    pub last_error: Option<String>,
+}
+
+/// An alert: raised when its condition started to hold, resolved when it stopped.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AlertView {
+    pub id: i64,
+    /// failed | auto_paused | missed_deadline | stalled | no_worker | worker_lost
+    pub kind: String,
+    /// firing | resolved
+    pub state: String,
+    /// What it is about within its kind: `job:7`, `run:42`, `handler:report`, `worker:w-1`.
+    pub subject: String,
+    pub job: Option<String>,
+    pub run_id: Option<i64>,
+    pub message: String,
+    pub fired_at: Option<String>,
+    pub resolved_at: Option<String>,
+    pub acked_at: Option<String>,
+    pub acked_by: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub deliveries: Vec<AlertDeliveryView>,
+}
+
+impl AlertView {
+    pub fn new(alert: &pb::Alert) -> AlertView {
+        AlertView {
+            id: alert.id,
+            kind: alert.kind.clone(),
+            state: alert.state.clone(),
+            subject: alert.subject.clone(),
+            job: non_empty(&alert.job),
+            run_id: alert.run_id,
+            message: alert.message.clone(),
+            fired_at: time(alert.fired_at.as_ref()),
+            resolved_at: time(alert.resolved_at.as_ref()),
+            acked_at: time(alert.acked_at.as_ref()),
+            acked_by: non_empty(&alert.acked_by),
+            labels: sorted(&alert.labels),
+            deliveries: alert
+                .deliveries
+                .iter()
+                .map(|d| AlertDeliveryView {
+                    channel: d.channel.clone(),
+                    event: d.event.clone(),
+                    attempts: d.attempts,
+                    delivered_at: time(d.delivered_at.as_ref()),
+                    abandoned_at: time(d.abandoned_at.as_ref()),
+                    next_attempt_at: time(d.next_attempt_at.as_ref()),
+                    last_error: non_empty(&d.last_error),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// `GET /alerts`
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AlertList {
+    pub alerts: Vec<AlertView>,
+}
+
+/// `POST /alerts/{id}/ack`: who acknowledges.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AckBody {
+    #[serde(default)]
+    pub by: Option<String>,
 }
 
 /// `POST /apply`: the jobs one manager should have, as a job file lists them.

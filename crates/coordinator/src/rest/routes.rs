@@ -19,9 +19,9 @@ use utoipa_axum::routes;
 
 use super::RestError;
 use super::model::{
-    ApplyBody, ApplyResult, CancelBody, ChangeView, DrainBody, ErrorBody, JobDefinition, JobList,
-    JobView, ManualRunView, PauseBody, RunBody, RunList, RunView, StatusView, WorkerList,
-    WorkerView, plain_serde_message,
+    AckBody, AlertList, AlertView, ApplyBody, ApplyResult, CancelBody, ChangeView, DrainBody,
+    ErrorBody, JobDefinition, JobList, JobView, ManualRunView, PauseBody, RunBody, RunList,
+    RunView, StatusView, WorkerList, WorkerView, plain_serde_message,
 };
 use crate::admin::{AdminError, AdminServices, LogEvent, ended};
 
@@ -41,6 +41,8 @@ pub(super) fn routes() -> OpenApiRouter<AdminServices> {
         .routes(routes!(list_workers))
         .routes(routes!(drain_worker))
         .routes(routes!(get_status))
+        .routes(routes!(list_alerts))
+        .routes(routes!(ack_alert))
 }
 
 type Answer<T> = Result<T, RestError>;
@@ -451,4 +453,66 @@ async fn drain_worker(
 async fn get_status(State(admin): State<AdminServices>) -> Answer<Json<StatusView>> {
     let status = admin.get_status(pb::GetStatusRequest {}).await?;
     Ok(Json(StatusView::new(&status)))
+}
+
+// ------------------------------------------------------------------------------ alerts
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct AlertsQuery {
+    /// Only alerts in this state: firing, resolved.
+    state: Option<String>,
+    /// Only alerts of this kind: failed, auto_paused, missed_deadline, stalled, no_worker,
+    /// worker_lost.
+    kind: Option<String>,
+    /// Only this job's alerts.
+    job: Option<String>,
+    /// Only alerts with a smaller id (the next page).
+    before: Option<i64>,
+    /// At most this many, newest first (default 100, at most 1000).
+    limit: Option<u32>,
+}
+
+/// Alerts, newest first, with where their deliveries stand.
+#[utoipa::path(get, path = "/alerts", tag = "alerts", params(AlertsQuery),
+    responses((status = 200, description = "the alerts, newest first", body = AlertList), (status = "default", description = "an error", body = ErrorBody)))]
+async fn list_alerts(
+    State(admin): State<AdminServices>,
+    filter: Result<Query<AlertsQuery>, QueryRejection>,
+) -> Answer<Json<AlertList>> {
+    let filter = query(filter)?;
+    let answer = admin
+        .list_alerts(pb::ListAlertsRequest {
+            state: filter.state.unwrap_or_default(),
+            kind: filter.kind.unwrap_or_default(),
+            job: filter.job.unwrap_or_default(),
+            before: filter.before.unwrap_or(0),
+            limit: filter.limit.unwrap_or(0),
+        })
+        .await?;
+    Ok(Json(AlertList {
+        alerts: answer.alerts.iter().map(AlertView::new).collect(),
+    }))
+}
+
+/// Acknowledges an alert (someone is on it): the console's banner leaves it out. It still
+/// resolves by itself.
+#[utoipa::path(post, path = "/alerts/{id}/ack", tag = "alerts", request_body(content = Option<AckBody>),
+    params(("id" = i64, Path, description = "the alert's id")),
+    responses((status = 200, description = "the alert", body = AlertView), (status = "default", description = "an error", body = ErrorBody)))]
+async fn ack_alert(
+    State(admin): State<AdminServices>,
+    id: Result<Path<i64>, PathRejection>,
+    bytes: Bytes,
+) -> Answer<Json<AlertView>> {
+    let id = path(id)?;
+    let ack: AckBody = body(&bytes, true)?;
+    let alert = admin
+        .ack_alert(pb::AckAlertRequest {
+            id,
+            by: ack.by.unwrap_or_default(),
+        })
+        .await?;
+    Ok(Json(AlertView::new(&alert)))
 }

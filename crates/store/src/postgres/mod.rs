@@ -7,6 +7,7 @@
 //! [`crate::LeaderStore`], put together from them by [`crate::leader::leader_store_by_concern`]),
 //! `changes` (`LISTEN`/`NOTIFY`).
 
+mod alerts;
 mod changes;
 mod dispatch;
 mod jobs;

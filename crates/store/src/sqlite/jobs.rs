@@ -50,9 +50,9 @@ async fn insert_job(
         "INSERT INTO jobs (name, handler, args, schedule_kind, schedule_expr, schedule_start, tz, \
          priority, max_runs, remaining_runs, timeout_ms, retries, overlap, catch_up, \
          catch_up_window_ms, labels, paused, pause_note, active, next_run_at, created_at, updated_at, \
-         managed_by) \
+         managed_by, alerts_enabled, alert_if_no_success_ms, expected_duration_ms) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, \
-         ?18, ?19, ?20, ?20, ?21) RETURNING ",
+         ?18, ?19, ?20, ?20, ?21, ?22, ?23, ?24) RETURNING ",
         job_columns!()
     ))
     .bind(&spec.name)
@@ -76,6 +76,9 @@ async fn insert_job(
     .bind(ts_opt(next_run_at))
     .bind(ts(now))
     .bind(managed_by)
+    .bind(values.alerts_enabled)
+    .bind(values.alert_if_no_success_ms)
+    .bind(values.expected_duration_ms)
     .fetch_one(&mut *conn)
     .await
     .map_err(|error| duplicate_name(error, &spec.name))?;
@@ -99,7 +102,8 @@ async fn replace_job(
          schedule_start = ?7, tz = ?8, priority = ?9, max_runs = ?10, remaining_runs = ?11, \
          timeout_ms = ?12, retries = ?13, overlap = ?14, catch_up = ?15, catch_up_window_ms = ?16, \
          labels = ?17, paused = ?18, pause_note = ?19, active = ?20, next_run_at = ?21, \
-         version = version + 1, updated_at = ?22, managed_by = ?23 WHERE id = ?1 RETURNING ",
+         version = version + 1, updated_at = ?22, managed_by = ?23, alerts_enabled = ?24, \
+         alert_if_no_success_ms = ?25, expected_duration_ms = ?26 WHERE id = ?1 RETURNING ",
         job_columns!()
     ))
     .bind(current.id)
@@ -125,6 +129,9 @@ async fn replace_job(
     .bind(ts_opt(schedule.next_run_at))
     .bind(ts(now))
     .bind(managed_by)
+    .bind(values.alerts_enabled)
+    .bind(values.alert_if_no_success_ms)
+    .bind(values.expected_duration_ms)
     .fetch_one(&mut *conn)
     .await
     .map_err(|error| duplicate_name(error, &spec.name))?;

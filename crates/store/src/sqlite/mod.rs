@@ -10,6 +10,7 @@
 //! [`crate::LeaderStore`], put together from them by [`crate::leader::leader_store_by_concern`]),
 //! `changes` (nothing to announce: one process owns the file).
 
+mod alerts;
 mod changes;
 mod dispatch;
 mod jobs;

@@ -1,0 +1,234 @@
+//! Alerts ([`crate::AlertStore`]): the statements of [`crate::alerts::sql`] with SQLite's
+//! placeholders and fixed-width text times.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::AssertSqlSafe;
+use sqlx::types::Json;
+
+use super::{SqliteStore, check_epoch, id_list, ts, ts_opt};
+use crate::StoreError;
+use crate::alerts::{
+    Alert, AlertCount, AlertFacts, AlertFilter, AlertRow, AlertStore, ClaimedRow, DeadlineRow,
+    Delivery, DeliveryOutcome, DeliveryRow, FailingRow, MAX_ALERT_PAGE, PausedRow, RaiseAlert,
+    ResolveAlert, RunningRow, UnservedRow, alert_columns, alerts_of, counts, outcome_columns, sql,
+    sqlite_placeholders as q, with_deliveries,
+};
+use crate::job_query::auto_pause_note_sql;
+
+#[async_trait]
+impl AlertStore for SqliteStore {
+    async fn alert_facts(
+        &self,
+        _now: DateTime<Utc>,
+        unserved_since: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<AlertFacts, StoreError> {
+        let limit = i64::from(limit);
+        let failing: Vec<FailingRow> = sqlx::query_as(q(sql::FAILING))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        let paused = format!(
+            "{}{} ORDER BY id LIMIT ?1",
+            sql::AUTO_PAUSED,
+            auto_pause_note_sql()
+        );
+        let auto_paused: Vec<PausedRow> = sqlx::query_as(AssertSqlSafe(paused))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        let deadlines: Vec<DeadlineRow> = sqlx::query_as(q(sql::DEADLINES))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        let running: Vec<RunningRow> = sqlx::query_as(q(sql::RUNNING))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        let unserved: Vec<UnservedRow> = sqlx::query_as(q(sql::UNSERVED))
+            .bind(ts(unserved_since))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(AlertFacts {
+            failing: failing.into_iter().map(Into::into).collect(),
+            auto_paused: auto_paused.into_iter().map(Into::into).collect(),
+            deadlines: deadlines.into_iter().map(Into::into).collect(),
+            running: running.into_iter().map(Into::into).collect(),
+            unserved: unserved.into_iter().map(Into::into).collect(),
+        })
+    }
+
+    async fn firing_alerts(&self, limit: u32) -> Result<Vec<Alert>, StoreError> {
+        let rows: Vec<AlertRow> = sqlx::query_as(q(sql::FIRING))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        alerts_of(rows)
+    }
+
+    async fn change_alerts(
+        &self,
+        epoch: i64,
+        now: DateTime<Utc>,
+        raise: &[RaiseAlert],
+        resolve: &[ResolveAlert],
+    ) -> Result<Vec<Alert>, StoreError> {
+        let mut tx = self.write_transaction().await?;
+        check_epoch(&mut tx, epoch).await?;
+        let mut changed = Vec::new();
+        for alert in raise {
+            let c = &alert.condition;
+            let row: Option<AlertRow> = sqlx::query_as(q(sql::RAISE))
+                .bind(c.kind.as_str())
+                .bind(&c.subject)
+                .bind(c.job_id)
+                .bind(&c.job_name)
+                .bind(c.run_id)
+                .bind(Json(&c.labels))
+                .bind(&c.message)
+                .bind(ts(now))
+                .bind(epoch)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some(row) = row {
+                let raised = Alert::try_from(row)?;
+                outbox(&mut tx, raised.id, "firing", &alert.channels, now).await?;
+                changed.push(raised);
+            }
+        }
+        for alert in resolve {
+            let row: Option<AlertRow> = sqlx::query_as(q(sql::RESOLVE))
+                .bind(alert.id)
+                .bind(ts(now))
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some(row) = row {
+                let resolved = Alert::try_from(row)?;
+                outbox(&mut tx, resolved.id, "resolved", &alert.channels, now).await?;
+                changed.push(resolved);
+            }
+        }
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    async fn claim_deliveries(
+        &self,
+        epoch: i64,
+        now: DateTime<Utc>,
+        hold_until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let mut tx = self.write_transaction().await?;
+        check_epoch(&mut tx, epoch).await?;
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM alert_deliveries \
+             WHERE delivered_at IS NULL AND abandoned_at IS NULL AND next_attempt_at <= ?1 \
+             ORDER BY next_attempt_at LIMIT ?2",
+        )
+        .bind(ts(now))
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        let ids = id_list(&ids);
+        sqlx::query(
+            "UPDATE alert_deliveries SET attempts = attempts + 1, next_attempt_at = ?2 \
+             WHERE id IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(&ids)
+        .bind(ts(hold_until))
+        .execute(&mut *tx)
+        .await?;
+        let rows: Vec<ClaimedRow> = sqlx::query_as(concat!(
+            "SELECT d.id AS delivery_id, d.event, d.channel, d.attempts, d.created_at, ",
+            alert_columns!(),
+            " FROM alert_deliveries d JOIN alerts ON alerts.id = d.alert_id \
+             WHERE d.id IN (SELECT value FROM json_each(?1)) ORDER BY d.next_attempt_at, d.id"
+        ))
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.into_iter().map(Delivery::try_from).collect()
+    }
+
+    async fn finish_delivery(
+        &self,
+        epoch: i64,
+        id: i64,
+        now: DateTime<Utc>,
+        outcome: &DeliveryOutcome,
+    ) -> Result<(), StoreError> {
+        let columns = outcome_columns(now, outcome);
+        let mut tx = self.write_transaction().await?;
+        check_epoch(&mut tx, epoch).await?;
+        sqlx::query(q(sql::FINISH_DELIVERY))
+            .bind(id)
+            .bind(ts_opt(columns.next_attempt_at))
+            .bind(ts_opt(columns.delivered_at))
+            .bind(ts_opt(columns.abandoned_at))
+            .bind(columns.error)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_alerts(&self, filter: &AlertFilter) -> Result<Vec<Alert>, StoreError> {
+        let rows: Vec<AlertRow> = sqlx::query_as(q(sql::LIST))
+            .bind(filter.state.map(|s| s.as_str()))
+            .bind(filter.kind.map(|k| k.as_str()))
+            .bind(filter.job.as_deref())
+            .bind(filter.before)
+            .bind(i64::from(filter.limit.min(MAX_ALERT_PAGE)))
+            .fetch_all(&self.pool)
+            .await?;
+        let alerts = alerts_of(rows)?;
+        let ids: Vec<i64> = alerts.iter().map(|a| a.id).collect();
+        let deliveries: Vec<DeliveryRow> = sqlx::query_as(AssertSqlSafe(format!(
+            "{}WHERE alert_id IN (SELECT value FROM json_each(?1)) ORDER BY id",
+            sql::DELIVERY_COLUMNS
+        )))
+        .bind(id_list(&ids))
+        .fetch_all(&self.pool)
+        .await?;
+        with_deliveries(alerts, deliveries)
+    }
+
+    async fn ack_alert(&self, id: i64, by: &str, now: DateTime<Utc>) -> Result<Alert, StoreError> {
+        let row: Option<AlertRow> = sqlx::query_as(q(sql::ACK))
+            .bind(id)
+            .bind(ts(now))
+            .bind(by)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.ok_or(StoreError::AlertNotFound(id))?.try_into()
+    }
+
+    async fn count_alerts(&self) -> Result<Vec<AlertCount>, StoreError> {
+        let rows: Vec<(String, i64, i64)> =
+            sqlx::query_as(sql::COUNT).fetch_all(&self.pool).await?;
+        Ok(counts(rows))
+    }
+}
+
+async fn outbox(
+    tx: &mut sqlx::SqliteConnection,
+    alert_id: i64,
+    event: &str,
+    channels: &[String],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    for channel in channels {
+        sqlx::query(q(sql::OUTBOX))
+            .bind(alert_id)
+            .bind(event)
+            .bind(channel)
+            .bind(ts(now))
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(())
+}
