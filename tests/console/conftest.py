@@ -111,7 +111,10 @@ def console(processes) -> str:
     """The open console of a coordinator with a worker; a job pauses after 2 failures."""
     url = processes.coordinator(
         "c1",
-        ["--auto-pause-failures", "2", "--auto-pause-after", "1s", "--jaeger-url", "http://jaeger.test:16686"],
+        [
+            "--auto-pause-failures", "2", "--auto-pause-after", "1s",
+            "--jaeger-url", "http://jaeger.test:16686", "--alert-interval", "500ms",
+        ],
     )
     processes.worker("w1", processes.grpc)
     return url

@@ -1,7 +1,7 @@
 """The web console in headless chromium against real cronfleet processes: a job defined
 through the form (refused first, with the API's message at the field), listed, run now
 with its output appearing live, paused and resumed; an auto-paused job in the attention
-banner; sign-in with a token; pages that read without JavaScript and by keyboard."""
+banner and on the Alerts page, acknowledged there; sign-in with a token; pages that read without JavaScript and by keyboard."""
 
 import json
 import re
@@ -96,6 +96,21 @@ def test_an_auto_paused_job_is_in_the_attention_banner(page, console):
     row = page.locator("tr", has=page.locator("a[href='/jobs/always-fails']"))
     expect(row.locator(".badge").first).to_have_text("auto-paused")
     expect(row).to_contain_text(re.compile(r"paused automatically: \d+ consecutive failures"))
+
+    # The same alerts on the Alerts page: acknowledged there, they leave the banner.
+    page.click("nav a:has-text('Alerts')")
+    paused = page.locator("tr", has=page.locator("td:text-is('auto_paused')"))
+    expect(paused).to_contain_text("job always-fails paused automatically: ")
+    expect(paused.locator(".badge")).to_have_text("firing")
+    failed = page.locator("tr", has=page.locator("td:text-is('failed')"))
+    expect(failed).to_contain_text("of job always-fails ended failed: exit status 3")
+    screenshot(page, "alerts")
+    paused.locator("input[name=by]").fill("dana")
+    paused.locator("button:has-text('Acknowledge')").click()
+    expect(page).to_have_url(re.compile(r"/alerts$"))
+    expect(paused).to_contain_text("by dana")
+    expect(page.locator(".attention")).not_to_contain_text("paused automatically")
+    expect(page.locator(".attention")).to_contain_text("1 job is failing")
 
 
 def test_signing_in_with_a_token(page, guarded_console):

@@ -156,7 +156,17 @@ async fn rest_json(
 async fn the_console_defines_lists_runs_and_guards_jobs() {
     let database = cronfleet_testkit::test_database().await.expect("database");
     let mut cluster = Cluster::new(database.url());
-    cluster.start_coordinator("c1", &["--jaeger-url", "http://jaeger.test:16686"]);
+    cluster.start_coordinator(
+        "c1",
+        &[
+            "--jaeger-url",
+            "http://jaeger.test:16686",
+            "--alert-interval",
+            "500ms",
+            "--alert-no-worker-after",
+            "1s",
+        ],
+    );
     cluster.start_worker("w1", "shell,noop", 4);
     let base = format!("http://{}", cluster.coordinators[0].http);
     let mut browser = Browser::new(base.clone());
@@ -446,9 +456,20 @@ async fn the_console_defines_lists_runs_and_guards_jobs() {
         "a drained worker gets no run: {}",
         page.html
     );
+    // The no_worker alert fires once the run waited past --alert-no-worker-after, and the
+    // banner spells it out.
+    let mut page = browser.get(&waiting_page).await;
+    for _ in 0..100 {
+        if unescape(&page.html)
+            .contains("no live worker offers handler \"shell\": 1 run is waiting")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        page = browser.get(&waiting_page).await;
+    }
     assert!(
-        unescape(&page.html)
-            .contains("no live worker offers handler \"shell\", and 1 run is waiting for one"),
+        unescape(&page.html).contains("no live worker offers handler \"shell\": 1 run is waiting"),
         "the banner says why: {}",
         page.html
     );

@@ -185,11 +185,13 @@ impl Registry {
             .collect()
     }
 
-    /// Whether a connected worker offers `handler` and carries all of `labels`, busy or
-    /// not (a handler nobody offers is a different problem from full workers).
+    /// Whether a connected worker that takes new runs (not draining) offers `handler` and
+    /// carries all of `labels`, busy or not (full workers are a different problem from a
+    /// handler nobody offers).
     pub(crate) fn offers(&self, handler: &str, labels: &BTreeMap<String, String>) -> bool {
         self.lock().connected.values().any(|c| {
-            c.info.handlers.iter().any(|h| h == handler)
+            c.info.state == WorkerState::Connected
+                && c.info.handlers.iter().any(|h| h == handler)
                 && labels.iter().all(|(k, v)| c.info.labels.get(k) == Some(v))
         })
     }

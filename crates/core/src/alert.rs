@@ -276,7 +276,7 @@ impl AutoPausedJob {
             job_name: Some(self.name.clone()),
             run_id: None,
             labels: self.labels.clone(),
-            message: format!("job {} was paused: {}", self.name, self.note),
+            message: format!("job {} {}", self.name, self.note),
         }
     }
 }

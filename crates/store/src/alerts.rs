@@ -85,6 +85,7 @@ pub enum DeliveryOutcome {
 /// a list that long may have been cut, and the evaluator resolves nothing of its kind.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AlertFacts {
+    /// Jobs whose failure streak is on, then jobs whose last slot was given up lost.
     pub failing: Vec<FailingJob>,
     pub auto_paused: Vec<AutoPausedJob>,
     pub deadlines: Vec<DeadlineJob>,
@@ -144,10 +145,10 @@ pub const MAX_ALERT_PAGE: u32 = 1000;
 #[async_trait]
 pub trait AlertStore: Send + Sync + std::fmt::Debug {
     /// What the alert conditions are judged on, each list at most `limit` long; runs
-    /// count as unserved when pending and due since before `unserved_since`.
+    /// count as unserved when pending and due since before `unserved_since`. (The times
+    /// are judged in `core::alert`, against the caller's clock.)
     async fn alert_facts(
         &self,
-        now: DateTime<Utc>,
         unserved_since: DateTime<Utc>,
         limit: u32,
     ) -> Result<AlertFacts, StoreError>;
@@ -196,6 +197,14 @@ pub trait AlertStore: Send + Sync + std::fmt::Debug {
 
     /// Firing alerts per kind (every kind, zero included).
     async fn count_alerts(&self) -> Result<Vec<AlertCount>, StoreError>;
+
+    /// Deletes up to `limit` alerts resolved before `resolved_before`, with their
+    /// deliveries (history retention). Returns how many.
+    async fn prune_alerts(
+        &self,
+        resolved_before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64, StoreError>;
 }
 
 /// The columns of an [`AlertRow`], for `alerts`.
@@ -498,6 +507,22 @@ pub(crate) mod sql {
               AND p.state IN ('pending', 'dispatched', 'running') AND p.attempt > 1) \
          ORDER BY j.id LIMIT $1";
 
+    /// A lost run does not extend the failure streak (it says nothing about the job), yet
+    /// a slot given up after its last loss is a failure to tell: the jobs among those of
+    /// the newest `$1` lost runs whose latest ended run is lost, with no rerun in flight.
+    pub const FINALLY_LOST: &str = "SELECT j.id, j.name, j.labels, j.failure_count, j.first_failure_at, \
+           r.id AS last_run_id, r.state AS last_state, r.error AS last_error \
+         FROM (SELECT DISTINCT job_id FROM \
+                 (SELECT job_id FROM runs WHERE state = 'lost' ORDER BY id DESC LIMIT $1) newest) lost \
+         JOIN jobs j ON j.id = lost.job_id \
+         JOIN runs r ON r.id = (SELECT e.id FROM runs e WHERE e.job_id = j.id \
+              AND e.state IN ('succeeded', 'failed', 'timed_out', 'lost', 'cancelled') \
+              ORDER BY e.id DESC LIMIT 1) \
+         WHERE r.state = 'lost' AND j.failure_count = 0 AND j.alerts_enabled \
+           AND NOT EXISTS (SELECT 1 FROM runs p WHERE p.job_id = j.id \
+              AND p.state IN ('pending', 'dispatched', 'running') AND p.attempt > 1) \
+         ORDER BY j.id";
+
     /// Completed by the auto-pause condition on `pause_note`.
     pub const AUTO_PAUSED: &str = "SELECT id, name, labels, pause_note FROM jobs \
          WHERE paused AND alerts_enabled AND ";
@@ -568,6 +593,9 @@ pub(crate) mod sql {
         "UPDATE alerts SET acked_at = $2, acked_by = $3 WHERE id = $1 RETURNING ",
         alert_columns!()
     );
+
+    pub const PRUNE: &str = "DELETE FROM alerts WHERE id IN (SELECT id FROM alerts \
+           WHERE state = 'resolved' AND resolved_at < $1 ORDER BY id LIMIT $2)";
 
     pub const COUNT: &str = "SELECT kind, COUNT(*), \
            SUM(CASE WHEN acked_at IS NULL THEN 1 ELSE 0 END) \

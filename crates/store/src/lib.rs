@@ -1,6 +1,7 @@
-//! Persistent state of cronfleet: jobs, their runs and the fencing epoch, behind three
-//! traits, one per consumer — [`JobStore`] for the admin API, [`LeaderStore`] for the
-//! leader's loops and the worker gateway, [`Changes`] for the change feed — joined in
+//! Persistent state of cronfleet: jobs, their runs, alerts and the fencing epoch, behind
+//! four traits, one per consumer — [`JobStore`] for the admin API, [`LeaderStore`] for the
+//! leader's loops and the worker gateway, [`Changes`] for the change feed, [`AlertStore`]
+//! for the alert loops and the alert API — joined in
 //! [`Store`], with two implementations: [`PostgresStore`] for clusters and [`SqliteStore`]
 //! for the embedded single-node mode. Migrations are embedded and run when a store is
 //! opened.

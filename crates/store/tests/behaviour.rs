@@ -2147,7 +2147,7 @@ async fn alerts_are_raised_once_delivered_through_the_outbox_and_fenced(store: A
         .await
         .unwrap();
 
-    let facts = store.alert_facts(t(100), t(40), 100).await.unwrap();
+    let facts = store.alert_facts(t(40), 100).await.unwrap();
     let failing_names: Vec<&str> = facts.failing.iter().map(|f| f.name.as_str()).collect();
     assert_eq!(
         failing_names,
@@ -2185,7 +2185,7 @@ async fn alerts_are_raised_once_delivered_through_the_outbox_and_fenced(store: A
         facts.unserved
     );
     assert!(facts.unserved.iter().all(|u| u.handler == "noop"));
-    let later = store.alert_facts(t(100), t(3), 100).await.unwrap();
+    let later = store.alert_facts(t(3), 100).await.unwrap();
     assert_eq!(
         later.unserved.len(),
         1,
@@ -2398,4 +2398,56 @@ async fn alerts_are_raised_once_delivered_through_the_outbox_and_fenced(store: A
         .await
         .unwrap();
     assert_eq!(older.iter().map(|a| a.id).collect::<Vec<_>>(), [alert.id]);
+
+    // A slot given up after its last loss is a failure to tell, though a loss does not
+    // extend the streak.
+    let mut fragile = every_second("fragile");
+    fragile.schedule = Schedule::every(
+        Interval::Elapsed(TimeDelta::hours(1)),
+        t(200),
+        chrono_tz::UTC,
+    );
+    store.create_job(&fragile, t(150)).await.unwrap();
+    let lost_run = store
+        .lease_due(t(200), EPOCH, 10, &settings())
+        .await
+        .unwrap()
+        .runs
+        .into_iter()
+        .find(|r| r.job_name == "fragile")
+        .expect("the fragile job's run");
+    store
+        .transition_run(
+            lost_run.id,
+            &RunTransition::dispatch("w", EPOCH, t(260)),
+            t(200),
+        )
+        .await
+        .unwrap();
+    let lost = store
+        .mark_lost(lost_run.id, EPOCH, "worker w silent", 0, t(201))
+        .await
+        .unwrap();
+    assert!(lost.rerun.is_none(), "no attempt left");
+    let facts = store.alert_facts(t(100), 100).await.unwrap();
+    let fragile = facts
+        .failing
+        .iter()
+        .find(|f| f.name == "fragile")
+        .expect("the job whose slot was lost");
+    assert_eq!(
+        (
+            fragile.failures,
+            fragile.last_run_id,
+            fragile.last_state.as_deref()
+        ),
+        (0, Some(lost_run.id), Some("lost"))
+    );
+    assert_eq!(
+        fragile.condition().message,
+        format!(
+            "run {} of job fragile ended lost: worker w silent",
+            lost_run.id
+        )
+    );
 }

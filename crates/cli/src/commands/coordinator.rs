@@ -119,7 +119,7 @@ pub struct CoordinatorCommand {
     #[arg(long, env = "CRONFLEET_RUN_LOG_LIMIT", default_value = "64KiB", value_parser = parse_size, value_name = "SIZE")]
     run_log_limit: usize,
     /// Ended runs older than this are deleted from the history (by the leader, in small
-    /// batches, every minute).
+    /// batches, every minute), and so are alerts resolved longer ago.
     #[arg(long, env = "CRONFLEET_RUN_RETENTION", default_value = "30d", value_parser = parse_fixed_duration, value_name = "DUR")]
     run_retention: Duration,
     /// Each job keeps at most this many runs in its history (the newest).

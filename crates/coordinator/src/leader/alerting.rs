@@ -67,7 +67,7 @@ async fn evaluate(node: &Node, term: &Term) -> Result<(), StoreError> {
     let now = node.clock.now();
     let facts = node
         .alerts
-        .alert_facts(now, now - delta(settings.no_worker_after), FACT_LIMIT)
+        .alert_facts(now - delta(settings.no_worker_after), FACT_LIMIT)
         .await?;
     let firing = node.alerts.firing_alerts(FIRING_LIMIT).await?;
     let observation = observe(node, term, &facts, &firing, now);

@@ -1,5 +1,6 @@
 //! History retention: every minute, deletes ended runs older than `--run-retention` or
-//! beyond `--runs-per-job`, in small batches with pauses between them.
+//! beyond `--runs-per-job`, in small batches with pauses between them, and alerts resolved
+//! longer than `--run-retention` ago (a batch a minute).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +48,13 @@ pub(super) async fn run_pruner(node: Arc<Node>, term: Term) {
         }
         if pruned > 0 {
             info!(runs = pruned, "pruned the run history");
+        }
+        // Resolved alerts follow the runs' retention (firing ones stay, however old).
+        let cutoff = node.clock.now() - retention;
+        match node.alerts.prune_alerts(cutoff, PRUNE_BATCH).await {
+            Ok(0) => {}
+            Ok(alerts) => info!(alerts, "pruned resolved alerts"),
+            Err(error) => warn!(%error, "cannot prune resolved alerts; will try again"),
         }
         if !idle(&term, &Wakeup::default(), PRUNE_INTERVAL).await {
             return;

@@ -20,12 +20,15 @@ use crate::job_query::auto_pause_note_sql;
 impl AlertStore for SqliteStore {
     async fn alert_facts(
         &self,
-        _now: DateTime<Utc>,
         unserved_since: DateTime<Utc>,
         limit: u32,
     ) -> Result<AlertFacts, StoreError> {
         let limit = i64::from(limit);
         let failing: Vec<FailingRow> = sqlx::query_as(q(sql::FAILING))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        let lost: Vec<FailingRow> = sqlx::query_as(q(sql::FINALLY_LOST))
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;
@@ -52,7 +55,7 @@ impl AlertStore for SqliteStore {
             .fetch_all(&self.pool)
             .await?;
         Ok(AlertFacts {
-            failing: failing.into_iter().map(Into::into).collect(),
+            failing: failing.into_iter().chain(lost).map(Into::into).collect(),
             auto_paused: auto_paused.into_iter().map(Into::into).collect(),
             deadlines: deadlines.into_iter().map(Into::into).collect(),
             running: running.into_iter().map(Into::into).collect(),
@@ -211,6 +214,19 @@ impl AlertStore for SqliteStore {
         let rows: Vec<(String, i64, i64)> =
             sqlx::query_as(sql::COUNT).fetch_all(&self.pool).await?;
         Ok(counts(rows))
+    }
+
+    async fn prune_alerts(
+        &self,
+        resolved_before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64, StoreError> {
+        let pruned = sqlx::query(q(sql::PRUNE))
+            .bind(ts(resolved_before))
+            .bind(i64::from(limit))
+            .execute(&self.pool)
+            .await?;
+        Ok(pruned.rows_affected())
     }
 }
 
