@@ -53,6 +53,15 @@ struct State {
     departed: HashMap<String, Departure>,
 }
 
+impl State {
+    fn forget_run(&mut self, run_id: i64) {
+        self.outputs.remove(&run_id);
+        self.unsaved_outputs.remove(&run_id);
+        self.cancels_sent.remove(&run_id);
+        self.activity.remove(&run_id);
+    }
+}
+
 /// A worker that went away without saying it stops.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Departure {
@@ -155,8 +164,10 @@ impl Registry {
             .get(node_id)
             .is_some_and(|c| c.id == connection)
             && let Some(gone) = state.connected.remove(node_id)
-            && !gone.stopping
         {
+            if gone.stopping {
+                return;
+            }
             if state.departed.len() >= MAX_DEPARTED
                 && let Some(oldest) = state
                     .departed
@@ -196,6 +207,12 @@ impl Registry {
         })
     }
 
+    /// Forgets what this node keeps of a run that is over elsewhere (declared lost): its
+    /// log tail, activity and cancel. A worker that still reports on it is refused anyway.
+    pub(crate) fn forget_run(&self, run_id: i64) {
+        self.lock().forget_run(run_id);
+    }
+
     /// Records that a run gave output or progress at `now`.
     pub(crate) fn run_active(&self, run_id: i64, now: DateTime<Utc>) {
         self.lock().activity.insert(run_id, now);
@@ -209,9 +226,11 @@ impl Registry {
     /// Drops every connection (the streams end): on losing leadership or shutting down.
     pub(crate) fn disconnect_all(&self) -> Vec<WorkerSender> {
         let mut state = self.lock();
-        // Drains are the term's: a node that leads again starts with none, as any new
-        // leader does.
+        // Drains, departures and run activity are the term's: a node that leads again
+        // starts with none, as any new leader does.
         state.drained.clear();
+        state.departed.clear();
+        state.activity.clear();
         state.connected.drain().map(|(_, c)| c.sender).collect()
     }
 
@@ -363,10 +382,7 @@ impl Registry {
     /// Frees the slot a run held on a worker (it finished, was lost, or never started).
     pub(crate) fn release(&self, node_id: &str, run_id: i64) {
         let mut state = self.lock();
-        state.outputs.remove(&run_id);
-        state.unsaved_outputs.remove(&run_id);
-        state.cancels_sent.remove(&run_id);
-        state.activity.remove(&run_id);
+        state.forget_run(run_id);
         if let Some(connection) = state.connected.get_mut(node_id) {
             connection.runs.remove(&run_id);
             connection.info.busy = u32::try_from(connection.runs.len()).unwrap_or(u32::MAX);
@@ -393,6 +409,7 @@ impl Registry {
     pub(crate) fn take_output(&self, run_id: i64, limit: usize) -> Option<String> {
         let mut state = self.lock();
         state.unsaved_outputs.remove(&run_id);
+        state.activity.remove(&run_id);
         state
             .outputs
             .remove(&run_id)

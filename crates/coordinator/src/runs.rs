@@ -75,6 +75,7 @@ impl<'a> RunChanges<'a> {
             .await
         {
             Ok(lost) => {
+                node.registry.forget_run(run_id);
                 info!(
                     run_id,
                     reason,

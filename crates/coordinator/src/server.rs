@@ -144,11 +144,15 @@ pub async fn start(
     let scheduler_wake = Wakeup::default();
     let metrics = CoordinatorMetrics::new();
     let leader_store: Arc<dyn LeaderStore> = store.clone();
-    let console_url = config
-        .alerts
-        .console_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{http_addr}"));
+    let console_url = config.alerts.console_url.clone().unwrap_or_else(|| {
+        if http_addr.ip().is_unspecified() && !config.alerts.channels.is_empty() {
+            warn!(
+                %http_addr,
+                "alerts link to the console at http://{http_addr}, an address nobody can open: set --console-url"
+            );
+        }
+        format!("http://{http_addr}")
+    });
     let alert_sender = AlertSender::new(config.alerts.smtp.as_ref(), &console_url)
         .map_err(CoordinatorError::Config)?;
     let node = Arc::new(Node {

@@ -144,13 +144,17 @@ pub struct Condition {
 pub struct Observation {
     /// The conditions that hold.
     pub holding: Vec<Condition>,
-    /// The kinds whose every holding condition is in `holding`: for these, a firing alert
-    /// without a condition is over. A kind read only in part (a capped read, a failed
-    /// read) is absent, and its alerts stay as they are.
+    /// The kinds whose every holding condition is in `holding` — at least for every
+    /// subject that fires: for these, a firing alert without a condition is over. A kind
+    /// read only in part (a capped read, a failed read) is absent, and its alerts stay as
+    /// they are.
     pub complete: BTreeSet<AlertKind>,
     /// Subjects known to be over even though their kind is not complete (a lost worker
     /// that connected again).
     pub over: HashSet<(AlertKind, String)>,
+    /// Subjects not decided yet (a failed job whose retry is still to come): their alert,
+    /// firing or not, stays as it is.
+    pub undecided: HashSet<(AlertKind, String)>,
 }
 
 /// An alert firing in the store, as the plan needs it.
@@ -192,11 +196,17 @@ pub fn plan_alerts(observation: &Observation, firing: &[FiringAlert]) -> AlertPl
         .holding
         .iter()
         .filter(|c| !fired.contains(&(c.kind, c.subject.as_str())))
+        .filter(|c| !observation.undecided.contains(&(c.kind, c.subject.clone())))
         .filter(|c| raised.insert((c.kind, c.subject.clone())))
         .cloned()
         .collect();
     let resolve = firing
         .iter()
+        .filter(|alert| {
+            !observation
+                .undecided
+                .contains(&(alert.kind, alert.subject.clone()))
+        })
         .filter(|alert| {
             let over_by_absence = observation.complete.contains(&alert.kind)
                 && !holding.contains(&(alert.kind, alert.subject.as_str()));
@@ -215,7 +225,7 @@ pub fn job_subject(job_id: i64) -> String {
     format!("job:{job_id}")
 }
 
-/// A job whose failure streak is on and whose last failure is final (no retry follows).
+/// A job whose failure streak is on, or whose last slot was given up lost.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FailingJob {
     pub job_id: i64,
@@ -227,9 +237,14 @@ pub struct FailingJob {
     pub last_run_id: Option<i64>,
     pub last_state: Option<String>,
     pub last_error: Option<String>,
+    /// A retry (or the rerun of a lost run) is still to come: the failure is not final,
+    /// and the job's alert is left as it is until that attempt ends.
+    pub retry_in_flight: bool,
 }
 
 impl FailingJob {
+    /// The condition, once the failure is final; without a retry to come, the job is
+    /// only undecided (see [`Observation::undecided`]).
     pub fn condition(&self) -> Condition {
         let mut message = match (self.last_state.as_deref(), self.last_run_id) {
             (Some(state), Some(run)) => format!("run {run} of job {} ended {state}", self.name),
@@ -291,8 +306,9 @@ pub struct DeadlineJob {
     pub window: Duration,
     /// When its last successful run finished, if one is on record.
     pub last_success_at: Option<DateTime<Utc>>,
-    /// When the window started counting at the earliest: the job's definition (or the last
-    /// change of its window).
+    /// When the window started counting at the earliest: the job's last change — its
+    /// definition, an edit, a pause or a resume — so a job resumed after a long pause, or
+    /// whose window was just set, gets a whole window.
     pub defined_at: DateTime<Utc>,
 }
 
@@ -515,7 +531,7 @@ mod tests {
                 condition(AlertKind::Failed, "job:2"),
             ],
             complete: [AlertKind::Failed].into(),
-            over: HashSet::new(),
+            ..Observation::default()
         };
         let plan = plan_alerts(&observation, &[firing(10, AlertKind::Failed, "job:2")]);
         assert_eq!(plan.raise, vec![condition(AlertKind::Failed, "job:1")]);
@@ -535,10 +551,30 @@ mod tests {
             // The stalled read was capped: its alerts stay.
             complete: [AlertKind::Failed].into(),
             over: [(AlertKind::WorkerLost, "worker:b".to_owned())].into(),
+            ..Observation::default()
         };
         let plan = plan_alerts(&observation, &firing_now);
         assert_eq!(plan.resolve, vec![1, 4]);
         assert!(plan.raise.is_empty());
+    }
+
+    #[test]
+    fn an_undecided_subject_is_neither_raised_nor_resolved() {
+        // Job 1 fires and its next slot's retry is pending; job 2 failed with a retry to
+        // come and fires not yet.
+        let undecided: HashSet<(AlertKind, String)> = [
+            (AlertKind::Failed, "job:1".to_owned()),
+            (AlertKind::Failed, "job:2".to_owned()),
+        ]
+        .into();
+        let observation = Observation {
+            holding: vec![],
+            complete: [AlertKind::Failed].into(),
+            undecided,
+            ..Observation::default()
+        };
+        let plan = plan_alerts(&observation, &[firing(1, AlertKind::Failed, "job:1")]);
+        assert!(plan.is_empty(), "{plan:?}");
     }
 
     #[test]
@@ -627,6 +663,7 @@ mod tests {
             last_run_id: Some(77),
             last_state: Some("failed".to_owned()),
             last_error: Some("exit status 2\nmore".to_owned()),
+            retry_in_flight: false,
         };
         assert_eq!(
             job.condition().message,

@@ -81,11 +81,13 @@ pub enum DeliveryOutcome {
     Abandoned(String),
 }
 
-/// The facts the evaluator reads from the store, each list at most the limit asked for:
-/// a list that long may have been cut, and the evaluator resolves nothing of its kind.
+/// The facts the evaluator reads from the store: either candidates (each read at most the
+/// limit asked for, to raise alerts from) or the facts of given jobs and runs (those of
+/// the firing alerts, to keep or resolve them).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AlertFacts {
-    /// Jobs whose failure streak is on, then jobs whose last slot was given up lost.
+    /// Jobs whose failure streak is on, then jobs whose last slot was given up lost (so
+    /// up to twice the limit).
     pub failing: Vec<FailingJob>,
     pub auto_paused: Vec<AutoPausedJob>,
     pub deadlines: Vec<DeadlineJob>,
@@ -144,14 +146,18 @@ pub const MAX_ALERT_PAGE: u32 = 1000;
 
 #[async_trait]
 pub trait AlertStore: Send + Sync + std::fmt::Debug {
-    /// What the alert conditions are judged on, each list at most `limit` long; runs
-    /// count as unserved when pending and due since before `unserved_since`. (The times
-    /// are judged in `core::alert`, against the caller's clock.)
-    async fn alert_facts(
+    /// Candidates to raise alerts from, each read at most `limit` long; runs count as
+    /// unserved when pending and due since before `unserved_since`. (Times are judged in
+    /// `core::alert`, against the caller's clock.)
+    async fn alert_candidates(
         &self,
         unserved_since: DateTime<Utc>,
         limit: u32,
     ) -> Result<AlertFacts, StoreError>;
+
+    /// The facts of these jobs and runs, whatever their number (those of the firing
+    /// alerts): what is not returned does not hold. `unserved` is left empty.
+    async fn alert_facts_of(&self, jobs: &[i64], runs: &[i64]) -> Result<AlertFacts, StoreError>;
 
     /// The firing alerts, oldest first, at most `limit`.
     async fn firing_alerts(&self, limit: u32) -> Result<Vec<Alert>, StoreError>;
@@ -179,11 +185,14 @@ pub trait AlertStore: Send + Sync + std::fmt::Debug {
         limit: u32,
     ) -> Result<Vec<Delivery>, StoreError>;
 
-    /// Records how an attempt went (fenced by `epoch`).
+    /// Records how attempt `attempt` went (fenced by `epoch`). Only the latest attempt of a
+    /// row still undelivered counts: a late answer to an attempt whose claim ran out (and
+    /// that was sent again) changes nothing.
     async fn finish_delivery(
         &self,
         epoch: i64,
         id: i64,
+        attempt: u32,
         now: DateTime<Utc>,
         outcome: &DeliveryOutcome,
     ) -> Result<(), StoreError>;
@@ -347,6 +356,7 @@ pub(crate) struct FailingRow {
     last_run_id: Option<i64>,
     last_state: Option<String>,
     last_error: Option<String>,
+    retry_in_flight: bool,
 }
 
 impl From<FailingRow> for FailingJob {
@@ -360,6 +370,7 @@ impl From<FailingRow> for FailingJob {
             last_run_id: row.last_run_id,
             last_state: row.last_state,
             last_error: row.last_error,
+            retry_in_flight: row.retry_in_flight,
         }
     }
 }
@@ -390,19 +401,27 @@ pub(crate) struct DeadlineRow {
     labels: Json<BTreeMap<String, String>>,
     alert_if_no_success_ms: i64,
     last_success_at: Option<DateTime<Utc>>,
-    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
 }
 
-impl From<DeadlineRow> for DeadlineJob {
-    fn from(row: DeadlineRow) -> DeadlineJob {
-        DeadlineJob {
+impl TryFrom<DeadlineRow> for DeadlineJob {
+    type Error = StoreError;
+
+    fn try_from(row: DeadlineRow) -> Result<DeadlineJob, StoreError> {
+        let window = u64::try_from(row.alert_if_no_success_ms).map_err(|_| {
+            StoreError::Corrupt(format!(
+                "job {}: alert_if_no_success_ms {} is negative",
+                row.id, row.alert_if_no_success_ms
+            ))
+        })?;
+        Ok(DeadlineJob {
             job_id: row.id,
             name: row.name,
             labels: row.labels.0,
-            window: Duration::from_millis(u64::try_from(row.alert_if_no_success_ms).unwrap_or(1)),
+            window: Duration::from_millis(window),
             last_success_at: row.last_success_at,
-            defined_at: row.created_at,
-        }
+            defined_at: row.updated_at,
+        })
     }
 }
 
@@ -451,6 +470,26 @@ impl From<UnservedRow> for UnservedRuns {
     }
 }
 
+/// The facts from the rows both back-ends read.
+pub(crate) fn facts_from(
+    failing: Vec<FailingRow>,
+    auto_paused: Vec<PausedRow>,
+    deadlines: Vec<DeadlineRow>,
+    running: Vec<RunningRow>,
+    unserved: Vec<UnservedRow>,
+) -> Result<AlertFacts, StoreError> {
+    Ok(AlertFacts {
+        failing: failing.into_iter().map(Into::into).collect(),
+        auto_paused: auto_paused.into_iter().map(Into::into).collect(),
+        deadlines: deadlines
+            .into_iter()
+            .map(DeadlineJob::try_from)
+            .collect::<Result<_, _>>()?,
+        running: running.into_iter().map(Into::into).collect(),
+        unserved: unserved.into_iter().map(Into::into).collect(),
+    })
+}
+
 /// Every kind with its counts, from the `(kind, firing, unacked)` rows of both back-ends.
 pub(crate) fn counts(rows: Vec<(String, i64, i64)>) -> Vec<AlertCount> {
     AlertKind::ALL
@@ -492,54 +531,114 @@ pub(crate) fn outcome_columns(now: DateTime<Utc>, outcome: &DeliveryOutcome) -> 
 /// The statements both back-ends run, written with PostgreSQL's `$N` placeholders; SQLite
 /// runs them through [`sqlite_placeholders`].
 pub(crate) mod sql {
-    /// A failing job is one whose streak is on and that has no retry in flight: its last
-    /// failure is final.
-    pub const FAILING: &str = "SELECT j.id, j.name, j.labels, j.failure_count, j.first_failure_at, \
-           (SELECT r.id FROM runs r WHERE r.job_id = j.id \
-              AND r.state IN ('failed', 'timed_out', 'lost') ORDER BY r.id DESC LIMIT 1) AS last_run_id, \
-           (SELECT r.state FROM runs r WHERE r.job_id = j.id \
-              AND r.state IN ('failed', 'timed_out', 'lost') ORDER BY r.id DESC LIMIT 1) AS last_state, \
-           (SELECT r.error FROM runs r WHERE r.job_id = j.id \
-              AND r.state IN ('failed', 'timed_out', 'lost') ORDER BY r.id DESC LIMIT 1) AS last_error \
-         FROM jobs j \
-         WHERE j.failure_count > 0 AND j.alerts_enabled \
-           AND NOT EXISTS (SELECT 1 FROM runs p WHERE p.job_id = j.id \
-              AND p.state IN ('pending', 'dispatched', 'running') AND p.attempt > 1) \
-         ORDER BY j.id LIMIT $1";
+    /// Whether a retry (or a lost run's rerun) of the job is still to come.
+    const RETRY_IN_FLIGHT: &str = "EXISTS (SELECT 1 FROM runs p WHERE p.job_id = j.id \
+           AND p.state IN ('pending', 'dispatched', 'running') AND p.attempt > 1) AS retry_in_flight";
+
+    /// Which rows a fact statement reads.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Scope<'a> {
+        /// Rows with no alert of their kind firing yet, in id order, at most `$1`: each
+        /// pass raises the next ones.
+        Candidates,
+        /// The rows a back-end's condition names (`AND j.id IN (…)` on `$1`), whatever
+        /// their number: the subjects of the firing alerts.
+        Of(&'a str),
+    }
+
+    impl Scope<'_> {
+        /// The end of a statement over `alias` (`j` for jobs, `r` for runs) about alerts of
+        /// `kind` whose subject is `prefix:` and the row's id (`core::alert`'s subjects).
+        fn tail(self, kind: &str, prefix: &str, alias: &str) -> String {
+            match self {
+                Scope::Candidates => format!(
+                    " AND NOT EXISTS (SELECT 1 FROM alerts a WHERE a.state = 'firing' \
+                       AND a.kind = '{kind}' AND a.subject = '{prefix}:' || {alias}.id) \
+                     ORDER BY {alias}.id LIMIT $1"
+                ),
+                Scope::Of(condition) => condition.to_owned(),
+            }
+        }
+    }
+
+    /// Jobs whose failure streak is on, with their last failed run and whether a retry is
+    /// to come.
+    pub fn failing(scope: Scope) -> String {
+        let scope = scope.tail("failed", "job", "j");
+        format!(
+            "SELECT j.id, j.name, j.labels, j.failure_count, j.first_failure_at, \
+               (SELECT r.id FROM runs r WHERE r.job_id = j.id \
+                  AND r.state IN ('failed', 'timed_out', 'lost') ORDER BY r.id DESC LIMIT 1) AS last_run_id, \
+               (SELECT r.state FROM runs r WHERE r.job_id = j.id \
+                  AND r.state IN ('failed', 'timed_out', 'lost') ORDER BY r.id DESC LIMIT 1) AS last_state, \
+               (SELECT r.error FROM runs r WHERE r.job_id = j.id \
+                  AND r.state IN ('failed', 'timed_out', 'lost') ORDER BY r.id DESC LIMIT 1) AS last_error, \
+               {RETRY_IN_FLIGHT} \
+             FROM jobs j WHERE j.failure_count > 0 AND j.alerts_enabled{scope}"
+        )
+    }
 
     /// A lost run does not extend the failure streak (it says nothing about the job), yet
-    /// a slot given up after its last loss is a failure to tell: the jobs among those of
-    /// the newest `$1` lost runs whose latest ended run is lost, with no rerun in flight.
-    pub const FINALLY_LOST: &str = "SELECT j.id, j.name, j.labels, j.failure_count, j.first_failure_at, \
-           r.id AS last_run_id, r.state AS last_state, r.error AS last_error \
-         FROM (SELECT DISTINCT job_id FROM \
-                 (SELECT job_id FROM runs WHERE state = 'lost' ORDER BY id DESC LIMIT $1) newest) lost \
-         JOIN jobs j ON j.id = lost.job_id \
-         JOIN runs r ON r.id = (SELECT e.id FROM runs e WHERE e.job_id = j.id \
-              AND e.state IN ('succeeded', 'failed', 'timed_out', 'lost', 'cancelled') \
-              ORDER BY e.id DESC LIMIT 1) \
-         WHERE r.state = 'lost' AND j.failure_count = 0 AND j.alerts_enabled \
-           AND NOT EXISTS (SELECT 1 FROM runs p WHERE p.job_id = j.id \
-              AND p.state IN ('pending', 'dispatched', 'running') AND p.attempt > 1) \
-         ORDER BY j.id";
+    /// a slot given up after its last loss is a failure to tell: jobs whose latest ended
+    /// run is lost. As candidates, only the jobs of the newest `$1` lost runs are looked
+    /// at (an alert is resolved from a read of its own job, so a cut here only delays
+    /// raising one).
+    pub fn finally_lost(scope: Scope) -> String {
+        let jobs = match scope {
+            Scope::Candidates => {
+                "(SELECT DISTINCT job_id FROM \
+                   (SELECT job_id FROM runs WHERE state = 'lost' ORDER BY id DESC LIMIT $1) newest) lost \
+                 JOIN jobs j ON j.id = lost.job_id"
+            }
+            Scope::Of(_) => "jobs j",
+        };
+        let scope = scope.tail("failed", "job", "j");
+        format!(
+            "SELECT j.id, j.name, j.labels, j.failure_count, j.first_failure_at, \
+               r.id AS last_run_id, r.state AS last_state, r.error AS last_error, {RETRY_IN_FLIGHT} \
+             FROM {jobs} \
+             JOIN runs r ON r.id = (SELECT e.id FROM runs e WHERE e.job_id = j.id \
+                  AND e.state IN ('succeeded', 'failed', 'timed_out', 'lost', 'cancelled') \
+                  ORDER BY e.id DESC LIMIT 1) \
+             WHERE r.state = 'lost' AND j.failure_count = 0 AND j.alerts_enabled{scope}"
+        )
+    }
 
-    /// Completed by the auto-pause condition on `pause_note`.
-    pub const AUTO_PAUSED: &str = "SELECT id, name, labels, pause_note FROM jobs \
-         WHERE paused AND alerts_enabled AND ";
+    /// Jobs the failure-streak rule paused.
+    pub fn auto_paused(scope: Scope) -> String {
+        let scope = scope.tail("auto_paused", "job", "j");
+        format!(
+            "SELECT j.id, j.name, j.labels, j.pause_note FROM jobs j \
+             WHERE j.paused AND j.alerts_enabled AND {}{scope}",
+            crate::job_query::auto_pause_note_sql()
+        )
+    }
 
-    pub const DEADLINES: &str = "SELECT j.id, j.name, j.labels, j.alert_if_no_success_ms, \
-           (SELECT MAX(r.finished_at) FROM runs r WHERE r.job_id = j.id AND r.state = 'succeeded') \
-             AS last_success_at, \
-           j.created_at \
-         FROM jobs j \
-         WHERE j.alert_if_no_success_ms IS NOT NULL AND j.alerts_enabled AND j.active AND NOT j.paused \
-         ORDER BY j.id LIMIT $1";
+    /// Jobs with a dead-man's switch, running (not paused, not finished), with their last
+    /// success and their last change.
+    pub fn deadlines(scope: Scope) -> String {
+        let scope = scope.tail("missed_deadline", "job", "j");
+        format!(
+            "SELECT j.id, j.name, j.labels, j.alert_if_no_success_ms, \
+               (SELECT MAX(r.finished_at) FROM runs r WHERE r.job_id = j.id AND r.state = 'succeeded') \
+                 AS last_success_at, \
+               j.updated_at \
+             FROM jobs j \
+             WHERE j.alert_if_no_success_ms IS NOT NULL AND j.alerts_enabled AND j.active \
+               AND NOT j.paused{scope}"
+        )
+    }
 
-    pub const RUNNING: &str = "SELECT r.id AS run_id, j.id AS job_id, j.name, j.labels, r.started_at, \
-           j.expected_duration_ms \
-         FROM runs r JOIN jobs j ON j.id = r.job_id \
-         WHERE r.state = 'running' AND r.started_at IS NOT NULL AND j.alerts_enabled \
-         ORDER BY r.id LIMIT $1";
+    /// Running runs; `scope` filters on `r.id`.
+    pub fn running(scope: Scope) -> String {
+        let scope = scope.tail("stalled", "run", "r");
+        format!(
+            "SELECT r.id AS run_id, j.id AS job_id, j.name, j.labels, r.started_at, \
+               j.expected_duration_ms \
+             FROM runs r JOIN jobs j ON j.id = r.job_id \
+             WHERE r.state = 'running' AND r.started_at IS NOT NULL AND j.alerts_enabled{scope}"
+        )
+    }
 
     /// Pending runs due (created, and not held back) before `$1`, per handler and labels.
     pub const UNSERVED: &str = "SELECT j.handler, j.labels, COUNT(*) AS runs, \
@@ -575,7 +674,7 @@ pub(crate) mod sql {
     pub const FINISH_DELIVERY: &str = "UPDATE alert_deliveries SET \
            next_attempt_at = COALESCE($2, next_attempt_at), delivered_at = $3, abandoned_at = $4, \
            last_error = COALESCE($5, last_error) \
-         WHERE id = $1";
+         WHERE id = $1 AND attempts = $6 AND delivered_at IS NULL AND abandoned_at IS NULL";
 
     pub const LIST: &str = concat!(
         "SELECT ",
@@ -603,7 +702,16 @@ pub(crate) mod sql {
 }
 
 /// A statement of [`sql`] for SQLite: `$N` placeholders become `?N`.
-pub(crate) fn sqlite_placeholders(statement: &'static str) -> sqlx::AssertSqlSafe<String> {
-    // Only ever applied to the constant statements above.
-    sqlx::AssertSqlSafe(statement.replace('$', "?"))
+pub(crate) fn sqlite_placeholders(statement: &str) -> sqlx::AssertSqlSafe<String> {
+    // Only ever applied to the statements above, which hold no `$` but placeholders.
+    let mut out = String::with_capacity(statement.len());
+    let mut chars = statement.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
+            out.push('?');
+        } else {
+            out.push(c);
+        }
+    }
+    sqlx::AssertSqlSafe(out)
 }

@@ -2147,14 +2147,19 @@ async fn alerts_are_raised_once_delivered_through_the_outbox_and_fenced(store: A
         .await
         .unwrap();
 
-    let facts = store.alert_facts(t(40), 100).await.unwrap();
-    let failing_names: Vec<&str> = facts.failing.iter().map(|f| f.name.as_str()).collect();
+    let facts = store.alert_candidates(t(40), 100).await.unwrap();
+    let failing: Vec<(&str, bool)> = facts
+        .failing
+        .iter()
+        .map(|f| (f.name.as_str(), f.retry_in_flight))
+        .collect();
     assert_eq!(
-        failing_names,
-        ["invoices"],
+        failing,
+        [("invoices", false), ("retried", true)],
         "a failure with a retry to come is not final"
     );
     let invoices = &facts.failing[0];
+    let invoices_job = invoices.job_id;
     assert_eq!(
         (
             invoices.failures,
@@ -2185,7 +2190,7 @@ async fn alerts_are_raised_once_delivered_through_the_outbox_and_fenced(store: A
         facts.unserved
     );
     assert!(facts.unserved.iter().all(|u| u.handler == "noop"));
-    let later = store.alert_facts(t(3), 100).await.unwrap();
+    let later = store.alert_candidates(t(3), 100).await.unwrap();
     assert_eq!(
         later.unserved.len(),
         1,
@@ -2271,13 +2276,14 @@ async fn alerts_are_raised_once_delivered_through_the_outbox_and_fenced(store: A
     let webhook = claimed.iter().find(|d| d.channel == "webhook:aa").unwrap();
     let email = claimed.iter().find(|d| d.channel == "email:bb").unwrap();
     store
-        .finish_delivery(EPOCH, webhook.id, t(102), &DeliveryOutcome::Delivered)
+        .finish_delivery(EPOCH, webhook.id, 1, t(102), &DeliveryOutcome::Delivered)
         .await
         .unwrap();
     store
         .finish_delivery(
             EPOCH,
             email.id,
+            1,
             t(102),
             &DeliveryOutcome::RetryAt(t(104), "the mail server answered 451".to_owned()),
         )
@@ -2299,6 +2305,17 @@ async fn alerts_are_raised_once_delivered_through_the_outbox_and_fenced(store: A
         .unwrap();
     assert_eq!(reclaimed.len(), 1);
     assert_eq!(reclaimed[0].attempts, 3);
+    // The late answer to attempt 2, whose claim ran out: it changes nothing.
+    store
+        .finish_delivery(EPOCH, email.id, 2, t(121), &DeliveryOutcome::Delivered)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .finish_delivery(EPOCH - 1, email.id, 3, t(121), &DeliveryOutcome::Delivered)
+            .await,
+        Err(StoreError::Fenced { .. })
+    ));
 
     // Counted, acknowledged, listed with deliveries.
     let counts = store.count_alerts().await.unwrap();
@@ -2339,7 +2356,7 @@ async fn alerts_are_raised_once_delivered_through_the_outbox_and_fenced(store: A
     // Resolving: once, with its own outbox rows; a new occurrence is a new alert.
     let resolve = ResolveAlert {
         id: alert.id,
-        channels: vec!["webhook:aa".to_owned()],
+        channels: vec!["webhook:aa".to_owned(), "email:bb".to_owned()],
     };
     let resolved = store
         .change_alerts(EPOCH, t(140), &[], &[resolve.clone(), resolve.clone()])
@@ -2352,11 +2369,18 @@ async fn alerts_are_raised_once_delivered_through_the_outbox_and_fenced(store: A
         .claim_deliveries(EPOCH, t(141), t(156), 10)
         .await
         .unwrap();
-    assert!(
-        sent.iter()
-            .any(|d| d.event == AlertState::Resolved && d.alert.state == AlertState::Resolved),
-        "{sent:?}"
+    let mut events: Vec<(&str, AlertState)> =
+        sent.iter().map(|d| (d.channel.as_str(), d.event)).collect();
+    events.sort_unstable_by_key(|(channel, _)| *channel);
+    assert_eq!(
+        events,
+        [
+            ("email:bb", AlertState::Firing),
+            ("webhook:aa", AlertState::Resolved)
+        ],
+        "a channel gets an alert's resolution only after its firing: {sent:?}"
     );
+    assert!(sent.iter().all(|d| d.alert.state == AlertState::Resolved));
     let other = Condition {
         message: "again".to_owned(),
         ..condition
@@ -2429,7 +2453,12 @@ async fn alerts_are_raised_once_delivered_through_the_outbox_and_fenced(store: A
         .await
         .unwrap();
     assert!(lost.rerun.is_none(), "no attempt left");
-    let facts = store.alert_facts(t(100), 100).await.unwrap();
+    let facts = store.alert_candidates(t(100), 100).await.unwrap();
+    assert!(
+        facts.failing.iter().all(|f| f.name != "invoices"),
+        "a job whose alert fires is no candidate: {:?}",
+        facts.failing
+    );
     let fragile = facts
         .failing
         .iter()
@@ -2450,4 +2479,24 @@ async fn alerts_are_raised_once_delivered_through_the_outbox_and_fenced(store: A
             lost_run.id
         )
     );
+
+    // The facts of given jobs and runs, firing or not, whatever the candidates' limit.
+    let of = store
+        .alert_facts_of(&[invoices_job, fragile.job_id, 9999], &[run, 9999])
+        .await
+        .unwrap();
+    let mut names: Vec<&str> = of.failing.iter().map(|f| f.name.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["fragile", "invoices"]);
+    assert!(of.running.is_empty(), "run {run} ended");
+    assert!(of.unserved.is_empty());
+    let cut = store.alert_candidates(t(100), 1).await.unwrap();
+    assert_eq!(cut.deadlines.len(), 1, "at most the limit");
+
+    // Retention: resolved alerts older than the cutoff go, with their deliveries; firing
+    // ones stay however old.
+    assert_eq!(store.prune_alerts(t(140), 100).await.unwrap(), 0);
+    assert_eq!(store.prune_alerts(t(141), 100).await.unwrap(), 1);
+    let left = store.list_alerts(&AlertFilter::default()).await.unwrap();
+    assert_eq!(left.iter().map(|a| a.id).collect::<Vec<_>>(), [new[0].id]);
 }

@@ -161,12 +161,12 @@ pub(crate) fn host_name() -> String {
 }
 
 impl CoordinatorCommand {
-    fn config(&self) -> CoordinatorConfig {
+    fn config(&self) -> anyhow::Result<CoordinatorConfig> {
         let mut config = CoordinatorConfig::new(self.node_id.clone().unwrap_or_else(host_name));
         config.grpc_addr = self.listen.grpc;
         config.http_addr = self.listen.http;
         config.jaeger_url = self.console.jaeger_url.clone();
-        config.alerts = self.alerts.settings();
+        config.alerts = self.alerts.settings()?;
         config.advertise_url = self.advertise_url.clone();
         config.api_tokens = Tokens::new(self.api_tokens.iter().cloned());
         config.worker_tokens = Tokens::new(self.worker_tokens.iter().cloned());
@@ -187,11 +187,11 @@ impl CoordinatorCommand {
             min_failures: self.auto_pause_failures,
             min_span: self.auto_pause_after,
         };
-        config
+        Ok(config)
     }
 
     pub fn run(self) -> anyhow::Result<()> {
-        let config = self.config();
+        let config = self.config()?;
         config.validate().map_err(anyhow::Error::msg)?;
         logging::run_server(&self.logs, "cronfleet-coordinator", async {
             let store = cronfleet_store::open(&self.database_url)

@@ -78,7 +78,7 @@ impl DevCommand {
             config.grpc_addr = self.listen.grpc;
             config.http_addr = self.listen.http;
             config.jaeger_url = self.console.jaeger_url.clone();
-            config.alerts = self.alerts.settings();
+            config.alerts = self.alerts.settings()?;
             let me = config.me();
             let url = me.url.clone();
             let election = Arc::new(LocalElection::new(store.clone(), me));

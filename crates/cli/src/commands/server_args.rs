@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Args;
-use cronfleet_coordinator::alerts::{AlertChannel, AlertSettings, SmtpSettings};
+use cronfleet_coordinator::alerts::{AlertChannel, AlertSettings, ChannelError, SmtpSettings};
 use cronfleet_core::duration::parse_fixed_duration;
 
 /// Where a coordinator listens.
@@ -53,16 +53,33 @@ fn parse_http_url(text: &str) -> Result<String, String> {
 pub struct AlertArgs {
     /// Send alerts as JSON to this webhook (repeatable). `team=payments:URL` sends only the
     /// alerts of jobs labelled team=payments there.
-    #[arg(long = "alert-webhook", env = "CRONFLEET_ALERT_WEBHOOK", value_delimiter = ' ', value_name = "[LABELS:]URL", value_parser = AlertChannel::parse_webhook, hide_env_values = true)]
-    pub webhooks: Vec<AlertChannel>,
+    #[arg(
+        long = "alert-webhook",
+        env = "CRONFLEET_ALERT_WEBHOOK",
+        value_delimiter = ' ',
+        value_name = "[LABELS:]URL",
+        hide_env_values = true
+    )]
+    pub webhooks: Vec<String>,
     /// Send alerts to this Slack-compatible incoming webhook (repeatable, routed like
     /// --alert-webhook).
-    #[arg(long = "alert-slack", env = "CRONFLEET_ALERT_SLACK", value_delimiter = ' ', value_name = "[LABELS:]URL", value_parser = AlertChannel::parse_slack, hide_env_values = true)]
-    pub slack: Vec<AlertChannel>,
+    #[arg(
+        long = "alert-slack",
+        env = "CRONFLEET_ALERT_SLACK",
+        value_delimiter = ' ',
+        value_name = "[LABELS:]URL",
+        hide_env_values = true
+    )]
+    pub slack: Vec<String>,
     /// Mail alerts to this address (repeatable, routed like --alert-webhook); needs
     /// --alert-smtp.
-    #[arg(long = "alert-email", env = "CRONFLEET_ALERT_EMAIL", value_delimiter = ' ', value_name = "[LABELS:]ADDRESS", value_parser = AlertChannel::parse_email)]
-    pub emails: Vec<AlertChannel>,
+    #[arg(
+        long = "alert-email",
+        env = "CRONFLEET_ALERT_EMAIL",
+        value_delimiter = ' ',
+        value_name = "[LABELS:]ADDRESS"
+    )]
+    pub emails: Vec<String>,
     /// The mail server: smtp://USER:PASSWORD@HOST:587?tls=required (STARTTLS),
     /// smtps://USER:PASSWORD@HOST:465 (TLS), or smtp://HOST:25 (plain, a trusted relay).
     #[arg(
@@ -101,15 +118,21 @@ pub struct AlertArgs {
 }
 
 impl AlertArgs {
-    pub fn settings(&self) -> AlertSettings {
-        AlertSettings {
-            channels: self
-                .webhooks
-                .iter()
-                .chain(&self.slack)
-                .chain(&self.emails)
-                .cloned()
-                .collect(),
+    /// The settings, or which channel cannot be read. Channels are read here rather than
+    /// by clap, whose error would repeat the whole value — a webhook's secret URL.
+    pub fn settings(&self) -> Result<AlertSettings, ChannelError> {
+        let mut channels = Vec::new();
+        for spec in &self.webhooks {
+            channels.push(AlertChannel::parse_webhook(spec)?);
+        }
+        for spec in &self.slack {
+            channels.push(AlertChannel::parse_slack(spec)?);
+        }
+        for spec in &self.emails {
+            channels.push(AlertChannel::parse_email(spec)?);
+        }
+        Ok(AlertSettings {
+            channels,
             smtp: self.smtp.as_ref().map(|url| SmtpSettings {
                 url: url.clone(),
                 from: self.email_from.clone(),
@@ -120,6 +143,6 @@ impl AlertArgs {
             silent_after: self.silent_after,
             console_url: self.console_url.clone(),
             ..AlertSettings::default()
-        }
+        })
     }
 }

@@ -33,6 +33,15 @@ impl AdminServices {
                     "" => "an operator",
                     by => by,
                 };
+                if by.chars().count() > MAX_ACKED_BY {
+                    return Err(AdminError::field(
+                        "by",
+                        format!(
+                            "a name of {} characters is too long; at most {MAX_ACKED_BY}",
+                            by.chars().count()
+                        ),
+                    ));
+                }
                 let alert = self
                     .state
                     .alerts
@@ -51,6 +60,9 @@ impl AdminServices {
     }
 }
 
+/// The longest name an acknowledgement records.
+const MAX_ACKED_BY: usize = 200;
+
 fn alert_filter(request: &pb::ListAlertsRequest) -> Result<AlertFilter, AdminError> {
     let state = match request.state.as_str() {
         "" => None,
@@ -67,6 +79,15 @@ fn alert_filter(request: &pb::ListAlertsRequest) -> Result<AlertFilter, AdminErr
                 .map_err(|e| AdminError::field("kind", e))?,
         ),
     };
+    if request.before < 0 {
+        return Err(AdminError::field(
+            "before",
+            format!(
+                "before {} is not an alert id; expected a positive id (the last one of the previous page) or 0 for the newest",
+                request.before
+            ),
+        ));
+    }
     if request.limit > MAX_ALERT_PAGE {
         return Err(AdminError::field(
             "limit",

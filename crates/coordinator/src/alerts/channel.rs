@@ -174,16 +174,26 @@ fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
         .collect()
 }
 
-/// `spec` with any URL's path and query hidden: webhook URLs carry their secret there.
+/// `spec` with what may be a secret hidden: a URL's user and password, path and query
+/// (Slack and most webhook URLs carry their secret there); without a scheme, all from the
+/// first `/`, `?` or `@` on.
 fn redact(spec: &str) -> String {
-    match spec.find("://") {
-        Some(at) => {
-            let rest = &spec[at + 3..];
-            let host_end = rest.find('/').map_or(rest.len(), |i| i);
-            format!("{}{}/…", &spec[..at + 3], &rest[..host_end])
-        }
-        None => spec.to_owned(),
-    }
+    let Some(at) = spec.find("://") else {
+        return match spec.find(['/', '?', '@']) {
+            Some(end) => format!("{}…", &spec[..end]),
+            None => spec.to_owned(),
+        };
+    };
+    let (scheme, rest) = spec.split_at(at + 3);
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let host = authority.rsplit('@').next().unwrap_or(authority);
+    let hidden = if authority_end < rest.len() || host.len() < authority.len() {
+        "/…"
+    } else {
+        ""
+    };
+    format!("{scheme}{host}{hidden}")
 }
 
 #[cfg(test)]
@@ -218,12 +228,18 @@ mod tests {
 
     #[test]
     fn bad_channels_say_what_is_wrong_without_showing_the_secret() {
-        let error = AlertChannel::parse_webhook("hooks.example/x").unwrap_err();
+        let error = AlertChannel::parse_webhook("hooks.example/T0/secret").unwrap_err();
         assert_eq!(
             error.to_string(),
             format!(
-                "invalid alert channel \"hooks.example/x\": no http:// or https:// URL; expected {URL_FORM}"
+                "invalid alert channel \"hooks.example…\": no http:// or https:// URL; expected {URL_FORM}"
             )
+        );
+        let error =
+            AlertChannel::parse_webhook("x=1;https://user:pw@h.example/secret").unwrap_err();
+        assert!(
+            error.to_string().contains("\"x=1;https://h.example/…\""),
+            "{error}"
         );
         let error = AlertChannel::parse_webhook("team:https://hooks.example/secret").unwrap_err();
         assert!(

@@ -4,6 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use cronfleet_core::alert::{AlertKind, AlertState};
 use cronfleet_store::Delivery;
 use lettre::message::header::ContentType;
@@ -86,19 +87,30 @@ impl AlertSender {
         })
     }
 
-    /// Sends `delivery` to `channel`: `Err` says why it did not arrive.
-    pub async fn send(&self, channel: &AlertChannel, delivery: &Delivery) -> Result<(), String> {
-        match &channel.target {
-            ChannelTarget::Webhook(url) => {
-                self.post(url, delivery, &webhook_body(delivery, &self.link(delivery)))
-                    .await
+    /// Sends `delivery` to `channel` (at `now`, as the body says), within
+    /// [`ATTEMPT_TIMEOUT`] in all: `Err` says why it did not arrive.
+    pub async fn send(
+        &self,
+        channel: &AlertChannel,
+        delivery: &Delivery,
+        now: DateTime<Utc>,
+    ) -> Result<(), String> {
+        let attempt = async {
+            match &channel.target {
+                ChannelTarget::Webhook(url) => {
+                    let body = webhook_body(delivery, &self.link(delivery), now);
+                    self.post(url, delivery, &body).await
+                }
+                ChannelTarget::Slack(url) => {
+                    self.post(url, delivery, &slack_body(delivery, &self.link(delivery)))
+                        .await
+                }
+                ChannelTarget::Email(to) => self.mail(to, delivery).await,
             }
-            ChannelTarget::Slack(url) => {
-                self.post(url, delivery, &slack_body(delivery, &self.link(delivery)))
-                    .await
-            }
-            ChannelTarget::Email(to) => self.mail(to, delivery).await,
-        }
+        };
+        tokio::time::timeout(ATTEMPT_TIMEOUT, attempt)
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {ATTEMPT_TIMEOUT:?}")))
     }
 
     /// Where the console shows what the alert is about.
@@ -169,7 +181,7 @@ fn state_word(state: AlertState) -> &'static str {
     }
 }
 
-fn rfc3339(time: Option<chrono::DateTime<chrono::Utc>>) -> serde_json::Value {
+fn rfc3339(time: Option<DateTime<Utc>>) -> serde_json::Value {
     time.map_or(serde_json::Value::Null, |t| {
         t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
             .into()
@@ -177,7 +189,7 @@ fn rfc3339(time: Option<chrono::DateTime<chrono::Utc>>) -> serde_json::Value {
 }
 
 /// The generic webhook's body.
-pub fn webhook_body(delivery: &Delivery, url: &str) -> serde_json::Value {
+pub fn webhook_body(delivery: &Delivery, url: &str, now: DateTime<Utc>) -> serde_json::Value {
     let alert = &delivery.alert;
     json!({
         "id": idempotency_key(delivery),
@@ -193,7 +205,7 @@ pub fn webhook_body(delivery: &Delivery, url: &str) -> serde_json::Value {
         "url": url,
         "fired_at": rfc3339(Some(alert.fired_at)),
         "resolved_at": rfc3339(alert.resolved_at),
-        "sent_at": rfc3339(Some(chrono::Utc::now())),
+        "sent_at": rfc3339(Some(now)),
         "attempt": delivery.attempts,
     })
 }

@@ -113,6 +113,9 @@ impl AlertRow {
     }
 }
 
+/// The most alerts the page lists (the newest; `cronfleet alerts --before` pages on).
+const SHOWN: u32 = 200;
+
 #[derive(Template)]
 #[template(path = "console/alerts.html")]
 struct AlertsPage {
@@ -120,6 +123,8 @@ struct AlertsPage {
     params: AlertParams,
     kinds: Vec<&'static str>,
     alerts: Vec<AlertRow>,
+    /// The list was cut at [`SHOWN`].
+    cut: bool,
     error: Option<String>,
 }
 
@@ -134,6 +139,7 @@ pub async fn list(
         params: AlertParams::default(),
         kinds: AlertKind::ALL.iter().map(|kind| kind.as_str()).collect(),
         alerts: Vec::new(),
+        cut: false,
         error: None,
     };
     let params = match params {
@@ -150,7 +156,7 @@ pub async fn list(
             state => state.to_owned(),
         },
         kind: params.kind.trim().to_owned(),
-        limit: 200,
+        limit: SHOWN,
         ..pb::ListAlertsRequest::default()
     };
     let now = console.admin.now();
@@ -161,6 +167,7 @@ pub async fn list(
                 .iter()
                 .map(|a| AlertRow::new(a, now))
                 .collect();
+            view.cut = view.alerts.len() >= SHOWN as usize;
             page(StatusCode::OK, &view)
         }
         Err(error) => {

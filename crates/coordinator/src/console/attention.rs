@@ -89,15 +89,23 @@ pub async fn gather(admin: &AdminServices) -> Vec<Item> {
             limit: NO_WORKER_SHOWN,
             ..pb::ListAlertsRequest::default()
         };
-        match admin.list_alerts(request).await {
-            Ok(answer) if count.unacked <= u64::from(NO_WORKER_SHOWN) => items.extend(
-                answer
-                    .alerts
+        let unacked: Vec<pb::Alert> = match admin.list_alerts(request).await {
+            Ok(answer) => answer
+                .alerts
+                .into_iter()
+                .filter(|alert| alert.acked_at.is_none())
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        // Each spelled out when all of them are at hand, else the count.
+        if unacked.len() as u64 == count.unacked {
+            items.extend(
+                unacked
                     .into_iter()
-                    .filter(|alert| alert.acked_at.is_none())
                     .map(|alert| Item::new(alert.message, "/cluster")),
-            ),
-            _ => items.push(line(count.kind, count.unacked)),
+            );
+        } else {
+            items.push(line(count.kind, count.unacked));
         }
     }
     items

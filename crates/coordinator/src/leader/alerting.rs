@@ -25,8 +25,8 @@ use super::{STORE_RETRY, idle};
 use crate::alerts::AlertChannel;
 use crate::node::{Node, Term};
 
-/// The most facts of one kind read per pass: a longer list may have been cut, and then
-/// no alert of that kind is resolved in that pass.
+/// The most candidates of one kind read per pass (more are raised in later passes, as
+/// alerts resolve); whether a firing alert still holds is read for it alone.
 const FACT_LIMIT: u32 = 5000;
 /// The most firing alerts read per pass.
 const FIRING_LIMIT: u32 = 20_000;
@@ -65,12 +65,16 @@ pub(super) async fn run_alert_evaluator(node: Arc<Node>, term: Term) {
 async fn evaluate(node: &Node, term: &Term) -> Result<(), StoreError> {
     let settings = &node.config.alerts;
     let now = node.clock.now();
-    let facts = node
+    let candidates = node
         .alerts
-        .alert_facts(now - delta(settings.no_worker_after), FACT_LIMIT)
+        .alert_candidates(now - delta(settings.no_worker_after), FACT_LIMIT)
         .await?;
     let firing = node.alerts.firing_alerts(FIRING_LIMIT).await?;
-    let observation = observe(node, term, &facts, &firing, now);
+    // The firing alerts' own jobs and runs, read whatever their number: whether each
+    // still holds never depends on a capped read.
+    let (jobs, runs) = subjects_of(&firing);
+    let current = node.alerts.alert_facts_of(&jobs, &runs).await?;
+    let observation = observe(node, term, &candidates, &current, &firing, now);
     let firing_now: Vec<FiringAlert> = firing.iter().map(Alert::firing).collect();
     let plan = plan_alerts(&observation, &firing_now);
     if !plan.is_empty() {
@@ -114,34 +118,103 @@ async fn evaluate(node: &Node, term: &Term) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// What holds now, from the store's facts and this leader's registry.
+/// The jobs and runs the firing alerts are about (those whose facts the store reads
+/// one by one).
+fn subjects_of(firing: &[Alert]) -> (Vec<i64>, Vec<i64>) {
+    let mut jobs = Vec::new();
+    let mut runs = Vec::new();
+    for alert in firing {
+        match alert.kind {
+            AlertKind::Failed | AlertKind::AutoPaused | AlertKind::MissedDeadline => {
+                jobs.extend(alert.job_id);
+            }
+            AlertKind::Stalled => runs.extend(alert.run_id),
+            AlertKind::NoWorker | AlertKind::WorkerLost => {}
+        }
+    }
+    jobs.sort_unstable();
+    jobs.dedup();
+    runs.sort_unstable();
+    runs.dedup();
+    (jobs, runs)
+}
+
+/// What holds now, from the store's candidates, the facts of the firing alerts' own jobs
+/// and runs, and this leader's registry.
 fn observe(
     node: &Node,
     term: &Term,
-    facts: &AlertFacts,
+    candidates: &AlertFacts,
+    current: &AlertFacts,
     firing: &[Alert],
     now: DateTime<Utc>,
 ) -> Observation {
     let settings = &node.config.alerts;
     let mut observation = Observation::default();
-    let whole = |len: usize| len < FACT_LIMIT as usize;
-    let mut read = |kind: AlertKind, len: usize| {
-        if whole(len) {
-            observation.complete.insert(kind);
-        }
-    };
-    read(AlertKind::Failed, facts.failing.len());
-    read(AlertKind::AutoPaused, facts.auto_paused.len());
-    read(AlertKind::MissedDeadline, facts.deadlines.len());
-    read(AlertKind::Stalled, facts.running.len());
+    // Every firing alert of these kinds had its own job or run read: absence means over.
+    observation.complete.extend([
+        AlertKind::Failed,
+        AlertKind::AutoPaused,
+        AlertKind::MissedDeadline,
+        AlertKind::Stalled,
+    ]);
     // Until the workers have had a worker timeout to connect to this leader, its registry
-    // does not know who offers what: no worker alert is judged before then.
+    // does not know who offers what: no worker alert is judged before then. Unserved runs
+    // are grouped by handler and labels, a read cut at the limit is not whole.
     let workers_known = now - term.since > delta(node.config.worker_timeout);
+    if workers_known && candidates.unserved.len() < FACT_LIMIT as usize {
+        observation.complete.insert(AlertKind::NoWorker);
+    }
+    for facts in [candidates, current] {
+        observe_facts(node, term, facts, now, &mut observation);
+    }
     if workers_known {
-        read(AlertKind::NoWorker, facts.unserved.len());
+        observation
+            .holding
+            .extend(candidates.unserved.iter().filter_map(|runs| {
+                let offered = node.registry.offers(&runs.handler, &runs.labels);
+                runs.condition(offered, settings.no_worker_after, now)
+            }));
+    }
+    for (worker, departure) in node.registry.departed() {
+        if now - departure.last_heard > delta(settings.worker_lost_after) {
+            observation
+                .holding
+                .push(worker_lost(&worker, departure.last_heard, departure.runs));
+        }
+    }
+    for alert in firing.iter().filter(|a| a.kind == AlertKind::WorkerLost) {
+        if let Some(worker) = alert.subject.strip_prefix("worker:")
+            && node.registry.is_connected(worker)
+        {
+            observation
+                .over
+                .insert((AlertKind::WorkerLost, alert.subject.clone()));
+        }
+    }
+    observation
+}
+
+/// The conditions of the job and run facts (a failure with a retry to come is undecided).
+fn observe_facts(
+    node: &Node,
+    term: &Term,
+    facts: &AlertFacts,
+    now: DateTime<Utc>,
+    observation: &mut Observation,
+) {
+    let settings = &node.config.alerts;
+    for job in &facts.failing {
+        let condition = job.condition();
+        if job.retry_in_flight {
+            observation
+                .undecided
+                .insert((condition.kind, condition.subject));
+        } else {
+            observation.holding.push(condition);
+        }
     }
     let holding = &mut observation.holding;
-    holding.extend(facts.failing.iter().map(|job| job.condition()));
     holding.extend(facts.auto_paused.iter().map(|job| job.condition()));
     holding.extend(facts.deadlines.iter().filter_map(|job| job.condition(now)));
     holding.extend(facts.running.iter().filter_map(|run| {
@@ -155,27 +228,6 @@ fn observe(
             .max();
         run.condition(seen, settings.silent_after, now)
     }));
-    if workers_known {
-        holding.extend(facts.unserved.iter().filter_map(|runs| {
-            let offered = node.registry.offers(&runs.handler, &runs.labels);
-            runs.condition(offered, settings.no_worker_after, now)
-        }));
-    }
-    for (worker, departure) in node.registry.departed() {
-        if now - departure.last_heard > delta(settings.worker_lost_after) {
-            holding.push(worker_lost(&worker, departure.last_heard, departure.runs));
-        }
-    }
-    for alert in firing.iter().filter(|a| a.kind == AlertKind::WorkerLost) {
-        if let Some(worker) = alert.subject.strip_prefix("worker:")
-            && node.registry.is_connected(worker)
-        {
-            observation
-                .over
-                .insert((AlertKind::WorkerLost, alert.subject.clone()));
-        }
-    }
-    observation
 }
 
 pub(super) async fn run_alert_delivery(node: Arc<Node>, term: Term) {
@@ -228,29 +280,32 @@ async fn deliver(
     batch: Vec<Delivery>,
 ) -> bool {
     let mut sends = JoinSet::new();
+    let sent_at = node.clock.now();
     for delivery in batch {
         let sender = node.alert_sender.clone();
         let channel = channels.get(&delivery.channel).cloned();
         sends.spawn(async move {
             let result = match &channel {
-                Some(channel) => sender.send(channel, &delivery).await,
+                Some(channel) => sender.send(channel, &delivery, sent_at).await,
+                // Another coordinator of the deployment may have it (a rolling change of
+                // the channels): left to retry, not dropped, until it is given up.
                 None => Err(format!(
                     "channel {} is not configured on this coordinator",
                     delivery.channel
                 )),
             };
-            (delivery, channel.is_some(), result)
+            (delivery, result)
         });
     }
     let give_up_after = delta(node.config.alerts.give_up_after);
     while let Some(sent) = sends.join_next().await {
-        let Ok((delivery, known, result)) = sent else {
+        let Ok((delivery, result)) = sent else {
             continue;
         };
         let now = node.clock.now();
         let (outcome, word) = match result {
             Ok(()) => (DeliveryOutcome::Delivered, "delivered"),
-            Err(error) if !known || now - delivery.created_at > give_up_after => {
+            Err(error) if now - delivery.created_at > give_up_after => {
                 (DeliveryOutcome::Abandoned(error), "abandoned")
             }
             Err(error) => (
@@ -277,7 +332,7 @@ async fn deliver(
         node.metrics.alert_delivery(&delivery.channel, word);
         match node
             .alerts
-            .finish_delivery(term.epoch, delivery.id, now, &outcome)
+            .finish_delivery(term.epoch, delivery.id, delivery.attempts, now, &outcome)
             .await
         {
             Ok(()) => {}

@@ -9,58 +9,56 @@ use sqlx::types::Json;
 use super::{PostgresStore, check_epoch};
 use crate::StoreError;
 use crate::alerts::{
-    Alert, AlertCount, AlertFacts, AlertFilter, AlertRow, AlertStore, ClaimedRow, DeadlineRow,
-    Delivery, DeliveryOutcome, DeliveryRow, FailingRow, MAX_ALERT_PAGE, PausedRow, RaiseAlert,
-    ResolveAlert, RunningRow, UnservedRow, alert_columns, alerts_of, counts, outcome_columns, sql,
+    Alert, AlertCount, AlertFacts, AlertFilter, AlertRow, AlertStore, ClaimedRow, Delivery,
+    DeliveryOutcome, DeliveryRow, FailingRow, MAX_ALERT_PAGE, RaiseAlert, ResolveAlert,
+    alert_columns, alerts_of, counts, facts_from, outcome_columns, sql, sql::Scope,
     with_deliveries,
 };
-use crate::job_query::auto_pause_note_sql;
+
+/// Reads the rows of a fact statement with its binds.
+macro_rules! read {
+    ($store:expr, $sql:expr, $($bind:expr),+) => {
+        sqlx::query_as(AssertSqlSafe($sql))
+            $(.bind($bind))+
+            .fetch_all(&$store.pool)
+            .await?
+    };
+}
 
 #[async_trait]
 impl AlertStore for PostgresStore {
-    async fn alert_facts(
+    async fn alert_candidates(
         &self,
         unserved_since: DateTime<Utc>,
         limit: u32,
     ) -> Result<AlertFacts, StoreError> {
         let limit = i64::from(limit);
-        let failing: Vec<FailingRow> = sqlx::query_as(sql::FAILING)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        let lost: Vec<FailingRow> = sqlx::query_as(sql::FINALLY_LOST)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        let paused = format!(
-            "{}{} ORDER BY id LIMIT $1",
-            sql::AUTO_PAUSED,
-            auto_pause_note_sql()
-        );
-        let auto_paused: Vec<PausedRow> = sqlx::query_as(AssertSqlSafe(paused))
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        let deadlines: Vec<DeadlineRow> = sqlx::query_as(sql::DEADLINES)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        let running: Vec<RunningRow> = sqlx::query_as(sql::RUNNING)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        let unserved: Vec<UnservedRow> = sqlx::query_as(sql::UNSERVED)
-            .bind(unserved_since)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(AlertFacts {
-            failing: failing.into_iter().chain(lost).map(Into::into).collect(),
-            auto_paused: auto_paused.into_iter().map(Into::into).collect(),
-            deadlines: deadlines.into_iter().map(Into::into).collect(),
-            running: running.into_iter().map(Into::into).collect(),
-            unserved: unserved.into_iter().map(Into::into).collect(),
-        })
+        let mut failing: Vec<FailingRow> = read!(self, sql::failing(Scope::Candidates), limit);
+        failing.extend(read!(self, sql::finally_lost(Scope::Candidates), limit));
+        facts_from(
+            failing,
+            read!(self, sql::auto_paused(Scope::Candidates), limit),
+            read!(self, sql::deadlines(Scope::Candidates), limit),
+            read!(self, sql::running(Scope::Candidates), limit),
+            read!(self, sql::UNSERVED, unserved_since, limit),
+        )
+    }
+
+    async fn alert_facts_of(&self, jobs: &[i64], runs: &[i64]) -> Result<AlertFacts, StoreError> {
+        let (of_jobs, of_runs) = (" AND j.id = ANY($1)", " AND r.id = ANY($1)");
+        let mut facts = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        if !jobs.is_empty() {
+            facts.0 = read!(self, sql::failing(Scope::Of(of_jobs)), jobs);
+            facts
+                .0
+                .extend(read!(self, sql::finally_lost(Scope::Of(of_jobs)), jobs));
+            facts.1 = read!(self, sql::auto_paused(Scope::Of(of_jobs)), jobs);
+            facts.2 = read!(self, sql::deadlines(Scope::Of(of_jobs)), jobs);
+        }
+        if !runs.is_empty() {
+            facts.3 = read!(self, sql::running(Scope::Of(of_runs)), runs);
+        }
+        facts_from(facts.0, facts.1, facts.2, facts.3, Vec::new())
     }
 
     async fn firing_alerts(&self, limit: u32) -> Result<Vec<Alert>, StoreError> {
@@ -131,6 +129,10 @@ impl AlertStore for PostgresStore {
              FROM alerts \
              WHERE d.id IN (SELECT id FROM alert_deliveries \
                  WHERE delivered_at IS NULL AND abandoned_at IS NULL AND next_attempt_at <= $1 \
+                   AND NOT EXISTS (SELECT 1 FROM alert_deliveries f WHERE f.alert_id = alert_deliveries.alert_id \
+                     AND f.channel = alert_deliveries.channel AND f.event = 'firing' \
+                     AND alert_deliveries.event = 'resolved' \
+                     AND f.delivered_at IS NULL AND f.abandoned_at IS NULL) \
                  ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
                AND alerts.id = d.alert_id \
              RETURNING d.id AS delivery_id, d.event, d.channel, d.attempts, d.created_at, ",
@@ -149,6 +151,7 @@ impl AlertStore for PostgresStore {
         &self,
         epoch: i64,
         id: i64,
+        attempt: u32,
         now: DateTime<Utc>,
         outcome: &DeliveryOutcome,
     ) -> Result<(), StoreError> {
@@ -161,6 +164,7 @@ impl AlertStore for PostgresStore {
             .bind(columns.delivered_at)
             .bind(columns.abandoned_at)
             .bind(columns.error)
+            .bind(i64::from(attempt))
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;

@@ -9,58 +9,61 @@ use sqlx::types::Json;
 use super::{SqliteStore, check_epoch, id_list, ts, ts_opt};
 use crate::StoreError;
 use crate::alerts::{
-    Alert, AlertCount, AlertFacts, AlertFilter, AlertRow, AlertStore, ClaimedRow, DeadlineRow,
-    Delivery, DeliveryOutcome, DeliveryRow, FailingRow, MAX_ALERT_PAGE, PausedRow, RaiseAlert,
-    ResolveAlert, RunningRow, UnservedRow, alert_columns, alerts_of, counts, outcome_columns, sql,
+    Alert, AlertCount, AlertFacts, AlertFilter, AlertRow, AlertStore, ClaimedRow, Delivery,
+    DeliveryOutcome, DeliveryRow, FailingRow, MAX_ALERT_PAGE, RaiseAlert, ResolveAlert,
+    alert_columns, alerts_of, counts, facts_from, outcome_columns, sql, sql::Scope,
     sqlite_placeholders as q, with_deliveries,
 };
-use crate::job_query::auto_pause_note_sql;
+
+/// Reads the rows of a fact statement with its binds.
+macro_rules! read {
+    ($store:expr, $sql:expr, $($bind:expr),+) => {
+        sqlx::query_as(q(&$sql))
+            $(.bind($bind))+
+            .fetch_all(&$store.pool)
+            .await?
+    };
+}
 
 #[async_trait]
 impl AlertStore for SqliteStore {
-    async fn alert_facts(
+    async fn alert_candidates(
         &self,
         unserved_since: DateTime<Utc>,
         limit: u32,
     ) -> Result<AlertFacts, StoreError> {
         let limit = i64::from(limit);
-        let failing: Vec<FailingRow> = sqlx::query_as(q(sql::FAILING))
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        let lost: Vec<FailingRow> = sqlx::query_as(q(sql::FINALLY_LOST))
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        let paused = format!(
-            "{}{} ORDER BY id LIMIT ?1",
-            sql::AUTO_PAUSED,
-            auto_pause_note_sql()
+        let mut failing: Vec<FailingRow> = read!(self, sql::failing(Scope::Candidates), limit);
+        failing.extend(read!(self, sql::finally_lost(Scope::Candidates), limit));
+        facts_from(
+            failing,
+            read!(self, sql::auto_paused(Scope::Candidates), limit),
+            read!(self, sql::deadlines(Scope::Candidates), limit),
+            read!(self, sql::running(Scope::Candidates), limit),
+            read!(self, sql::UNSERVED, ts(unserved_since), limit),
+        )
+    }
+
+    async fn alert_facts_of(&self, jobs: &[i64], runs: &[i64]) -> Result<AlertFacts, StoreError> {
+        let (of_jobs, of_runs) = (
+            " AND j.id IN (SELECT value FROM json_each($1))",
+            " AND r.id IN (SELECT value FROM json_each($1))",
         );
-        let auto_paused: Vec<PausedRow> = sqlx::query_as(AssertSqlSafe(paused))
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        let deadlines: Vec<DeadlineRow> = sqlx::query_as(q(sql::DEADLINES))
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        let running: Vec<RunningRow> = sqlx::query_as(q(sql::RUNNING))
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        let unserved: Vec<UnservedRow> = sqlx::query_as(q(sql::UNSERVED))
-            .bind(ts(unserved_since))
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(AlertFacts {
-            failing: failing.into_iter().chain(lost).map(Into::into).collect(),
-            auto_paused: auto_paused.into_iter().map(Into::into).collect(),
-            deadlines: deadlines.into_iter().map(Into::into).collect(),
-            running: running.into_iter().map(Into::into).collect(),
-            unserved: unserved.into_iter().map(Into::into).collect(),
-        })
+        let mut facts = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        if !jobs.is_empty() {
+            facts.0 = read!(self, sql::failing(Scope::Of(of_jobs)), id_list(jobs));
+            facts.0.extend(read!(
+                self,
+                sql::finally_lost(Scope::Of(of_jobs)),
+                id_list(jobs)
+            ));
+            facts.1 = read!(self, sql::auto_paused(Scope::Of(of_jobs)), id_list(jobs));
+            facts.2 = read!(self, sql::deadlines(Scope::Of(of_jobs)), id_list(jobs));
+        }
+        if !runs.is_empty() {
+            facts.3 = read!(self, sql::running(Scope::Of(of_runs)), id_list(runs));
+        }
+        facts_from(facts.0, facts.1, facts.2, facts.3, Vec::new())
     }
 
     async fn firing_alerts(&self, limit: u32) -> Result<Vec<Alert>, StoreError> {
@@ -129,6 +132,10 @@ impl AlertStore for SqliteStore {
         let ids: Vec<i64> = sqlx::query_scalar(
             "SELECT id FROM alert_deliveries \
              WHERE delivered_at IS NULL AND abandoned_at IS NULL AND next_attempt_at <= ?1 \
+               AND NOT EXISTS (SELECT 1 FROM alert_deliveries f WHERE f.alert_id = alert_deliveries.alert_id \
+                 AND f.channel = alert_deliveries.channel AND f.event = 'firing' \
+                 AND alert_deliveries.event = 'resolved' \
+                 AND f.delivered_at IS NULL AND f.abandoned_at IS NULL) \
              ORDER BY next_attempt_at LIMIT ?2",
         )
         .bind(ts(now))
@@ -161,6 +168,7 @@ impl AlertStore for SqliteStore {
         &self,
         epoch: i64,
         id: i64,
+        attempt: u32,
         now: DateTime<Utc>,
         outcome: &DeliveryOutcome,
     ) -> Result<(), StoreError> {
@@ -173,6 +181,7 @@ impl AlertStore for SqliteStore {
             .bind(ts_opt(columns.delivered_at))
             .bind(ts_opt(columns.abandoned_at))
             .bind(columns.error)
+            .bind(i64::from(attempt))
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
