@@ -1,11 +1,13 @@
 //! Alerts end to end, with real processes: `cronfleet coordinator` and `cronfleet worker`
 //! on PostgreSQL, a webhook receiver started by the test (it records every request and
-//! can refuse them), and an SMTP server from PyPI (aiosmtpd, `tests/smtp/server.py`, with
-//! authentication). A failing job alerts once on every channel its labels route it to and
-//! resolves on its next success; a stalled run, runs no worker offers and a lost worker
-//! alert and resolve; a dead-man's-switch job alerts when its slot was missed while the
-//! coordinator was down; and a leader killed while it waits for a webhook's answer leaves
-//! the delivery to the next leader once its claim runs out — delivered once, raised once.
+//! can refuse or hold them), and an SMTP server from PyPI (aiosmtpd, `tests/smtp/server.py`,
+//! with authentication, and STARTTLS with a CA of its own). A failing job alerts once on
+//! every channel its labels route it to and resolves on its next success; a stalled run,
+//! runs no worker offers and a lost worker alert and resolve; a dead-man's-switch job
+//! alerts when its slot was missed while the coordinator was down; a leader killed while
+//! it waits for a webhook's answer leaves the delivery to the next leader once its claim
+//! runs out — delivered once, raised once; and mail goes over STARTTLS only to a server
+//! whose certificate verifies.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -129,7 +131,20 @@ const SMTP_USER: &str = "alerts";
 const SMTP_PASSWORD: &str = "s3cret-smtp";
 
 impl SmtpServer {
+    /// A server taking AUTH over plain TCP.
     fn start(dir: &Path) -> SmtpServer {
+        Self::start_with(dir, &[])
+    }
+
+    /// A server that requires STARTTLS, with a certificate from a CA of its own; returns
+    /// the CA's PEM file too.
+    fn start_with_starttls(dir: &Path) -> (SmtpServer, PathBuf) {
+        let certificates = dir.join("mail-tls");
+        let server = Self::start_with(dir, &["--starttls", certificates.to_str().unwrap()]);
+        (server, certificates.join("ca.pem"))
+    }
+
+    fn start_with(dir: &Path, extra: &[&str]) -> SmtpServer {
         let python = std::env::var("CRONFLEET_TEST_SMTPD").unwrap_or_else(|_| {
             panic!(
                 "CRONFLEET_TEST_SMTPD is not set: it names a Python with aiosmtpd installed \
@@ -144,6 +159,7 @@ impl SmtpServer {
             .arg(format!("127.0.0.1:{port}"))
             .arg(format!("{SMTP_USER}:{SMTP_PASSWORD}"))
             .arg(&messages)
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -730,4 +746,67 @@ async fn a_leader_killed_while_sending_an_alert_leaves_it_to_the_next_delivered_
     let delivery = &stored[0]["deliveries"][0];
     assert!(delivery["delivered_at"].is_string(), "{delivery}");
     assert!(delivery["attempts"].as_u64().unwrap() >= 3, "{delivery}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn alert_mail_goes_over_starttls_only_to_a_server_whose_certificate_verifies() {
+    let database = cronfleet_testkit::test_database().await.expect("database");
+    let mut cluster = Cluster::new(database.url());
+    let (smtp, ca) = SmtpServer::start_with_starttls(cluster.dir.path());
+    let url = format!("{}?tls=required", smtp.url());
+    let mail_flags = [
+        "--alert-interval",
+        "500ms",
+        "--alert-email",
+        "ops@example.com",
+        "--alert-smtp",
+        &url,
+        "--alert-email-from",
+        "cronfleet@example.com",
+    ];
+    // The server's certificate is signed by a CA the public roots do not hold: refused,
+    // and retried.
+    cluster.start_coordinator("c1", &mail_flags);
+    cluster.start_worker("w1", "shell", 2);
+    let fails = json!({ "script": "exit 1" }).to_string();
+    create(
+        &cluster,
+        "exports",
+        &["--handler", "shell", "--every", "1s", "--args", &fails],
+    );
+    let mut refused = String::new();
+    wait_for("a refused mail delivery", Duration::from_secs(30), || {
+        let alerts = alerts(&cluster, &["--job", "exports"]);
+        refused = alerts
+            .first()
+            .and_then(|a| a["deliveries"][0]["last_error"].as_str())
+            .unwrap_or_default()
+            .to_owned();
+        !refused.is_empty()
+    });
+    assert!(refused.contains("certificate"), "{refused}");
+    assert!(
+        smtp.messages().is_empty(),
+        "nothing sent to an unverified server"
+    );
+
+    // With the CA to trust, the next coordinator delivers the same alert, encrypted.
+    cluster.stop_coordinator(0);
+    let ca = ca.to_str().unwrap().to_owned();
+    let mut flags = mail_flags.to_vec();
+    flags.extend(["--alert-smtp-ca", &ca]);
+    cluster.start_coordinator("c2", &flags);
+    wait_for("the mail over STARTTLS", Duration::from_secs(40), || {
+        smtp.messages().len() == 1
+    });
+    let mail = &smtp.messages()[0];
+    assert_eq!(mail["tls"], true);
+    assert_eq!(mail["user"], SMTP_USER);
+    let stored = cluster.cli_json_on(1, &["alerts", "--job", "exports"]);
+    assert_eq!(
+        stored.as_array().unwrap().len(),
+        1,
+        "the same alert: {stored}"
+    );
+    assert!(stored[0]["deliveries"][0]["attempts"].as_u64().unwrap() >= 2);
 }

@@ -89,6 +89,15 @@ pub struct AlertArgs {
         hide_env_values = true
     )]
     pub smtp: Option<String>,
+    /// A CA certificate (PEM file) to trust for the mail server besides the public ones (a
+    /// private relay); implies TLS — STARTTLS for smtp://, TLS for smtps://.
+    #[arg(
+        long = "alert-smtp-ca",
+        env = "CRONFLEET_ALERT_SMTP_CA",
+        value_name = "FILE",
+        requires = "smtp"
+    )]
+    pub smtp_ca: Option<std::path::PathBuf>,
     /// The sender of alert e-mails.
     #[arg(
         long = "alert-email-from",
@@ -136,6 +145,7 @@ impl AlertArgs {
             smtp: self.smtp.as_ref().map(|url| SmtpSettings {
                 url: url.clone(),
                 from: self.email_from.clone(),
+                ca: self.smtp_ca.clone(),
             }),
             evaluate_every: self.interval,
             no_worker_after: self.no_worker_after,

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use cronfleet_core::alert::{AlertKind, AlertState};
 use cronfleet_store::Delivery;
 use lettre::message::header::ContentType;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde_json::json;
 
@@ -23,6 +24,9 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct SmtpSettings {
     pub url: String,
     pub from: String,
+    /// A CA (PEM) to trust for the server's certificate besides the public ones (a private
+    /// relay); implies TLS: STARTTLS for `smtp://`, TLS from the start for `smtps://`.
+    pub ca: Option<std::path::PathBuf>,
 }
 
 // The URL carries the password.
@@ -62,15 +66,18 @@ impl AlertSender {
         let smtp = match smtp {
             None => None,
             Some(settings) => {
-                let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(&settings.url)
+                let mut transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(&settings.url)
                     .map_err(|e| {
                         format!(
                             "invalid --alert-smtp URL: {e}; expected smtp://USER:PASSWORD@HOST:587?tls=required, \
                              smtps://USER:PASSWORD@HOST:465 or smtp://HOST:25"
                         )
                     })?
-                    .timeout(Some(ATTEMPT_TIMEOUT))
-                    .build();
+                    .timeout(Some(ATTEMPT_TIMEOUT));
+                if let Some(ca) = &settings.ca {
+                    transport = transport.tls(private_ca_tls(&settings.url, ca)?);
+                }
+                let transport = transport.build();
                 let from = settings.from.parse().map_err(|e| {
                     format!(
                         "invalid --alert-email-from {:?}: {e}; expected an address such as cronfleet@example.com",
@@ -167,6 +174,34 @@ impl AlertSender {
             .map(|_| ())
             .map_err(|e| format!("the mail server refused or failed: {e}"))
     }
+}
+
+/// TLS to the mail server of `url` trusting the CA in the PEM file `ca` too.
+fn private_ca_tls(url: &str, ca: &std::path::Path) -> Result<Tls, String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("invalid --alert-smtp URL: {e}"))?;
+    let host = parsed
+        .host_str()
+        .ok_or("the --alert-smtp URL has no host")?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let pem = std::fs::read(ca)
+        .map_err(|e| format!("cannot read --alert-smtp-ca {}: {e}", ca.display()))?;
+    let certificate = Certificate::from_pem(&pem).map_err(|e| {
+        format!(
+            "--alert-smtp-ca {} holds no PEM certificate ({e}); expected a file with -----BEGIN CERTIFICATE-----",
+            ca.display()
+        )
+    })?;
+    let parameters = TlsParameters::builder(host)
+        .add_root_certificate(certificate)
+        .build_rustls()
+        .map_err(|e| format!("cannot set up TLS to the mail server: {e}"))?;
+    Ok(if parsed.scheme() == "smtps" {
+        Tls::Wrapper(parameters)
+    } else {
+        Tls::Required(parameters)
+    })
 }
 
 /// The same for every attempt and every coordinator: receivers drop repeats by it.
