@@ -187,3 +187,30 @@ async fn an_open_admin_api_is_refused_off_loopback() {
         accepted.log_text()
     );
 }
+
+/// A database password reaches neither `--help` (which shows the environment's values of
+/// other flags) nor the error about a URL that cannot be used.
+#[test]
+fn a_database_password_is_never_printed() {
+    let binary = cronfleet_e2e::cronfleet_binary();
+    let url = "mysql://cronfleet:db-pass-41c9@db:5432/cronfleet";
+    let help = std::process::Command::new(&binary)
+        .args(["coordinator", "--help"])
+        .env("CRONFLEET_DATABASE_URL", url)
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("--database-url"), "{help}");
+    assert!(!help.contains("db-pass-41c9"), "{help}");
+    let refused = std::process::Command::new(&binary)
+        .args(["coordinator", "--database-url", url])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        stderr.contains("invalid database URL \"mysql://cronfleet:***@db:5432/cronfleet\""),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("db-pass-41c9"), "{stderr}");
+}

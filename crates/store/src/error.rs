@@ -75,6 +75,30 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
+/// `url` with the password of its user info (`postgres://USER:PASSWORD@HOST/DB`) replaced
+/// by `***`, for messages and logs.
+pub fn without_password(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let authority_end = url[scheme_end..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| scheme_end + i);
+    let authority = &url[scheme_end..authority_end];
+    match authority.rfind('@') {
+        Some(at) => match authority[..at].find(':') {
+            Some(colon) => format!(
+                "{}{}:***{}",
+                &url[..scheme_end],
+                &authority[..colon],
+                &url[scheme_end + at..]
+            ),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
 impl StoreError {
     /// Fencing: only the epoch in force may lease or dispatch.
     pub(crate) fn check_epoch(ours: i64, current: i64) -> Result<(), StoreError> {
@@ -120,5 +144,25 @@ pub(crate) fn duplicate_name(error: sqlx::Error, name: &str) -> StoreError {
     match unique_violation(&error) {
         Some(_) => StoreError::DuplicateJob(name.to_owned()),
         None => error.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_url_is_shown_without_its_password() {
+        assert_eq!(
+            without_password("postgres://cronfleet:s3cret@db:5432/cronfleet?sslmode=require"),
+            "postgres://cronfleet:***@db:5432/cronfleet?sslmode=require"
+        );
+        assert_eq!(
+            without_password("postgres://cronfleet@db/cronfleet"),
+            "postgres://cronfleet@db/cronfleet"
+        );
+        assert_eq!(without_password("sqlite:/data/c.db"), "sqlite:/data/c.db");
+        let error = StoreError::InvalidUrl(without_password("mysql://u:p4ss@h/db"));
+        assert!(!error.to_string().contains("p4ss"), "{error}");
     }
 }

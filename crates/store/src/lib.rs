@@ -29,7 +29,7 @@ pub use alerts::{
 };
 pub use changes::{ChangeFeed, Changes};
 pub use cronfleet_core::finish::FinishRules;
-pub use error::StoreError;
+pub use error::{StoreError, without_password};
 pub use job_query::{
     DEFAULT_PAGE_SIZE, JobPage, JobQuery, JobSort, JobStatus, LabelFilter, LastRun, ListedJob,
     MAX_PAGE_SIZE,
@@ -55,7 +55,7 @@ pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
             SqliteStore::open(std::path::Path::new(path)).await?,
         ))
     } else {
-        Err(StoreError::InvalidUrl(url.to_owned()))
+        Err(StoreError::InvalidUrl(error::without_password(url)))
     }
 }
 

@@ -23,7 +23,12 @@ use crate::logging::{self, LogArgs};
 )]
 pub struct CoordinatorCommand {
     /// The store: postgres://USER[:PASSWORD]@HOST:PORT/DB, or sqlite:PATH for one node.
-    #[arg(long, env = "CRONFLEET_DATABASE_URL", value_name = "URL")]
+    #[arg(
+        long,
+        env = "CRONFLEET_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
     database_url: String,
     #[command(flatten)]
     listen: ListenArgs,
