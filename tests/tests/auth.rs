@@ -214,3 +214,95 @@ fn a_database_password_is_never_printed() {
     );
     assert!(!stderr.contains("db-pass-41c9"), "{stderr}");
 }
+
+/// Secrets from files (a Kubernetes Secret mounted as files): the database URL and the
+/// tokens reach neither the command line (`ps`) nor the environment, and work as the
+/// flags do.
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_can_come_from_files_and_stay_out_of_ps() {
+    let database = cronfleet_testkit::test_database().await.expect("database");
+    let cluster = Cluster::new(database.url());
+    let dir = cluster.dir.path();
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let url_file = write("database-url", &format!("{}\n", database.url()));
+    let api_file = write("api-tokens", &format!("{OLD}\n{NEW}\n"));
+    let worker_file = write("worker-token", &format!("{WORKER}\n"));
+    let (grpc, http) = (free_addr(), free_addr());
+    let coordinator = Process::spawn(
+        "c1",
+        &[
+            "coordinator",
+            "--database-url-file",
+            &url_file,
+            "--api-token-file",
+            &api_file,
+            "--worker-token-file",
+            &worker_file,
+            "--grpc",
+            &grpc.to_string(),
+            "--http",
+            &http.to_string(),
+        ]
+        .map(str::to_owned),
+        dir,
+    );
+    wait_for("the coordinator", Duration::from_secs(20), || {
+        http_get(http, "/readyz").is_some_and(|(status, _)| status == 200)
+    });
+    let worker_http = free_addr();
+    let worker = Process::spawn(
+        "w1",
+        &[
+            "worker",
+            "--coordinator",
+            &format!("http://{grpc}"),
+            "--worker-token-file",
+            &worker_file,
+            "--http",
+            &worker_http.to_string(),
+        ]
+        .map(str::to_owned),
+        dir,
+    );
+    wait_for("the worker to register", Duration::from_secs(20), || {
+        http_get(worker_http, "/readyz").is_some_and(|(status, _)| status == 200)
+    });
+    let server = format!("http://{grpc}");
+    for token in [OLD, NEW] {
+        let status = cronfleet_e2e::cluster::cli_at(&server, &["status", "--token", token]);
+        assert!(status.success, "{}", status.stderr);
+    }
+    assert!(!cronfleet_e2e::cluster::cli_at(&server, &["status"]).success);
+    for process in [&coordinator, &worker] {
+        let pid = process.pid();
+        let command_line = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+        let environment = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+        for secret in [OLD, NEW, WORKER, database.url()] {
+            let secret = secret.as_bytes();
+            for (what, bytes) in [
+                ("command line", &command_line),
+                ("environment", &environment),
+            ] {
+                assert!(
+                    !bytes.windows(secret.len()).any(|w| w == secret),
+                    "a secret in the {what} of pid {pid}"
+                );
+            }
+        }
+    }
+    let empty = write("empty", "\n");
+    let output = std::process::Command::new(cronfleet_e2e::cronfleet_binary())
+        .args(["coordinator", "--database-url-file", &empty])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("--database-url-file") && stderr.contains("is empty"),
+        "{stderr}"
+    );
+}

@@ -12,7 +12,7 @@ use cronfleet_core::duration::parse_fixed_duration;
 use cronfleet_core::policy::AutoPausePolicy;
 use cronfleet_core::run::MAX_OUTPUT_BYTES;
 
-use super::server_args::{AlertArgs, ConsoleArgs, ListenArgs};
+use super::server_args::{AlertArgs, ConsoleArgs, ListenArgs, read_secret_file, read_token_file};
 use crate::logging::{self, LogArgs};
 
 /// Run a coordinator: it leases due jobs and dispatches them to workers while it leads,
@@ -27,9 +27,15 @@ pub struct CoordinatorCommand {
         long,
         env = "CRONFLEET_DATABASE_URL",
         value_name = "URL",
-        hide_env_values = true
+        hide_env_values = true,
+        required_unless_present = "database_url_file",
+        conflicts_with = "database_url_file"
     )]
-    database_url: String,
+    database_url: Option<String>,
+    /// The store's URL from a file (its first line), so a password stays out of `ps` and
+    /// the environment (a Kubernetes Secret mounted as a file).
+    #[arg(long, env = "CRONFLEET_DATABASE_URL_FILE", value_name = "FILE")]
+    database_url_file: Option<std::path::PathBuf>,
     #[command(flatten)]
     listen: ListenArgs,
     #[command(flatten)]
@@ -71,6 +77,12 @@ pub struct CoordinatorCommand {
         hide_env_values = true
     )]
     worker_tokens: Vec<String>,
+    /// More admin API tokens from a file (one per line), kept out of `ps`.
+    #[arg(long, env = "CRONFLEET_API_TOKEN_FILE", value_name = "FILE")]
+    api_token_file: Option<std::path::PathBuf>,
+    /// More worker tokens from a file (one per line), kept out of `ps`.
+    #[arg(long, env = "CRONFLEET_WORKER_TOKEN_FILE", value_name = "FILE")]
+    worker_token_file: Option<std::path::PathBuf>,
     /// Serve the admin API without a token on a non-loopback address (anyone who can reach
     /// the port can change jobs).
     #[arg(long, env = "CRONFLEET_INSECURE_OPEN_API")]
@@ -173,8 +185,16 @@ impl CoordinatorCommand {
         config.jaeger_url = self.console.jaeger_url.clone();
         config.alerts = self.alerts.settings()?;
         config.advertise_url = self.advertise_url.clone();
-        config.api_tokens = Tokens::new(self.api_tokens.iter().cloned());
-        config.worker_tokens = Tokens::new(self.worker_tokens.iter().cloned());
+        let mut api_tokens = self.api_tokens.clone();
+        if let Some(file) = &self.api_token_file {
+            api_tokens.extend(read_token_file("--api-token-file", file)?);
+        }
+        let mut worker_tokens = self.worker_tokens.clone();
+        if let Some(file) = &self.worker_token_file {
+            worker_tokens.extend(read_token_file("--worker-token-file", file)?);
+        }
+        config.api_tokens = Tokens::new(api_tokens);
+        config.worker_tokens = Tokens::new(worker_tokens);
         config.insecure_open_api = self.insecure_open_api;
         config.run_log_limit = self.run_log_limit;
         config.run_retention = self.run_retention;
@@ -197,9 +217,14 @@ impl CoordinatorCommand {
 
     pub fn run(self) -> anyhow::Result<()> {
         let config = self.config()?;
+        let database_url = match (&self.database_url, &self.database_url_file) {
+            (Some(url), _) => url.clone(),
+            (None, Some(file)) => read_secret_file("--database-url-file", file)?,
+            (None, None) => anyhow::bail!("--database-url or --database-url-file is required"),
+        };
         config.validate().map_err(anyhow::Error::msg)?;
         logging::run_server(&self.logs, "cronfleet-coordinator", async {
-            let store = cronfleet_store::open(&self.database_url)
+            let store = cronfleet_store::open(&database_url)
                 .await
                 .with_context(|| "cannot open the store")?;
             let me = config.me();

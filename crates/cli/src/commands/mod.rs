@@ -29,7 +29,7 @@ pub enum Command {
     /// Run everything in one process with a SQLite store: the quickest way to try cronfleet.
     Dev(dev::DevCommand),
     /// Run a coordinator (leases due jobs and dispatches them while it leads).
-    Coordinator(coordinator::CoordinatorCommand),
+    Coordinator(Box<coordinator::CoordinatorCommand>),
     /// Define, inspect, change, pause, trigger and delete jobs.
     Job(job::JobCommand),
     /// Create and update jobs to match a job file (declarative, idempotent).

@@ -48,6 +48,32 @@ fn parse_http_url(text: &str) -> Result<String, String> {
     }
 }
 
+/// The contents of a secret's file (`--database-url-file`, `--worker-token-file`…), its
+/// surrounding whitespace trimmed; the error names the flag and the file, never the
+/// contents.
+pub fn read_secret_file(flag: &str, path: &std::path::Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| anyhow::anyhow!("cannot read {flag} {}: {error}", path.display()))?;
+    let secret = text.trim();
+    if secret.is_empty() {
+        anyhow::bail!(
+            "{flag} {} is empty; expected the secret on its first line",
+            path.display()
+        );
+    }
+    Ok(secret.to_owned())
+}
+
+/// Tokens from a file: one per line (or comma-separated), blank lines skipped.
+pub fn read_token_file(flag: &str, path: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    Ok(read_secret_file(flag, path)?
+        .split(['\n', ','])
+        .map(str::trim)
+        .filter(|token| !token.is_empty())
+        .map(str::to_owned)
+        .collect())
+}
+
 /// Alerts: where they go, and when conditions count (see README, "Alerts").
 #[derive(Debug, Args)]
 pub struct AlertArgs {

@@ -84,6 +84,15 @@ pub struct WorkerCommand {
         hide_env_values = true
     )]
     token: Option<String>,
+    /// The token from a file (its first line), so it stays out of `ps` and the
+    /// environment its scripts could read.
+    #[arg(
+        long = "worker-token-file",
+        env = "CRONFLEET_WORKER_TOKEN_FILE",
+        value_name = "FILE",
+        conflicts_with = "token"
+    )]
+    token_file: Option<std::path::PathBuf>,
 
     #[command(flatten)]
     logs: LogArgs,
@@ -193,7 +202,15 @@ impl WorkerCommand {
         if let Some(node_id) = self.node_id {
             builder = builder.node_id(node_id);
         }
-        if let Some(token) = self.token {
+        let token = match (self.token, &self.token_file) {
+            (Some(token), _) => Some(token),
+            (None, Some(file)) => Some(super::server_args::read_secret_file(
+                "--worker-token-file",
+                file,
+            )?),
+            (None, None) => None,
+        };
+        if let Some(token) = token {
             builder = builder.token(token);
         }
         if let Some(Labels(labels)) = self.labels {
