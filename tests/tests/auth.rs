@@ -1,8 +1,8 @@
 //! API and worker tokens end to end: a coordinator started with `--api-token` (two, as
 //! during a rotation) and `--worker-token` answers only callers that present one, tells
 //! the others what is missing, and never writes a token to its log; without tokens it
-//! refuses to serve its admin API (gRPC, or REST on the HTTP port) on a non-loopback
-//! address unless told to.
+//! refuses to serve its admin API (gRPC, or REST on the HTTP port) or to take workers on a
+//! non-loopback address unless told to; secrets can come from files.
 
 use std::time::Duration;
 
@@ -175,17 +175,45 @@ async fn an_open_admin_api_is_refused_off_loopback() {
         refused_http.log_text()
     );
 
-    let mut accepted = Process::spawn(
-        "accepted",
-        &args(&["--insecure-open-api"]),
+    // Closed by default for workers too: without a worker token on 0.0.0.0 it does not
+    // start, API token or not.
+    let mut open_workers = Process::spawn(
+        "open-workers",
+        &args(&["--api-token", OLD]),
         cluster.dir.path(),
     );
-    std::thread::sleep(Duration::from_secs(2));
+    let status = open_workers.wait_exit(Duration::from_secs(20));
     assert!(
-        accepted.wait_exit(Duration::ZERO).is_none(),
-        "with --insecure-open-api it serves: {}",
-        accepted.log_text()
+        status.is_some_and(|status| !status.success()),
+        "an open worker stream on 0.0.0.0 does not start: {status:?}"
     );
+    assert!(
+        open_workers
+            .log_text()
+            .contains("refusing to take workers without a token on 0.0.0.0"),
+        "{}",
+        open_workers.log_text()
+    );
+
+    for (name, flags) in [
+        (
+            "accepted",
+            &["--insecure-open-api", "--worker-token", WORKER][..],
+        ),
+        (
+            "open",
+            &["--insecure-open-api", "--insecure-open-workers"][..],
+        ),
+    ] {
+        let mut accepted = Process::spawn(name, &args(flags), cluster.dir.path());
+        std::thread::sleep(Duration::from_secs(2));
+        assert!(
+            accepted.wait_exit(Duration::ZERO).is_none(),
+            "with {flags:?} it serves: {}",
+            accepted.log_text()
+        );
+        accepted.kill();
+    }
 }
 
 /// A database password reaches neither `--help` (which shows the environment's values of

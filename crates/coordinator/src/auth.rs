@@ -4,7 +4,10 @@
 //! `Debug` output, and are compared in constant time.
 //!
 //! Without admin tokens the admin API is open, which a coordinator allows only on a
-//! loopback address (or with `--insecure-open-api`, see [`check_open_api`]).
+//! loopback address (or with `--insecure-open-api`, see [`check_open_api`]); likewise the
+//! worker stream without worker tokens (`--insecure-open-workers`, see
+//! [`check_open_workers`]): whoever registers as a worker receives the jobs' arguments and
+//! reports their results.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -121,9 +124,44 @@ pub fn check_open_api(api_tokens: &Tokens, addr: SocketAddr, insecure: bool) -> 
     Ok(())
 }
 
+/// Refuses a worker stream open to anyone (no worker token) on an address that is not a
+/// loopback one, unless `insecure`.
+pub fn check_open_workers(
+    worker_tokens: &Tokens,
+    addr: SocketAddr,
+    insecure: bool,
+) -> Result<(), String> {
+    if worker_tokens.is_empty() && !addr.ip().is_loopback() && !insecure {
+        return Err(format!(
+            "refusing to take workers without a token on {addr}, which is not a loopback address \
+             (anyone who reaches it could register as a worker and receive every job's arguments): \
+             give --worker-token (CRONFLEET_WORKER_TOKEN) here and to the workers, listen on 127.0.0.1, \
+             or pass --insecure-open-workers"
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_open_worker_stream_is_refused_off_loopback() {
+        let open = Tokens::default();
+        let public: SocketAddr = "0.0.0.0:50051".parse().unwrap();
+        let local: SocketAddr = "[::1]:50051".parse().unwrap();
+        assert!(check_open_workers(&open, local, false).is_ok());
+        assert!(check_open_workers(&open, public, true).is_ok());
+        assert!(check_open_workers(&Tokens::new(["t"]), public, false).is_ok());
+        let refused = check_open_workers(&open, public, false).unwrap_err();
+        assert!(
+            refused.contains("0.0.0.0:50051")
+                && refused.contains("--worker-token")
+                && refused.contains("--insecure-open-workers"),
+            "{refused}"
+        );
+    }
 
     fn metadata(authorization: Option<&str>) -> MetadataMap {
         let mut metadata = MetadataMap::new();

@@ -9,7 +9,7 @@ use cronfleet_core::run::{DEFAULT_OUTPUT_BYTES, MAX_OUTPUT_BYTES};
 use cronfleet_store::FinishRules;
 
 use crate::alerts::AlertSettings;
-use crate::auth::{Tokens, check_open_api};
+use crate::auth::{Tokens, check_open_api, check_open_workers};
 use crate::election::LeaderInfo;
 
 /// What the worker timeout must cover beyond a worker's lease and stop grace: the monitor's
@@ -65,6 +65,8 @@ pub struct CoordinatorConfig {
     pub worker_tokens: Tokens,
     /// Serve an admin API without tokens on a non-loopback address all the same.
     pub insecure_open_api: bool,
+    /// Take workers without a token on a non-loopback address all the same.
+    pub insecure_open_workers: bool,
     /// A Jaeger UI's base URL, for the web console's links to run traces.
     pub jaeger_url: Option<String>,
     /// Alert evaluation and channels.
@@ -96,6 +98,7 @@ impl CoordinatorConfig {
             api_tokens: Tokens::default(),
             worker_tokens: Tokens::default(),
             insecure_open_api: false,
+            insecure_open_workers: false,
             jaeger_url: None,
             alerts: AlertSettings::default(),
         }
@@ -187,6 +190,11 @@ impl CoordinatorConfig {
         // The admin API is served over gRPC and, under /api/v1, on the HTTP port.
         check_open_api(&self.api_tokens, self.grpc_addr, self.insecure_open_api)?;
         check_open_api(&self.api_tokens, self.http_addr, self.insecure_open_api)?;
+        check_open_workers(
+            &self.worker_tokens,
+            self.grpc_addr,
+            self.insecure_open_workers,
+        )?;
         Ok(())
     }
 }

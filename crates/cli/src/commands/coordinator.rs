@@ -87,6 +87,10 @@ pub struct CoordinatorCommand {
     /// the port can change jobs).
     #[arg(long, env = "CRONFLEET_INSECURE_OPEN_API")]
     insecure_open_api: bool,
+    /// Take workers without a worker token on a non-loopback address (anyone who can reach
+    /// the port can register as a worker and receive every job's arguments).
+    #[arg(long, env = "CRONFLEET_INSECURE_OPEN_WORKERS")]
+    insecure_open_workers: bool,
     /// How workers and clients reach this node [default: http://<--grpc>].
     #[arg(long, env = "CRONFLEET_ADVERTISE_URL", value_name = "URL")]
     advertise_url: Option<String>,
@@ -196,6 +200,7 @@ impl CoordinatorCommand {
         config.api_tokens = Tokens::new(api_tokens);
         config.worker_tokens = Tokens::new(worker_tokens);
         config.insecure_open_api = self.insecure_open_api;
+        config.insecure_open_workers = self.insecure_open_workers;
         config.run_log_limit = self.run_log_limit;
         config.run_retention = self.run_retention;
         config.runs_per_job = self.runs_per_job;
