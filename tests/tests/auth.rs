@@ -334,3 +334,44 @@ async fn secrets_can_come_from_files_and_stay_out_of_ps() {
         "{stderr}"
     );
 }
+
+/// A job's script does not inherit the worker's token (nor cronfleet's other secrets)
+/// from the worker's environment.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_jobs_environment_is_free_of_the_workers_secrets() {
+    let database = cronfleet_testkit::test_database().await.expect("database");
+    let mut cluster = Cluster::new(database.url());
+    cluster.env = vec![
+        ("CRONFLEET_WORKER_TOKEN".to_owned(), WORKER.to_owned()),
+        (
+            "CRONFLEET_ALERT_SMTP".to_owned(),
+            "smtp://u:smtp-pass-7e1@mail:587".to_owned(),
+        ),
+        ("ORDINARY_SETTING".to_owned(), "kept".to_owned()),
+    ];
+    cluster.start_coordinator("c1", &[]);
+    cluster.start_worker("w1", "shell", 1);
+    let script = serde_json::json!({ "script": "env" }).to_string();
+    cronfleet_e2e::cluster::create(
+        &cluster,
+        "env-dump",
+        &["--handler", "shell", "--every", "1h", "--args", &script],
+    );
+    let mut output = String::new();
+    wait_for("the run to succeed", Duration::from_secs(20), || {
+        let runs = cluster.runs_of("env-dump");
+        output = runs
+            .first()
+            .and_then(|run| run["output"].as_str())
+            .unwrap_or_default()
+            .to_owned();
+        runs.first().is_some_and(|run| run["state"] == "succeeded")
+    });
+    assert!(output.contains("CRONFLEET_JOB=env-dump"), "{output}");
+    assert!(output.contains("ORDINARY_SETTING=kept"), "{output}");
+    assert!(
+        !output.contains(WORKER),
+        "the worker's token leaked: {output}"
+    );
+    assert!(!output.contains("smtp-pass-7e1"), "{output}");
+}

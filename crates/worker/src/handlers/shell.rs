@@ -51,6 +51,18 @@ use super::args::Args;
 use crate::output::Utf8Chunks;
 use crate::{Handler, HandlerError, Outcome, RunContext};
 
+/// cronfleet's own secrets, taken out of a script's environment: a worker given its
+/// token through `CRONFLEET_WORKER_TOKEN` (or a coordinator's variables on the same host)
+/// must not hand it to every job it runs.
+pub const CRONFLEET_SECRETS: &[&str] = &[
+    "CRONFLEET_WORKER_TOKEN",
+    "CRONFLEET_API_TOKEN",
+    "CRONFLEET_DATABASE_URL",
+    "CRONFLEET_ALERT_SMTP",
+    "CRONFLEET_ALERT_WEBHOOK",
+    "CRONFLEET_ALERT_SLACK",
+];
+
 const EXAMPLE: &str = r#"{"script": "pg_dump mydb > /backups/mydb.sql"}"#;
 const MEMORY_EXAMPLE: &str = r#"{"script": "./forecast.sh", "memory_limit": "512MiB"}"#;
 /// The smallest memory limit: below it `/bin/sh` itself cannot start.
@@ -111,6 +123,9 @@ impl Handler for ShellHandler {
                     .arg(script)
                     .arg((bytes / 1024).to_string()),
             };
+            for secret in CRONFLEET_SECRETS {
+                command.env_remove(secret);
+            }
             command
                 .env("CRONFLEET_JOB", ctx.job())
                 .env("CRONFLEET_RUN_ID", ctx.run_id().to_string())
