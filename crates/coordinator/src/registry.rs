@@ -297,6 +297,23 @@ impl Registry {
         }
     }
 
+    /// Forgets the workers not connected and not heard from since `before` (their
+    /// last-seen time and departure): with worker ids that change on every restart (a
+    /// Kubernetes pod's name), the maps would otherwise grow for ever. Safe for the
+    /// monitor as long as `before` is older than the worker timeout: a run of a worker
+    /// silent that long is lost whichever time it counts from.
+    pub(crate) fn forget_silent_before(&self, before: DateTime<Utc>) {
+        let mut state = self.lock();
+        let State {
+            connected,
+            last_seen,
+            departed,
+            ..
+        } = &mut *state;
+        last_seen.retain(|id, seen| connected.contains_key(id) || *seen >= before);
+        departed.retain(|_, departure| departure.last_heard >= before);
+    }
+
     /// When the node was last heard from, connected or not.
     pub(crate) fn last_seen(&self, node_id: &str) -> Option<DateTime<Utc>> {
         self.lock().last_seen.get(node_id).copied()
@@ -631,5 +648,16 @@ mod tests {
         registry.disconnect("a", new);
         assert!(!registry.is_connected("a"));
         assert_eq!(registry.last_seen("a"), Some(seen));
+        assert_eq!(registry.departed().len(), 1, "it went without saying so");
+
+        // Long gone workers are forgotten; a connected one is not, however old.
+        let (sender, _) = mpsc::channel(1);
+        registry.connect(worker("b", &["noop"], 1, &[]), HashSet::new(), sender);
+        registry.forget_silent_before(seen);
+        assert_eq!(registry.last_seen("a"), Some(seen), "not before `seen`");
+        registry.forget_silent_before(seen + chrono::TimeDelta::seconds(1));
+        assert_eq!(registry.last_seen("a"), None);
+        assert!(registry.departed().is_empty());
+        assert!(registry.last_seen("b").is_some(), "connected: kept");
     }
 }

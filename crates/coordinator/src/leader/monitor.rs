@@ -59,6 +59,14 @@ pub(super) async fn run_monitor(node: Arc<Node>, term: Term) {
             }
         }
         let now = node.clock.now();
+        // Workers gone for a hundred worker timeouts (at least an hour) are forgotten.
+        let forget_after = worker_timeout
+            .checked_mul(100)
+            .unwrap_or(TimeDelta::MAX)
+            .max(TimeDelta::hours(1));
+        if let Some(before) = now.checked_sub_signed(forget_after) {
+            node.registry.forget_silent_before(before);
+        }
         for (worker, connection) in node.registry.silent_since(now - worker_timeout) {
             warn!(
                 worker,
