@@ -309,9 +309,12 @@ impl Session {
                 }
                 WorkerReport::Log { run_id, text } => {
                     if self.holds(run_id, "log") {
-                        node.registry
-                            .append_output(run_id, &text, node.config.run_log_limit);
-                        node.registry.run_active(run_id, node.clock.now());
+                        node.registry.append_output(
+                            run_id,
+                            &text,
+                            node.config.run_log_limit,
+                            node.clock.now(),
+                        );
                     }
                 }
                 report => reports.push(report),

@@ -53,6 +53,20 @@ struct State {
     departed: HashMap<String, Departure>,
 }
 
+impl Connection {
+    /// It takes new runs (not draining) of `handler`, whatever its load.
+    fn offers(&self, handler: &str) -> bool {
+        self.info.state == WorkerState::Connected && self.info.handlers.iter().any(|h| h == handler)
+    }
+
+    /// It carries every one of `labels`.
+    fn carries(&self, labels: &BTreeMap<String, String>) -> bool {
+        labels
+            .iter()
+            .all(|(k, v)| self.info.labels.get(k) == Some(v))
+    }
+}
+
 impl State {
     fn forget_run(&mut self, run_id: i64) {
         self.outputs.remove(&run_id);
@@ -200,11 +214,10 @@ impl Registry {
     /// carries all of `labels`, busy or not (full workers are a different problem from a
     /// handler nobody offers).
     pub(crate) fn offers(&self, handler: &str, labels: &BTreeMap<String, String>) -> bool {
-        self.lock().connected.values().any(|c| {
-            c.info.state == WorkerState::Connected
-                && c.info.handlers.iter().any(|h| h == handler)
-                && labels.iter().all(|(k, v)| c.info.labels.get(k) == Some(v))
-        })
+        self.lock()
+            .connected
+            .values()
+            .any(|c| c.offers(handler) && c.carries(labels))
     }
 
     /// Forgets what this node keeps of a run that is over elsewhere (declared lost): its
@@ -213,7 +226,7 @@ impl Registry {
         self.lock().forget_run(run_id);
     }
 
-    /// Records that a run gave output or progress at `now`.
+    /// Records that a run reported progress at `now` (output is recorded with it).
     pub(crate) fn run_active(&self, run_id: i64, now: DateTime<Utc>) {
         self.lock().activity.insert(run_id, now);
     }
@@ -347,16 +360,13 @@ impl Registry {
         let offering: Vec<&mut Connection> = state
             .connected
             .values_mut()
-            .filter(|c| c.info.state == WorkerState::Connected)
-            .filter(|c| c.info.handlers.iter().any(|h| h == handler))
+            .filter(|c| c.offers(handler))
             .collect();
         if offering.is_empty() {
             return Err(NoWorker::NoHandler(handler.to_owned()));
         }
-        let matching: Vec<&mut Connection> = offering
-            .into_iter()
-            .filter(|c| labels.iter().all(|(k, v)| c.info.labels.get(k) == Some(v)))
-            .collect();
+        let matching: Vec<&mut Connection> =
+            offering.into_iter().filter(|c| c.carries(labels)).collect();
         if matching.is_empty() {
             return Err(NoWorker::NoLabels(handler.to_owned(), labels.clone()));
         }
@@ -411,9 +421,11 @@ impl Registry {
         self.lock().connected.get(node_id).map(|c| c.sender.clone())
     }
 
-    /// Appends to a run's log tail, keeping the last `limit` bytes.
-    pub(crate) fn append_output(&self, run_id: i64, text: &str, limit: usize) {
+    /// Appends to a run's log tail, keeping the last `limit` bytes; the run was active at
+    /// `now`.
+    pub(crate) fn append_output(&self, run_id: i64, text: &str, limit: usize, now: DateTime<Utc>) {
         let mut state = self.lock();
+        state.activity.insert(run_id, now);
         let output = state.outputs.entry(run_id).or_default();
         output.push_str(text);
         // Trimmed once twice the limit is reached, so appending stays amortised O(1).

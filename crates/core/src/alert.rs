@@ -16,6 +16,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::duration::format_fixed_duration as format_duration;
+use crate::run::UnknownName;
 
 /// What an alert is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -62,26 +63,15 @@ impl fmt::Display for AlertKind {
     }
 }
 
-/// A word that names no alert kind (or state), and the words that do.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("unknown alert {what} {value:?}; valid values are {valid}")]
-pub struct UnknownAlertWord {
-    pub what: &'static str,
-    pub value: String,
-    pub valid: String,
-}
-
 impl FromStr for AlertKind {
-    type Err = UnknownAlertWord;
+    type Err = UnknownName;
 
-    fn from_str(s: &str) -> Result<AlertKind, UnknownAlertWord> {
+    fn from_str(s: &str) -> Result<AlertKind, UnknownName> {
         AlertKind::ALL
             .into_iter()
             .find(|kind| kind.as_str() == s)
-            .ok_or_else(|| UnknownAlertWord {
-                what: "kind",
-                value: s.to_owned(),
-                valid: AlertKind::ALL.map(AlertKind::as_str).join(", "),
+            .ok_or_else(|| {
+                UnknownName::new("alert kind", s, &AlertKind::ALL.map(AlertKind::as_str))
             })
     }
 }
@@ -110,17 +100,13 @@ impl fmt::Display for AlertState {
 }
 
 impl FromStr for AlertState {
-    type Err = UnknownAlertWord;
+    type Err = UnknownName;
 
-    fn from_str(s: &str) -> Result<AlertState, UnknownAlertWord> {
+    fn from_str(s: &str) -> Result<AlertState, UnknownName> {
         match s {
             "firing" => Ok(AlertState::Firing),
             "resolved" => Ok(AlertState::Resolved),
-            _ => Err(UnknownAlertWord {
-                what: "state",
-                value: s.to_owned(),
-                valid: "firing, resolved".to_owned(),
-            }),
+            _ => Err(UnknownName::new("alert state", s, &["firing", "resolved"])),
         }
     }
 }

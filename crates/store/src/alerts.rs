@@ -248,8 +248,7 @@ impl TryFrom<AlertRow> for Alert {
     type Error = StoreError;
 
     fn try_from(row: AlertRow) -> Result<Alert, StoreError> {
-        let corrupt =
-            |e: cronfleet_core::alert::UnknownAlertWord| StoreError::Corrupt(e.to_string());
+        let corrupt = |e: cronfleet_core::run::UnknownName| StoreError::Corrupt(e.to_string());
         Ok(Alert {
             id: row.id,
             kind: row.kind.parse().map_err(corrupt)?,
@@ -295,9 +294,7 @@ pub(crate) fn with_deliveries(
         let event = row
             .event
             .parse()
-            .map_err(|e: cronfleet_core::alert::UnknownAlertWord| {
-                StoreError::Corrupt(e.to_string())
-            })?;
+            .map_err(|e: cronfleet_core::run::UnknownName| StoreError::Corrupt(e.to_string()))?;
         if let Some(alert) = alerts.iter_mut().find(|a| a.id == row.alert_id) {
             alert.deliveries.push(DeliveryStatus {
                 channel: row.channel,
@@ -334,7 +331,7 @@ impl TryFrom<ClaimedRow> for Delivery {
             event: row
                 .event
                 .parse()
-                .map_err(|e: cronfleet_core::alert::UnknownAlertWord| {
+                .map_err(|e: cronfleet_core::run::UnknownName| {
                     StoreError::Corrupt(e.to_string())
                 })?,
             channel: row.channel,

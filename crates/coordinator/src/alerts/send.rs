@@ -310,18 +310,8 @@ fn without_url(error: reqwest::Error) -> String {
 pub fn console_path(kind: AlertKind, job: Option<&str>, run_id: Option<i64>) -> String {
     match (job, run_id) {
         (_, Some(run)) if kind == AlertKind::Stalled => format!("/runs/{run}"),
-        (Some(job), _) => format!("/jobs/{}", path_segment(job)),
+        // Job names are DNS-label-like (`core::job::validate_name`): a path segment as they are.
+        (Some(job), _) => format!("/jobs/{job}"),
         _ => "/cluster".to_owned(),
     }
-}
-
-fn path_segment(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }

@@ -171,8 +171,7 @@ pub async fn list(
             page(StatusCode::OK, &view)
         }
         Err(error) => {
-            let status = StatusCode::from_u16(crate::admin::error::http_status(error.code()))
-                .unwrap_or(StatusCode::BAD_REQUEST);
+            let status = super::status_of(&error);
             view.error = Some(error.to_string());
             page(status, &view)
         }

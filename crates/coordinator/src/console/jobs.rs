@@ -952,8 +952,7 @@ where
             see_other(&job_path(&name))
         }
         Err(error) => {
-            let status = StatusCode::from_u16(crate::admin::error::http_status(error.code()))
-                .unwrap_or(StatusCode::BAD_REQUEST);
+            let status = super::status_of(&error);
             let errors = FieldErrors::from([(form_field(&error), error.to_string())]);
             form_page(console, csrf, status, form, editing, errors).await
         }

@@ -149,6 +149,11 @@ impl Console {
     }
 }
 
+/// The HTTP status of an admin call's error: the REST API's for the same error.
+fn status_of(error: &crate::admin::AdminError) -> StatusCode {
+    StatusCode::from_u16(http_status(error.code())).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
 /// A page as a response with `status`.
 fn page(status: StatusCode, template: &impl Template) -> Response {
     match template.render() {
@@ -180,14 +185,13 @@ impl Console {
         error: impl Into<crate::admin::AdminError>,
     ) -> Response {
         let error = error.into();
-        let status = http_status(error.code());
-        let page_status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = status_of(&error);
         let chrome = self.chrome("Error", "", csrf).await;
         page(
-            page_status,
+            status,
             &ErrorPage {
                 chrome,
-                status,
+                status: status.as_u16(),
                 message: error.to_string(),
             },
         )
